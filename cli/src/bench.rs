@@ -1,0 +1,421 @@
+//! `sluice bench`: starts a fresh IDC as a child process (the real binary, real SQLite
+//! with fsync on commit, real loopback gRPC) and measures what issue 2 asks for:
+//! reserve+commit latency, the whole cycle, `sluice reserve` process time, throughput
+//! with concurrent clients, and the server's memory after many bookings.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use clap::Args;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::json;
+use sluice_proto::v1;
+
+use crate::client::{Client, connect, err};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Sequential reserve+commit bookings timed one by one.
+    #[arg(long, default_value_t = 1000)]
+    sequential: usize,
+    /// Whole reserve→commit→provision→release→terminate cycles timed.
+    #[arg(long, default_value_t = 300)]
+    cycles: usize,
+    /// Concurrent clients for the throughput figure.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Bookings made by the concurrent clients together.
+    #[arg(long, default_value_t = 4000)]
+    concurrent_bookings: usize,
+    /// `sluice reserve` processes timed from start to exit.
+    #[arg(long, default_value_t = 50)]
+    cli_runs: usize,
+    /// Bookings in the server (all phases together, topped up) when its RSS is read.
+    #[arg(long, default_value_t = 10_000)]
+    rss_bookings: usize,
+}
+
+/// Kills the child IDC however the bench ends.
+struct ChildIdc(Child);
+
+impl Drop for ChildIdc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Progress {
+    label: &'static str,
+    total: usize,
+    tty: bool,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(label: &'static str, total: usize) -> Progress {
+        Progress {
+            label,
+            total,
+            tty: std::io::stderr().is_terminal(),
+            last: Instant::now() - Duration::from_secs(1),
+        }
+    }
+
+    fn tick(&mut self, done: usize) {
+        if self.tty && (self.last.elapsed() > Duration::from_millis(100) || done == self.total) {
+            self.last = Instant::now();
+            let width = 30;
+            let filled = done * width / self.total.max(1);
+            eprint!(
+                "\r{:<28} [{}{}] {done}/{}",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                self.total
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn done(&self) {
+        if self.tty {
+            eprintln!();
+        } else {
+            eprintln!("{}: {} done", self.label, self.total);
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Deterministic spread of bookings over end points and the coming year.
+struct Workload {
+    stps: Vec<String>,
+    seed: u64,
+}
+
+impl Workload {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: enough to scatter bookings, and repeatable.
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn criteria(&mut self) -> v1::Criteria {
+        let n = self.stps.len() as u64;
+        let a = self.next() % n;
+        let b = (a + 1 + self.next() % (n - 1)) % n;
+        let start = Utc::now()
+            + TimeDelta::hours(1)
+            + TimeDelta::minutes((self.next() % (365 * 24 * 60)) as i64);
+        let len = TimeDelta::minutes(30 + (self.next() % 240) as i64);
+        v1::Criteria {
+            src: self.stps[a as usize].clone(),
+            dst: self.stps[b as usize].clone(),
+            capacity_mbps: 1 + (self.next() % 10) as i64,
+            start: Some(crate::time::timestamp(start)),
+            end: Some(crate::time::timestamp(start + len)),
+            description: "bench".into(),
+            ..Default::default()
+        }
+    }
+}
+
+async fn book(c: &mut Client, criteria: v1::Criteria) -> Result<String, sluice_model::Error> {
+    let held = c
+        .reservations
+        .reserve(v1::ReserveRequest {
+            criteria: Some(criteria),
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    c.reservations
+        .commit(v1::IdRequest {
+            id: held.id.clone(),
+        })
+        .await
+        .map_err(err)?;
+    Ok(held.id)
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match rt.block_on(bench(args, json_out)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let mut child = ChildIdc(
+        Command::new(&exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("piped")).read_line(&mut line)?;
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("the IDC did not say where it listens: {line:?}"))?
+        .to_string();
+    let url = format!("http://{addr}");
+    eprintln!(
+        "bench: IDC pid {pid} on {url}, data in {}",
+        dir.path().display()
+    );
+
+    let mut c = connect(&url, "bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topo = c
+        .topology
+        .get_topology(v1::GetTopologyRequest {})
+        .await?
+        .into_inner();
+    let stps: Vec<String> = topo
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.ports
+                .iter()
+                .filter(|p| p.link.is_empty() && p.peer.is_empty())
+                .map(|p| format!("{}:{}:{}", topo.domain, n.id, p.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut work = Workload {
+        stps: stps.clone(),
+        seed: 0x5eed_1234_abcd_0001,
+    };
+    let mut booked = 0usize;
+
+    // Warm up connections and caches; not measured.
+    for _ in 0..20 {
+        book(&mut c, work.criteria())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        booked += 1;
+    }
+
+    // 1. Sequential reserve+commit.
+    let mut lat = Vec::with_capacity(args.sequential);
+    let mut p = Progress::new("reserve+commit, sequential", args.sequential);
+    for i in 0..args.sequential {
+        let criteria = work.criteria();
+        let t = Instant::now();
+        book(&mut c, criteria)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        lat.push(t.elapsed());
+        booked += 1;
+        p.tick(i + 1);
+    }
+    p.done();
+    lat.sort();
+
+    // 2. The whole cycle.
+    let mut cyc = Vec::with_capacity(args.cycles);
+    let mut p = Progress::new("whole cycle", args.cycles);
+    for i in 0..args.cycles {
+        let criteria = work.criteria();
+        let t = Instant::now();
+        let id = book(&mut c, criteria)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for step in 0..3 {
+            let req = v1::IdRequest { id: id.clone() };
+            let r = match step {
+                0 => c.reservations.provision(req).await,
+                1 => c.reservations.release(req).await,
+                _ => c.reservations.terminate(req).await,
+            };
+            r.map_err(|s| anyhow::anyhow!("{}", err(s)))?;
+        }
+        cyc.push(t.elapsed());
+        p.tick(i + 1);
+    }
+    p.done();
+    cyc.sort();
+
+    // 3. Concurrent clients.
+    let per_client = args.concurrent_bookings.div_ceil(args.clients.max(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..args.clients {
+        let url = url.clone();
+        let mut w = Workload {
+            stps: stps.clone(),
+            seed: 0x0c0f_fee0_0000_0001 + k as u64 * 7919,
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&url, "bench").await?;
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let criteria = w.criteria();
+                let t = Instant::now();
+                book(&mut c, criteria).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, sluice_model::Error>(lat)
+        }));
+    }
+    eprintln!(
+        "concurrent: {} clients × {per_client} bookings ...",
+        args.clients
+    );
+    let mut clat = Vec::new();
+    for t in tasks {
+        clat.extend(t.await?.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let wall = started.elapsed();
+    booked += clat.len();
+    clat.sort();
+    let throughput = clat.len() as f64 / wall.as_secs_f64();
+
+    // 4. `sluice reserve` as a process, start to exit.
+    let mut procs = Vec::with_capacity(args.cli_runs);
+    let mut p = Progress::new("sluice reserve processes", args.cli_runs);
+    for i in 0..args.cli_runs {
+        let criteria = work.criteria();
+        let end = crate::time::from_timestamp(&criteria.end).expect("set");
+        let start = crate::time::from_timestamp(&criteria.start).expect("set");
+        let t = Instant::now();
+        let out = Command::new(&exe)
+            .args([
+                "reserve",
+                &criteria.src,
+                &criteria.dst,
+                "--bw",
+                "1",
+                "--json",
+                "--server",
+                &url,
+            ])
+            .args(["--start", &start.to_rfc3339(), "--end", &end.to_rfc3339()])
+            .stdin(Stdio::null())
+            .output()?;
+        procs.push(t.elapsed());
+        anyhow::ensure!(
+            out.status.success(),
+            "sluice reserve failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        booked += 1;
+        p.tick(i + 1);
+    }
+    p.done();
+    procs.sort();
+
+    // 5. Top up, then read the server's memory.
+    let top_up = args.rss_bookings.saturating_sub(booked);
+    let mut p = Progress::new("top-up before RSS", top_up);
+    for i in 0..top_up {
+        book(&mut c, work.criteria())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        booked += 1;
+        p.tick(i + 1);
+    }
+    if top_up > 0 {
+        p.done();
+    }
+    let rss = rss_mb(pid);
+
+    let rows = vec![
+        ("reserve+commit p50 (ms)", ms(percentile(&lat, 50.0)), "≤ 1"),
+        ("reserve+commit p99 (ms)", ms(percentile(&lat, 99.0)), "≤ 5"),
+        ("whole cycle p50 (ms)", ms(percentile(&cyc, 50.0)), "≤ 2.5"),
+        ("whole cycle p99 (ms)", ms(percentile(&cyc, 99.0)), "-"),
+        (
+            "`sluice reserve` process p50 (ms)",
+            ms(percentile(&procs, 50.0)),
+            "≤ 20",
+        ),
+        (
+            "`sluice reserve` process p90 (ms)",
+            ms(percentile(&procs, 90.0)),
+            "-",
+        ),
+        ("committed bookings/s, concurrent", throughput, "≥ 1000"),
+        (
+            "reserve+commit p99 under concurrency (ms)",
+            ms(percentile(&clat, 99.0)),
+            "-",
+        ),
+        (
+            "server RSS after bookings (MB)",
+            rss.unwrap_or(f64::NAN),
+            "≤ 100",
+        ),
+    ];
+    if json_out {
+        let figures: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(k, v, _)| (k.to_string(), json!(v)))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "figures": figures,
+                "bookings_in_server": booked,
+                "sequential": args.sequential,
+                "cycles": args.cycles,
+                "clients": args.clients,
+                "concurrent_bookings": clat.len(),
+                "cli_runs": args.cli_runs,
+            })
+        );
+    } else {
+        let mut t = Table::new();
+        t.load_preset(UTF8_BORDERS_ONLY);
+        t.set_header(["figure", "measured", "target"]);
+        for (k, v, target) in &rows {
+            t.add_row([k.to_string(), format!("{v:.2}"), target.to_string()]);
+        }
+        println!("{t}");
+        println!(
+            "{} sequential, {} cycles, {} clients × {per_client}, {} CLI runs; {booked} bookings in the server at the RSS reading",
+            args.sequential, args.cycles, args.clients, args.cli_runs
+        );
+    }
+    drop(child);
+    Ok(())
+}

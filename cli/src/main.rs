@@ -1,0 +1,606 @@
+//! `sluice`: run an IDC (`serve`), and book, inspect and operate circuits from the shell.
+
+mod bench;
+mod client;
+mod output;
+mod time;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use sluice_model::Error;
+use sluice_proto::v1;
+use tokio_stream::StreamExt;
+
+use client::{Client, connect, err};
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:50551";
+const DEFAULT_LISTEN: &str = "127.0.0.1:50551";
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: book time-bounded bandwidth circuits, and run the IDC that admits them",
+    after_help = "Times: RFC 3339 (2026-12-01T14:00:00Z), a UTC date-time (2026-12-01T14:00), now, or +10m / +2h / +1d.\nStart an IDC with `sluice serve`, then e.g.\n  sluice reserve internet2:houston:xe-0/0/0 internet2:new-york:xe-0/0/0 --bw 1000 --start +10m --end +2h"
+)]
+struct Cli {
+    /// The IDC to talk to.
+    #[arg(long, global = true, env = "SLUICE_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Who you are (sent as x-sluice-user); defaults to $USER.
+    #[arg(long, global = true, env = "SLUICE_USER")]
+    user: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the IDC: gRPC API, scheduler, SQLite store in the data directory.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[arg(long, default_value = "sluice-data")]
+        data_dir: PathBuf,
+    },
+    /// Book a circuit: hold and commit (or only hold, with --hold-only).
+    Reserve(ReserveArgs),
+    /// Commit a held reservation.
+    Commit { id: String },
+    /// Abort a held reservation (frees what it holds).
+    Abort { id: String },
+    /// Ask for the data plane: up while provisioned and inside the window.
+    Provision { id: String },
+    /// Take the data plane down (and stop automatic provisioning).
+    Release { id: String },
+    /// End a reservation for good and free its resources.
+    Terminate { id: String },
+    /// Change the capacity and/or schedule of a committed reservation.
+    Modify(ModifyArgs),
+    /// Show one reservation.
+    Show { id: String },
+    /// List reservations.
+    List(ListArgs),
+    /// Follow state changes as they happen.
+    Watch(WatchArgs),
+    /// Show the domain topology (from the IDC, or check a local file with --file).
+    Topology {
+        /// Read and check this topology file instead of asking the IDC.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Booked and available bandwidth of a link or port over time.
+    Availability(AvailabilityArgs),
+    /// Measure latency, throughput, CLI start-up and memory against a fresh IDC.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the chosen one is printed).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Where the SQLite database lives.
+    #[arg(long, default_value = "sluice-data")]
+    data_dir: PathBuf,
+    /// The domain topology (TOML); default: the bundled Internet2 (Abilene) example.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// How long a hold waits for its commit (e.g. 120s, 5m).
+    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
+    hold_timeout: chrono::TimeDelta,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn parse_duration_arg(s: &str) -> Result<chrono::TimeDelta, String> {
+    match time::parse_duration(s) {
+        Some(d) if d > chrono::TimeDelta::zero() => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a positive duration (e.g. 120s, 5m, 1h)"
+        )),
+    }
+}
+
+#[derive(Args)]
+struct ReserveArgs {
+    /// Source STP: domain:node:port, optionally ?vlan=100 or ?vlan=100-200.
+    src: String,
+    /// Destination STP.
+    dst: String,
+    /// Bandwidth in Mb/s.
+    #[arg(long, allow_negative_numbers = true)]
+    bw: i64,
+    /// Start (default: now).
+    #[arg(long)]
+    start: Option<String>,
+    #[arg(long)]
+    end: String,
+    /// VLAN or range for both ends (unless the STP or --src-vlan/--dst-vlan says otherwise).
+    #[arg(long)]
+    vlan: Option<String>,
+    #[arg(long)]
+    src_vlan: Option<String>,
+    #[arg(long)]
+    dst_vlan: Option<String>,
+    /// Pass through this node (repeat, in order).
+    #[arg(long = "via")]
+    via: Vec<String>,
+    /// Avoid this node or link (repeat).
+    #[arg(long = "avoid")]
+    avoid: Vec<String>,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Wait for `sluice provision` instead of provisioning at the start automatically.
+    #[arg(long)]
+    manual: bool,
+    /// Only hold; commit later with `sluice commit` (before the hold timeout).
+    #[arg(long)]
+    hold_only: bool,
+}
+
+#[derive(Args)]
+struct ModifyArgs {
+    id: String,
+    #[arg(long, allow_negative_numbers = true)]
+    bw: Option<i64>,
+    #[arg(long)]
+    start: Option<String>,
+    #[arg(long)]
+    end: Option<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// A state name (ReserveHeld, Provisioned, Terminated, ...) or summary (held,
+    /// committed, active, ended, ...); repeat for any of several.
+    #[arg(long = "state")]
+    states: Vec<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// node:port or domain:node:port.
+    #[arg(long)]
+    port: Option<String>,
+    /// Reservations whose window overlaps [from, to).
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Only this reservation.
+    id: Option<String>,
+    /// First replay the recorded events after this sequence number (0: all).
+    #[arg(long)]
+    since: Option<u64>,
+}
+
+#[derive(Args)]
+struct AvailabilityArgs {
+    /// A link id.
+    #[arg(long, conflicts_with = "port", required_unless_present = "port")]
+    link: Option<String>,
+    /// A port: node:port or domain:node:port.
+    #[arg(long)]
+    port: Option<String>,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    /// Draw an ASCII timeline instead of a table.
+    #[arg(long)]
+    timeline: bool,
+    /// Width of the timeline in columns.
+    #[arg(long, default_value_t = 72)]
+    width: usize,
+}
+
+/// What a command produced: a JSON document and its text form.
+struct Out {
+    json: serde_json::Value,
+    text: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_out = cli.json;
+    let result = match cli.cmd {
+        Cmd::Serve(args) => return serve(args),
+        Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
+        Cmd::Migrate { data_dir } => migrate(&data_dir),
+        Cmd::Topology { file: Some(f) } => check_topology_file(&f),
+        cmd => {
+            let user = cli
+                .user
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "anonymous".into());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            rt.block_on(run_client(cmd, &cli.server, &user, json_out))
+        }
+    };
+    match result {
+        Ok(Some(out)) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = if json_out {
+                writeln!(stdout, "{}", out.json)
+            } else {
+                writeln!(stdout, "{}", out.text)
+            };
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json_out {
+                println!("{}", output::error_json(&e));
+            } else {
+                eprintln!("{}", output::error_human(&e));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn time_arg(text: &str, field: &str) -> Result<DateTime<Utc>, Error> {
+    time::parse_time(text, now()).map_err(|m| Error::invalid(field, m))
+}
+
+fn reservation_out(r: &v1::Reservation) -> Out {
+    Out {
+        json: output::reservation_json(r),
+        text: output::reservation_human(r),
+    }
+}
+
+async fn run_client(
+    cmd: Cmd,
+    server: &str,
+    user: &str,
+    json_out: bool,
+) -> Result<Option<Out>, Error> {
+    let mut c = connect(server, user).await?;
+    let id_req = |id: String| v1::IdRequest { id };
+    let out = match cmd {
+        Cmd::Reserve(a) => reserve(&mut c, a).await?,
+        Cmd::Commit { id } => reservation_out(
+            &c.reservations
+                .commit(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Abort { id } => reservation_out(
+            &c.reservations
+                .abort(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Provision { id } => reservation_out(
+            &c.reservations
+                .provision(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Release { id } => reservation_out(
+            &c.reservations
+                .release(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Terminate { id } => reservation_out(
+            &c.reservations
+                .terminate(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Show { id } => reservation_out(
+            &c.reservations
+                .get(id_req(id))
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Modify(m) => {
+            let req = v1::ModifyRequest {
+                id: m.id,
+                capacity_mbps: m.bw,
+                start: m
+                    .start
+                    .map(|s| time_arg(&s, "start"))
+                    .transpose()?
+                    .map(time::timestamp),
+                end: m
+                    .end
+                    .map(|s| time_arg(&s, "end"))
+                    .transpose()?
+                    .map(time::timestamp),
+            };
+            reservation_out(&c.reservations.modify(req).await.map_err(err)?.into_inner())
+        }
+        Cmd::List(l) => {
+            let req = v1::ListRequest {
+                states: l.states,
+                from: l
+                    .from
+                    .map(|s| time_arg(&s, "from"))
+                    .transpose()?
+                    .map(time::timestamp),
+                to: l
+                    .to
+                    .map(|s| time_arg(&s, "to"))
+                    .transpose()?
+                    .map(time::timestamp),
+                port: l.port.unwrap_or_default(),
+                owner: l.owner.unwrap_or_default(),
+                limit: l.limit.unwrap_or(0),
+            };
+            let reply = c.reservations.list(req).await.map_err(err)?.into_inner();
+            Out {
+                json: json!({
+                    "reservations": reply.reservations.iter().map(output::reservation_json).collect::<Vec<_>>(),
+                    "truncated": reply.truncated,
+                }),
+                text: output::list_human(&reply.reservations, reply.truncated),
+            }
+        }
+        Cmd::Watch(w) => {
+            watch(&mut c, w, json_out).await?;
+            return Ok(None);
+        }
+        Cmd::Topology { file: None } => {
+            let t = c
+                .topology
+                .get_topology(v1::GetTopologyRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::topology_json(&t),
+                text: output::topology_human(&t),
+            }
+        }
+        Cmd::Availability(a) => {
+            let req = v1::AvailabilityRequest {
+                link: a.link.unwrap_or_default(),
+                port: a.port.unwrap_or_default(),
+                from: a
+                    .from
+                    .map(|s| time_arg(&s, "from"))
+                    .transpose()?
+                    .map(time::timestamp),
+                to: a
+                    .to
+                    .map(|s| time_arg(&s, "to"))
+                    .transpose()?
+                    .map(time::timestamp),
+            };
+            let reply = c
+                .reservations
+                .availability(req)
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::availability_json(&reply),
+                text: if a.timeline {
+                    output::availability_timeline(&reply, a.width.clamp(10, 400))
+                } else {
+                    output::availability_table(&reply)
+                },
+            }
+        }
+        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Topology { file: Some(_) } => {
+            unreachable!("handled before connecting")
+        }
+    };
+    Ok(Some(out))
+}
+
+async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
+    let start = a
+        .start
+        .as_deref()
+        .map(|s| time_arg(s, "start"))
+        .transpose()?;
+    let end = time_arg(&a.end, "end")?;
+    let criteria = v1::Criteria {
+        src: a.src,
+        dst: a.dst,
+        src_vlan: a.src_vlan.or_else(|| a.vlan.clone()).unwrap_or_default(),
+        dst_vlan: a.dst_vlan.or(a.vlan).unwrap_or_default(),
+        capacity_mbps: a.bw,
+        start: start.map(time::timestamp),
+        end: Some(time::timestamp(end)),
+        ero_include: a.via,
+        ero_exclude: a.avoid,
+        description: a.description,
+        provision_mode: if a.manual {
+            v1::ProvisionMode::Manual
+        } else {
+            v1::ProvisionMode::Automatic
+        } as i32,
+    };
+    let held = c
+        .reservations
+        .reserve(v1::ReserveRequest {
+            criteria: Some(criteria),
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    if a.hold_only {
+        return Ok(reservation_out(&held));
+    }
+    match c
+        .reservations
+        .commit(v1::IdRequest {
+            id: held.id.clone(),
+        })
+        .await
+    {
+        Ok(r) => Ok(reservation_out(&r.into_inner())),
+        Err(status) => {
+            // Do not leave the hold behind for its timer to clean up.
+            let _ = c.reservations.abort(v1::IdRequest { id: held.id }).await;
+            Err(err(status))
+        }
+    }
+}
+
+async fn watch(c: &mut Client, w: WatchArgs, json_out: bool) -> Result<(), Error> {
+    let mut stream = c
+        .reservations
+        .watch(v1::WatchRequest {
+            reservation_id: w.id.unwrap_or_default(),
+            since_seq: w.since,
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    let mut stdout = std::io::stdout();
+    while let Some(e) = stream.next().await {
+        let e = e.map_err(err)?;
+        let line = if json_out {
+            output::event_json(&e).to_string()
+        } else {
+            output::event_human(&e)
+        };
+        if writeln!(stdout, "{line}")
+            .and_then(|_| stdout.flush())
+            .is_err()
+        {
+            break; // the reader went away (e.g. `| head`)
+        }
+    }
+    Ok(())
+}
+
+fn migrate(data_dir: &std::path::Path) -> Result<Option<Out>, Error> {
+    let applied =
+        sluice_idc::store::Store::migrate(data_dir).map_err(|e| Error::internal(e.to_string()))?;
+    let db = data_dir.join(sluice_idc::store::DB_FILE);
+    Ok(Some(Out {
+        json: json!({"database": db.display().to_string(), "applied": applied}),
+        text: if applied.is_empty() {
+            format!("{}: up to date", db.display())
+        } else {
+            format!("{}: applied {}", db.display(), applied.join(", "))
+        },
+    }))
+}
+
+fn check_topology_file(path: &std::path::Path) -> Result<Option<Out>, Error> {
+    let t = sluice_idc::topology_file::load(path)
+        .map_err(|e| Error::invalid("topology", e.to_string()))?;
+    let reply = sluice_proto::convert::topology(&t);
+    Ok(Some(Out {
+        json: output::topology_json(&reply),
+        text: output::topology_human(&reply),
+    }))
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let (topology, topology_name) = match &args.topology {
+        Some(path) => match sluice_idc::topology_file::load(path) {
+            Ok(t) => (t, path.display().to_string()),
+            Err(e) => {
+                eprintln!("error: bad topology: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (
+            sluice_idc::topology_file::bundled(),
+            sluice_idc::topology_file::BUNDLED_NAME.to_string(),
+        ),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let opts = sluice_idc::ServerOptions {
+            listen: args.listen,
+            data_dir: args.data_dir.clone(),
+            topology: Arc::new(topology),
+            hold_timeout: args.hold_timeout,
+        };
+        let nodes = opts.topology.nodes().len();
+        let links = opts.topology.links().len();
+        let domain = opts.topology.domain.clone();
+        let server = match sluice_idc::start(opts, Arc::new(sluice_idc::clock::SystemClock)).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Scripts wait for this line; keep its shape.
+        println!(
+            "sluice: domain {domain} ({nodes} nodes, {links} links, from {topology_name}) listening on {} (data in {})",
+            server.addr,
+            args.data_dir.join(sluice_idc::store::DB_FILE).display()
+        );
+        let _ = std::io::stdout().flush();
+        match server.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,396 @@
+//! What the CLI prints: a readable form for people, and with `--json` one JSON document
+//! per command (one per line for `watch`).
+
+use chrono::TimeDelta;
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::{Value, json};
+use sluice_model::Error;
+use sluice_proto::convert::{lifecycle_state_name, provision_state_name, reservation_state_name};
+use sluice_proto::v1;
+
+use crate::time::{from_timestamp, human_duration, show};
+
+fn states(r: &v1::Reservation) -> v1::States {
+    r.states.clone().unwrap_or_default()
+}
+
+pub fn reservation_json(r: &v1::Reservation) -> Value {
+    let s = states(r);
+    json!({
+        "id": r.id,
+        "owner": r.owner,
+        "description": r.description,
+        "src": r.src,
+        "src_vlan": r.src_vlan,
+        "dst": r.dst,
+        "dst_vlan": r.dst_vlan,
+        "bw_mbps": r.capacity_mbps,
+        "start": show(&r.start),
+        "end": show(&r.end),
+        "state": {
+            "reservation": reservation_state_name(s.reservation()),
+            "provision": provision_state_name(s.provision()),
+            "lifecycle": lifecycle_state_name(s.lifecycle()),
+            "data_plane_active": s.data_plane_active,
+            "summary": s.summary,
+        },
+        "version": r.version,
+        "committed_version": r.committed_version,
+        "provision_mode": if r.provision_mode() == v1::ProvisionMode::Manual { "manual" } else { "automatic" },
+        "hold_expires_at": r.hold_expires_at.as_ref().map(|_| show(&r.hold_expires_at)),
+        "path": r.path.iter().map(|h| json!({"link": h.link, "from": h.from, "to": h.to})).collect::<Vec<_>>(),
+        "ero": {"include": r.ero_include, "exclude": r.ero_exclude},
+        "created_at": show(&r.created_at),
+        "updated_at": show(&r.updated_at),
+    })
+}
+
+fn path_line(r: &v1::Reservation) -> String {
+    let src_node = r.src.split(':').nth(1).unwrap_or("?");
+    let mut nodes = vec![src_node.to_string()];
+    nodes.extend(r.path.iter().map(|h| h.to.clone()));
+    format!(
+        "{} ({} hop{})",
+        nodes.join(" → "),
+        r.path.len(),
+        if r.path.len() == 1 { "" } else { "s" }
+    )
+}
+
+pub fn reservation_human(r: &v1::Reservation) -> String {
+    let s = states(r);
+    let duration = match (from_timestamp(&r.start), from_timestamp(&r.end)) {
+        (Some(a), Some(b)) => format!(" ({})", human_duration(b - a)),
+        _ => String::new(),
+    };
+    let committed = match r.committed_version {
+        Some(v) => format!(" (committed v{v})"),
+        None => String::new(),
+    };
+    let mut out = format!("reservation {}  {}\n", r.id, s.summary);
+    if !r.description.is_empty() {
+        out += &format!("  {}\n", r.description);
+    }
+    out += &format!(
+        "  {} vlan {} → {} vlan {}\n",
+        r.src, r.src_vlan, r.dst, r.dst_vlan
+    );
+    out += &format!(
+        "  {} Mb/s  {} .. {}{}\n",
+        r.capacity_mbps,
+        show(&r.start),
+        show(&r.end),
+        duration
+    );
+    out += &format!("  path: {}\n", path_line(r));
+    out += &format!(
+        "  states: {}{} · {} · {} · data plane {}\n",
+        reservation_state_name(s.reservation()),
+        committed,
+        provision_state_name(s.provision()),
+        lifecycle_state_name(s.lifecycle()),
+        if s.data_plane_active {
+            "active"
+        } else {
+            "inactive"
+        }
+    );
+    if r.hold_expires_at.is_some() {
+        out += &format!("  hold expires at {}\n", show(&r.hold_expires_at));
+    }
+    out += &format!(
+        "  owner {} · {} provisioning · version {}",
+        r.owner,
+        if r.provision_mode() == v1::ProvisionMode::Manual {
+            "manual"
+        } else {
+            "automatic"
+        },
+        r.version
+    );
+    out
+}
+
+pub fn list_human(rs: &[v1::Reservation], truncated: bool) -> String {
+    if rs.is_empty() {
+        return "no reservations".to_string();
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header([
+        "id", "state", "Mb/s", "start", "end", "src", "dst", "hops", "owner",
+    ]);
+    for r in rs {
+        t.add_row([
+            r.id.clone(),
+            states(r).summary,
+            r.capacity_mbps.to_string(),
+            show(&r.start),
+            show(&r.end),
+            format!("{}.{}", r.src, r.src_vlan),
+            format!("{}.{}", r.dst, r.dst_vlan),
+            r.path.len().to_string(),
+            r.owner.clone(),
+        ]);
+    }
+    let mut out = t.to_string();
+    out += &format!(
+        "\n{} reservation{}",
+        rs.len(),
+        if rs.len() == 1 { "" } else { "s" }
+    );
+    if truncated {
+        out += " (more match: raise --limit)";
+    }
+    out
+}
+
+pub fn event_json(e: &v1::Event) -> Value {
+    json!({
+        "seq": e.seq,
+        "reservation_id": e.reservation_id,
+        "machine": e.machine,
+        "from": e.from,
+        "to": e.to,
+        "at": show(&e.at),
+        "detail": e.detail,
+    })
+}
+
+pub fn event_human(e: &v1::Event) -> String {
+    let detail = if e.detail.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", e.detail)
+    };
+    format!(
+        "{}  #{:<5} {}  {} {} → {}{}",
+        show(&e.at),
+        e.seq,
+        e.reservation_id,
+        e.machine,
+        e.from,
+        e.to,
+        detail
+    )
+}
+
+pub fn error_json(e: &Error) -> Value {
+    let mut err = json!({
+        "code": e.code.as_str(),
+        "name": e.code.name(),
+        "field": e.field,
+        "message": e.message,
+    });
+    if let Some(c) = &e.capacity {
+        err["requested_mbps"] = json!(c.requested.0);
+        err["available_mbps"] = json!(c.available.0);
+        err["bottlenecks"] = json!(c.bottlenecks);
+    }
+    json!({ "error": err })
+}
+
+pub fn error_human(e: &Error) -> String {
+    let field = e
+        .field
+        .as_ref()
+        .map(|f| format!(" [{f}]"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "error {} {}{}: {}",
+        e.code.as_str(),
+        e.code.name(),
+        field,
+        e.message
+    );
+    if let Some(c) = &e.capacity {
+        out += &format!(
+            "\n  requested {} Mb/s, available {} Mb/s",
+            c.requested.0, c.available.0
+        );
+        if !c.bottlenecks.is_empty() {
+            out += &format!("\n  bottleneck: {}", c.bottlenecks.join(", "));
+        }
+    }
+    out
+}
+
+pub fn topology_json(t: &v1::TopologyReply) -> Value {
+    json!({
+        "domain": t.domain,
+        "description": t.description,
+        "nodes": t.nodes.iter().map(|n| json!({
+            "id": n.id,
+            "name": n.name,
+            "vlan_translation": n.vlan_translation,
+            "ports": n.ports.iter().map(|p| json!({
+                "name": p.name, "vlans": p.vlans, "capacity_mbps": p.capacity_mbps,
+                "peer": (!p.peer.is_empty()).then_some(&p.peer),
+                "link": (!p.link.is_empty()).then_some(&p.link),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "links": t.links.iter().map(|l| json!({
+            "id": l.id, "a": l.a, "b": l.b,
+            "capacity_ab_mbps": l.capacity_ab_mbps, "capacity_ba_mbps": l.capacity_ba_mbps,
+            "metric": l.metric,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn topology_human(t: &v1::TopologyReply) -> String {
+    let mut out = format!(
+        "domain {}: {}\n{} nodes, {} links\n\n",
+        t.domain,
+        t.description,
+        t.nodes.len(),
+        t.links.len()
+    );
+    let mut nodes = Table::new();
+    nodes.load_preset(UTF8_BORDERS_ONLY);
+    nodes.set_header(["node", "name", "edge ports (STPs)", "peer ports"]);
+    for n in &t.nodes {
+        let edge: Vec<String> = n
+            .ports
+            .iter()
+            .filter(|p| p.link.is_empty() && p.peer.is_empty())
+            .map(|p| format!("{} [{}] {}G", p.name, p.vlans, p.capacity_mbps / 1000))
+            .collect();
+        let peers: Vec<String> = n
+            .ports
+            .iter()
+            .filter(|p| !p.peer.is_empty())
+            .map(|p| format!("{} → {}", p.name, p.peer))
+            .collect();
+        nodes.add_row([
+            n.id.clone(),
+            n.name.clone(),
+            edge.join("\n"),
+            peers.join("\n"),
+        ]);
+    }
+    out += &nodes.to_string();
+    out += "\n\n";
+    let mut links = Table::new();
+    links.load_preset(UTF8_BORDERS_ONLY);
+    links.set_header(["link", "a", "b", "Mb/s a→b", "Mb/s b→a", "metric"]);
+    for l in &t.links {
+        links.add_row([
+            l.id.clone(),
+            l.a.clone(),
+            l.b.clone(),
+            l.capacity_ab_mbps.to_string(),
+            l.capacity_ba_mbps.to_string(),
+            l.metric.to_string(),
+        ]);
+    }
+    out += &links.to_string();
+    out
+}
+
+pub fn availability_json(a: &v1::AvailabilityReply) -> Value {
+    json!({
+        "resource": a.resource,
+        "vlans": (!a.vlans.is_empty()).then_some(&a.vlans),
+        "vlans_in_use": a.vlans_in_use,
+        "directions": a.directions.iter().map(|d| json!({
+            "direction": d.direction,
+            "capacity_mbps": d.capacity_mbps,
+            "steps": d.steps.iter().map(|s| json!({
+                "start": show(&s.start), "end": show(&s.end),
+                "booked_mbps": s.booked_mbps, "available_mbps": s.available_mbps,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn availability_table(a: &v1::AvailabilityReply) -> String {
+    let mut out = format!("{}\n", a.resource);
+    if !a.vlans.is_empty() {
+        let used: Vec<String> = a.vlans_in_use.iter().map(|v| v.to_string()).collect();
+        out += &format!(
+            "VLANs {}; in use in this range: {}\n",
+            a.vlans,
+            if used.is_empty() {
+                "none".to_string()
+            } else {
+                used.join(",")
+            }
+        );
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(["direction", "from", "to", "booked Mb/s", "available Mb/s"]);
+    for d in &a.directions {
+        for s in &d.steps {
+            t.add_row([
+                d.direction.clone(),
+                show(&s.start),
+                show(&s.end),
+                s.booked_mbps.to_string(),
+                s.available_mbps.to_string(),
+            ]);
+        }
+    }
+    out += &t.to_string();
+    out
+}
+
+/// Booked bandwidth as bars over time, one chart per direction.
+pub fn availability_timeline(a: &v1::AvailabilityReply, width: usize) -> String {
+    const ROWS: usize = 8;
+    let mut out = format!("{}\n", a.resource);
+    for d in &a.directions {
+        let (Some(first), Some(last)) = (d.steps.first(), d.steps.last()) else {
+            continue;
+        };
+        let (Some(t0), Some(t1)) = (from_timestamp(&first.start), from_timestamp(&last.end)) else {
+            continue;
+        };
+        let span = (t1 - t0).num_milliseconds().max(1);
+        let cap = d.capacity_mbps.max(1);
+        // The peak booked inside each column's slice of time.
+        let cols: Vec<u64> = (0..width)
+            .map(|c| {
+                let a0 = t0 + TimeDelta::milliseconds(span * c as i64 / width as i64);
+                let a1 = t0 + TimeDelta::milliseconds(span * (c as i64 + 1) / width as i64);
+                d.steps
+                    .iter()
+                    .filter(|s| {
+                        from_timestamp(&s.start).is_some_and(|s0| s0 < a1)
+                            && from_timestamp(&s.end).is_some_and(|s1| s1 > a0)
+                    })
+                    .map(|s| s.booked_mbps)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let peak = cols.iter().copied().max().unwrap_or(0);
+        out += &format!(
+            "\n{}  capacity {} Mb/s, peak booked {} Mb/s\n",
+            d.direction, d.capacity_mbps, peak
+        );
+        for row in (0..ROWS).rev() {
+            let pct = (row + 1) * 100 / ROWS;
+            let line: String = cols
+                .iter()
+                .map(|&b| {
+                    let filled = b as f64 / cap as f64 * ROWS as f64;
+                    if filled >= row as f64 + 1.0 {
+                        '█'
+                    } else if filled > row as f64 {
+                        '▄'
+                    } else {
+                        ' '
+                    }
+                })
+                .collect();
+            out += &format!("{pct:>4}% │{line}│\n");
+        }
+        out += &format!("      └{}┘\n", "─".repeat(width));
+        let left = t0.format("%Y-%m-%d %H:%M").to_string();
+        let right = t1.format("%Y-%m-%d %H:%M").to_string();
+        let gap = (width + 2).saturating_sub(left.len() + right.len());
+        out += &format!("      {left}{}{right}\n", " ".repeat(gap));
+    }
+    out
+}

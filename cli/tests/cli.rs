@@ -1,0 +1,626 @@
+//! The `sluice` binary against real IDCs: one in this process (on 127.0.0.1:0, its own
+//! temporary SQLite), or `sluice serve` as a child process for the crash tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_idc::testing::TestIdc;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const HOUSTON: &str = "internet2:houston:xe-0/0/0";
+const NEW_YORK: &str = "internet2:new-york:xe-0/0/0";
+
+fn sluice(server: &str, args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .args(args)
+        .args(["--server", server])
+        .env_remove("SLUICE_SERVER")
+        .env("SLUICE_USER", "alice")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice")
+}
+
+/// Runs a command with --json and returns its document and whether it succeeded.
+fn json(server: &str, args: &[&str]) -> (Value, bool) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = sluice(server, &all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let doc: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON document ({e}): {text:?} stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (doc, out.status.success())
+}
+
+fn ok(server: &str, args: &[&str]) -> Value {
+    let (doc, success) = json(server, args);
+    assert!(success, "sluice {args:?} failed: {doc}");
+    doc
+}
+
+fn fail(server: &str, args: &[&str]) -> Value {
+    let (doc, success) = json(server, args);
+    assert!(!success, "sluice {args:?} should fail: {doc}");
+    doc["error"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_show_list_and_lifecycle_through_the_binary() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let url = url2.as_str();
+        let r = ok(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "1000",
+                "--start",
+                "+10m",
+                "--end",
+                "+2h",
+                "--description",
+                "cli test",
+            ],
+        );
+        let id = r["id"].as_str().unwrap().to_string();
+        assert_eq!(r["state"]["reservation"], "ReserveStart");
+        assert_eq!(r["state"]["provision"], "Released");
+        assert_eq!(r["state"]["lifecycle"], "Created");
+        assert_eq!(r["state"]["summary"], "committed");
+        assert_eq!(r["bw_mbps"], 1000);
+        assert_eq!(r["owner"], "alice");
+        assert!(r["path"].as_array().unwrap().len() >= 2, "{r}");
+        assert!(r["start"].as_str().unwrap().ends_with('Z'));
+
+        let held = ok(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "10",
+                "--end",
+                "+1h",
+                "--hold-only",
+                "--vlan",
+                "200",
+            ],
+        );
+        assert_eq!(held["state"]["reservation"], "ReserveHeld");
+        assert_eq!(held["src_vlan"], 200);
+        let hid = held["id"].as_str().unwrap().to_string();
+
+        let listed = ok(url, &["list", "--state", "held"]);
+        let ids: Vec<&str> = listed["reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec![hid.as_str()]);
+        let committed = ok(url, &["commit", &hid]);
+        assert_eq!(committed["committed_version"], 1);
+        let e = fail(url, &["commit", &hid]);
+        assert_eq!(e["code"], "00201");
+
+        assert_eq!(
+            ok(url, &["provision", &id])["state"]["provision"],
+            "Provisioned"
+        );
+        assert_eq!(ok(url, &["release", &id])["state"]["provision"], "Released");
+        let modified = ok(url, &["modify", &id, "--bw", "2000"]);
+        assert_eq!(
+            (modified["version"].as_u64(), modified["bw_mbps"].as_u64()),
+            (Some(2), Some(2000))
+        );
+        assert_eq!(
+            ok(url, &["terminate", &id])["state"]["lifecycle"],
+            "Terminated"
+        );
+        assert_eq!(ok(url, &["show", &id])["state"]["summary"], "terminated");
+
+        // The human forms read well and say the same.
+        let out = sluice(url, &["show", &hid]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("reservation {hid}  committed")),
+            "{text}"
+        );
+        assert!(text.contains("houston"), "{text}");
+        let out = sluice(url, &["list"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("2 reservations"));
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_code_and_field_and_exit_non_zero() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    tokio::task::spawn_blocking(move || {
+        let url = url.as_str();
+        let e = fail(
+            url,
+            &[
+                "reserve", HOUSTON, NEW_YORK, "--bw", "20000", "--end", "+1h",
+            ],
+        );
+        assert_eq!(e["code"], "00705");
+        assert_eq!(e["field"], "capacity_mbps");
+        assert_eq!(e["requested_mbps"], 20000);
+        assert_eq!(e["available_mbps"], 10000, "the edge ports are 10 Gb/s");
+        let e = fail(
+            url,
+            &["reserve", HOUSTON, NEW_YORK, "--bw", "-5", "--end", "+1h"],
+        );
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00100"), Some("capacity_mbps"))
+        );
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "5",
+                "--end",
+                "yesterday",
+            ],
+        );
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00100"), Some("end"))
+        );
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                "internet2:nowhere:x",
+                NEW_YORK,
+                "--bw",
+                "5",
+                "--end",
+                "+1h",
+            ],
+        );
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00701"), Some("src"))
+        );
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "5",
+                "--end",
+                "+1h",
+                "--src-vlan",
+                "5",
+            ],
+        );
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00709"), Some("src_vlan"))
+        );
+        let e = fail(url, &["show", "internet2-nope"]);
+        assert_eq!(e["code"], "00203");
+        // Nothing was booked by any of that.
+        assert_eq!(
+            ok(url, &["list"])["reservations"].as_array().unwrap().len(),
+            0
+        );
+
+        // Without --json the error is one readable line on stderr.
+        let out = sluice(
+            url,
+            &[
+                "reserve", HOUSTON, NEW_YORK, "--bw", "20000", "--end", "+1h",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(
+                "error 00705 CAPACITY_UNAVAILABLE [capacity_mbps]: requested 20000, available 10000"
+            ),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
+}
+
+#[test]
+fn an_unreachable_server_is_reported_plainly() {
+    let out = sluice("http://127.0.0.1:1", &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the IDC at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_availability_and_watch() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    tokio::task::spawn_blocking(move || {
+        let url = url.as_str();
+        let t = ok(url, &["topology"]);
+        assert_eq!(t["domain"], "internet2");
+        assert_eq!(t["nodes"].as_array().unwrap().len(), 11);
+        let r = ok(
+            url,
+            &[
+                "reserve", HOUSTON, NEW_YORK, "--bw", "5000", "--start", "+1h", "--end", "+3h",
+            ],
+        );
+        let id = r["id"].as_str().unwrap();
+
+        let a = ok(
+            url,
+            &[
+                "availability",
+                "--port",
+                "houston:xe-0/0/0",
+                "--from",
+                "now",
+                "--to",
+                "+4h",
+            ],
+        );
+        let steps = a["directions"][0]["steps"].as_array().unwrap();
+        let booked: Vec<u64> = steps
+            .iter()
+            .map(|s| s["booked_mbps"].as_u64().unwrap())
+            .collect();
+        assert_eq!(booked, vec![0, 5000, 0], "{a}");
+        assert_eq!(a["vlans_in_use"], serde_json::json!([100]));
+        let link = &r["path"][0]["link"];
+        let out = sluice(
+            url,
+            &[
+                "availability",
+                "--link",
+                link.as_str().unwrap(),
+                "--from",
+                "now",
+                "--to",
+                "+4h",
+                "--timeline",
+                "--width",
+                "40",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("peak booked 5000 Mb/s") && text.contains('▄'),
+            "{text}"
+        );
+
+        // Watch replays history with --since 0, then follows.
+        let mut watch = Command::new(SLUICE)
+            .args(["watch", id, "--since", "0", "--json", "--server", url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (first["machine"].as_str(), first["to"].as_str()),
+            (Some("reservation"), Some("ReserveHeld"))
+        );
+        ok(url, &["terminate", id]);
+        let mut saw_terminated = false;
+        for line in lines.by_ref().take(10) {
+            let e: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if e["to"] == "Terminated" {
+                saw_terminated = true;
+                break;
+            }
+        }
+        watch.kill().unwrap();
+        watch.wait().unwrap();
+        assert!(saw_terminated);
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
+}
+
+#[test]
+fn topology_file_errors_name_the_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[domain]\nid = \"d\"\n\n[[node]]\nid = \"a\"\nports = [ { name = \"p\", vlans = \"10-5\", capacity_mbps = 10 } ]\n",
+    )
+    .unwrap();
+    let out = Command::new(SLUICE)
+        .args(["topology", "--file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:6:") && err.contains("node[0].ports[0].vlans"),
+        "{err}"
+    );
+    // `serve` refuses it too, before opening anything.
+    let out = Command::new(SLUICE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--topology"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:6:"));
+    // The bundled files are fine.
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/garr.toml");
+    let out = Command::new(SLUICE)
+        .args(["topology", "--json", "--file"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["domain"], "garr");
+}
+
+/// `sluice serve` as a child process; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, hold_timeout: &str) -> Server {
+        let mut child = Command::new(SLUICE)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--hold-timeout",
+                hold_timeout,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next());
+        let url = format!(
+            "http://{}",
+            addr.unwrap_or_else(|| panic!("no address in {line:?}"))
+        );
+        Server { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), "2s");
+    let url = server.url.clone();
+    // Load: reserve+commit in a loop from several threads, recording every id the
+    // server acknowledged as committed; some only held.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (url, stop) = (url.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut committed = Vec::new();
+            let mut held = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200 {
+                i += 1;
+                let start = format!("+{}m", 10 + (w * 1000 + i) % 5000);
+                let mut args = vec![
+                    "reserve", HOUSTON, NEW_YORK, "--bw", "1", "--start", &start, "--end", "+10d",
+                ];
+                if i % 4 == 0 {
+                    args.push("--hold-only");
+                }
+                let (doc, success) = json(&url, &args);
+                if !success {
+                    break; // the server died under us
+                }
+                let id = doc["id"].as_str().unwrap().to_string();
+                if doc["state"]["reservation"] == "ReserveHeld" {
+                    held.push(id)
+                } else {
+                    committed.push(id)
+                }
+            }
+            (committed, held)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut committed, mut held) = (Vec::new(), Vec::new());
+    for w in workers {
+        let (c, h) = w.join().unwrap();
+        committed.extend(c);
+        held.extend(h);
+    }
+    assert!(
+        committed.len() >= 10,
+        "too little load before the kill: {}",
+        committed.len()
+    );
+    assert!(!held.is_empty());
+    let killed_at = Instant::now();
+
+    // Stay down past the hold timeout, then come back on the same data.
+    std::thread::sleep(Duration::from_millis(2500));
+    let server = Server::start(dir.path(), "2s");
+    let url = server.url.as_str();
+    for id in &committed {
+        let r = ok(url, &["show", id]);
+        assert_eq!(
+            r["committed_version"], 1,
+            "{id} was acknowledged committed: {r}"
+        );
+        assert_eq!(r["state"]["lifecycle"], "Created");
+    }
+    // Every hold expired, at its own expiry time, though the server was down then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for id in &held {
+        loop {
+            let r = ok(url, &["show", id]);
+            if r["state"]["reservation"] == "ReserveTimeout" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} still held: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let out = Command::new(SLUICE)
+        .args(["watch", &held[0], "--since", "0", "--json", "--server", url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let lines: Vec<Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(2)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines[1]["to"], "ReserveTimeout");
+    let held_doc = ok(url, &["show", &held[0]]);
+    assert_eq!(
+        lines[1]["at"], held_doc["hold_expires_at"],
+        "the timeout is dated at the expiry, not the restart"
+    );
+    // Nothing still counts for the expired holds: the port's bookings are the commits.
+    let a = ok(
+        url,
+        &[
+            "availability",
+            "--port",
+            "houston:xe-0/0/0",
+            "--from",
+            "now",
+            "--to",
+            "+11d",
+        ],
+    );
+    let peak = a["directions"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["booked_mbps"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        peak <= committed.len() as u64,
+        "holds still counted: peak {peak} > {} commits",
+        committed.len()
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn migrate_creates_the_database_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(SLUICE)
+        .args(["migrate", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["applied"].as_array().unwrap().len(), 1);
+    let out = Command::new(SLUICE)
+        .args(["migrate", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["applied"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn bench_runs_end_to_end_and_prints_every_figure() {
+    let out = Command::new(SLUICE)
+        .args([
+            "bench",
+            "--json",
+            "--sequential",
+            "5",
+            "--cycles",
+            "2",
+            "--clients",
+            "2",
+        ])
+        .args([
+            "--concurrent-bookings",
+            "4",
+            "--cli-runs",
+            "2",
+            "--rss-bookings",
+            "0",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let figures = doc["figures"].as_object().unwrap();
+    assert_eq!(figures.len(), 9);
+    assert!(figures["reserve+commit p50 (ms)"].as_f64().unwrap() > 0.0);
+    assert!(figures["server RSS after bookings (MB)"].as_f64().unwrap() > 1.0);
+}

@@ -1,0 +1,364 @@
+//! The gRPC face of the IDC: requests are converted (naming the bad field), handed to
+//! [`Idc`], and errors leave through [`sluice_proto::status::to_status`].
+
+use std::pin::Pin;
+
+use chrono::TimeDelta;
+use sluice_model::{Error, TimeWindow};
+use sluice_proto::convert;
+use sluice_proto::status::to_status;
+use sluice_proto::v1;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use crate::service::{Idc, ListQuery};
+use crate::store::EventRecord;
+
+#[derive(Clone)]
+pub struct Api {
+    idc: Idc,
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl Api {
+    pub fn new(idc: Idc) -> Api {
+        Api { idc, stop: None }
+    }
+
+    /// Ends open Watch streams once `stop` turns true. A watch has no end of its own, so
+    /// without this a graceful shutdown waits for every watcher forever.
+    pub fn stop_on(mut self, stop: watch::Receiver<bool>) -> Api {
+        self.stop = Some(stop);
+        self
+    }
+}
+
+async fn stopped(stop: Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(mut s) => {
+            let _ = s.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the recorded events after `last`, page by page until none is left (the store
+/// returns at most a page per call), and returns the last sequence number sent; `None`
+/// when the watcher has gone or the store failed (the error was sent).
+async fn replay(
+    idc: &Idc,
+    mut last: u64,
+    only: &Option<String>,
+    tx: &mpsc::Sender<Result<v1::Event, Status>>,
+) -> Option<u64> {
+    loop {
+        let events = match idc.events_after(last, only.clone()).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(to_status(&e))).await;
+                return None;
+            }
+        };
+        let Some(end) = events.last().map(|e| e.seq) else {
+            return Some(last);
+        };
+        for e in &events {
+            if tx.send(Ok(event(e))).await.is_err() {
+                return None;
+            }
+        }
+        last = end;
+    }
+}
+
+fn user<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get(sluice_proto::USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("anonymous")
+        .to_string()
+}
+
+fn reply(r: Result<sluice_model::Reservation, Error>) -> Result<Response<v1::Reservation>, Status> {
+    r.map(|r| Response::new(convert::reservation(&r)))
+        .map_err(|e| to_status(&e))
+}
+
+fn id_of(req: Request<v1::IdRequest>) -> Result<String, Status> {
+    let id = req.into_inner().id;
+    if id.is_empty() {
+        return Err(to_status(&Error::missing("id")));
+    }
+    Ok(id)
+}
+
+fn event(e: &EventRecord) -> v1::Event {
+    convert::event(e.seq, &e.reservation_id, &e.change)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::reservations_server::Reservations for Api {
+    async fn reserve(
+        &self,
+        req: Request<v1::ReserveRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let owner = user(&req);
+        let Some(c) = req.into_inner().criteria else {
+            return Err(to_status(&Error::missing("criteria")));
+        };
+        let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
+        reply(self.idc.reserve(&owner, criteria).await)
+    }
+
+    async fn commit(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.commit(&id_of(req)?).await)
+    }
+
+    async fn abort(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.abort(&id_of(req)?).await)
+    }
+
+    async fn provision(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.provision(&id_of(req)?).await)
+    }
+
+    async fn release(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.release(&id_of(req)?).await)
+    }
+
+    async fn terminate(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.terminate(&id_of(req)?).await)
+    }
+
+    async fn modify(
+        &self,
+        req: Request<v1::ModifyRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let m = req.into_inner();
+        if m.id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let parse = || -> Result<_, Error> {
+            let bw = m
+                .capacity_mbps
+                .map(|c| convert::capacity(c, "capacity_mbps"))
+                .transpose()?;
+            let start = m
+                .start
+                .as_ref()
+                .map(|t| convert::from_timestamp(t, "start"))
+                .transpose()?;
+            let end = m
+                .end
+                .as_ref()
+                .map(|t| convert::from_timestamp(t, "end"))
+                .transpose()?;
+            Ok((bw, start, end))
+        };
+        let (bw, start, end) = parse().map_err(|e| to_status(&e))?;
+        reply(self.idc.modify(&m.id, bw, start, end).await)
+    }
+
+    async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {
+        reply(self.idc.get(&id_of(req)?).await)
+    }
+
+    async fn list(&self, req: Request<v1::ListRequest>) -> Result<Response<v1::ListReply>, Status> {
+        let l = req.into_inner();
+        let window = || -> Result<Option<TimeWindow>, Error> {
+            let from = l
+                .from
+                .as_ref()
+                .map(|t| convert::from_timestamp(t, "from"))
+                .transpose()?;
+            let to =
+                l.to.as_ref()
+                    .map(|t| convert::from_timestamp(t, "to"))
+                    .transpose()?;
+            Ok(match (from, to) {
+                (None, None) => None,
+                (from, to) => {
+                    let from = from.unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+                    let to = to.unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                    Some(
+                        TimeWindow::new(from, to)
+                            .map_err(|_| Error::invalid("to", "`to` is not after `from`"))?,
+                    )
+                }
+            })
+        };
+        let query = ListQuery {
+            states: l.states.clone(),
+            window: window().map_err(|e| to_status(&e))?,
+            port: (!l.port.is_empty()).then(|| l.port.clone()),
+            owner: (!l.owner.is_empty()).then(|| l.owner.clone()),
+            limit: (l.limit > 0).then_some(l.limit as usize),
+        };
+        let (rs, truncated) = self.idc.list(query).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(v1::ListReply {
+            reservations: rs.iter().map(convert::reservation).collect(),
+            truncated,
+        }))
+    }
+
+    type WatchStream = EventStream;
+
+    async fn watch(
+        &self,
+        req: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let w = req.into_inner();
+        let only = (!w.reservation_id.is_empty()).then(|| w.reservation_id.clone());
+        // Subscribe before replaying, then skip what the replay already sent.
+        let mut live = self.idc.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<v1::Event, Status>>(256);
+        let idc = self.idc.clone();
+        let mut last = match w.since_seq {
+            Some(s) => s,
+            None => idc.last_event_seq().await.map_err(|e| to_status(&e))?,
+        };
+        let feed = async move {
+            if let Some(since) = w.since_seq {
+                match replay(&idc, since, &only, &tx).await {
+                    Some(l) => last = l,
+                    None => return,
+                }
+            }
+            loop {
+                let e = match live.recv().await {
+                    Ok(e) => e,
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(n)) => {
+                        // Too slow for the live feed: catch up from the store.
+                        debug!(skipped = n, "watcher lagged; replaying from the store");
+                        match replay(&idc, last, &only, &tx).await {
+                            Some(l) => last = l,
+                            None => return,
+                        }
+                        continue;
+                    }
+                };
+                if e.seq <= last {
+                    continue;
+                }
+                if e.seq > last + 1 {
+                    // A gap: writers publish after their transactions, concurrently, so
+                    // events can arrive out of order (or not at all, if a writer failed
+                    // after committing). With one writer, everything up to `e` is in the
+                    // store: fill the gap from there, and skip the stragglers later.
+                    match replay(&idc, last, &only, &tx).await {
+                        Some(l) => last = l.max(e.seq),
+                        None => return,
+                    }
+                    continue;
+                }
+                // Every event moves the cursor, sent or filtered out, so gaps are real.
+                last = e.seq;
+                if only.as_ref().is_some_and(|id| *id != e.reservation_id) {
+                    continue;
+                }
+                if tx.send(Ok(event(&e))).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            // Dropping the feed drops its sender, which ends the stream.
+            tokio::select! {
+                () = feed => {}
+                () = stopped(stop) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn availability(
+        &self,
+        req: Request<v1::AvailabilityRequest>,
+    ) -> Result<Response<v1::AvailabilityReply>, Status> {
+        let a = req.into_inner();
+        let now = self.idc.now();
+        let window = || -> Result<TimeWindow, Error> {
+            let from = a
+                .from
+                .as_ref()
+                .map(|t| convert::from_timestamp(t, "from"))
+                .transpose()?
+                .unwrap_or(now);
+            let to =
+                a.to.as_ref()
+                    .map(|t| convert::from_timestamp(t, "to"))
+                    .transpose()?
+                    // Saturating: `from` may be near the end of representable time.
+                    .unwrap_or_else(|| {
+                        from.checked_add_signed(TimeDelta::days(7))
+                            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                    });
+            TimeWindow::new(from, to).map_err(|_| Error::invalid("to", "`to` is not after `from`"))
+        };
+        let window = window().map_err(|e| to_status(&e))?;
+        let link = (!a.link.is_empty()).then_some(a.link.as_str());
+        let port = (!a.port.is_empty()).then_some(a.port.as_str());
+        let report = self
+            .idc
+            .availability(link, port, window)
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(v1::AvailabilityReply {
+            resource: report.resource,
+            directions: report
+                .directions
+                .into_iter()
+                .map(|d| v1::DirectionAvailability {
+                    direction: d.direction,
+                    capacity_mbps: d.capacity.0,
+                    steps: d
+                        .steps
+                        .iter()
+                        .map(|s| v1::Step {
+                            start: Some(convert::timestamp(s.start)),
+                            end: Some(convert::timestamp(s.end)),
+                            booked_mbps: s.booked.0,
+                            available_mbps: d.capacity.saturating_sub(s.booked).0,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            vlans_in_use: report.vlans_in_use.iter().map(|v| v.id() as u32).collect(),
+            vlans: report.vlans.map(|v| v.to_string()).unwrap_or_default(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::topology_server::Topology for Api {
+    async fn get_topology(
+        &self,
+        _req: Request<v1::GetTopologyRequest>,
+    ) -> Result<Response<v1::TopologyReply>, Status> {
+        Ok(Response::new(convert::topology(self.idc.topology())))
+    }
+}

@@ -1,0 +1,16 @@
+//! The inter-domain controller: the store, admission against the in-memory index, the
+//! scheduler loop, and the gRPC services.
+//!
+//! **Architecture invariant:** only this crate knows SQL (in [`store`]); the pure crates
+//! (`pce`, `scheduler`, `stitching`) are called, never the other way round.
+
+pub mod clock;
+pub mod grpc;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod testing;
+pub mod topology_file;
+
+pub use server::{RunningServer, ServerOptions, start};
+pub use service::Idc;

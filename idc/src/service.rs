@@ -1,0 +1,811 @@
+//! The IDC's core, independent of the transport: admission, the state machines applied
+//! and persisted, the scheduler's tick, and the queries.
+//!
+//! Concurrency: path computation runs in parallel against the in-memory index (a read
+//! lock). Every write holds the store's [`Writer`](crate::store::Writer); while it is
+//! held nothing else changes the store or the index, so a plan computed optimistically
+//! is re-validated under it (and recomputed if it no longer fits), and the store
+//! re-checks again inside its transaction. The index is updated before the writer is
+//! released.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sluice_model::reservation::check_start;
+use sluice_model::topology::PortIdx;
+use sluice_model::{
+    Change, Criteria, Direction, Error, ErrorCode, Mbps, Reservation, ReservationState, Resource,
+    TimeWindow, Topology, Vlan, VlanSet,
+};
+use sluice_pce::{Index, PathPlan, PathRequest, Step, Usage};
+use tokio::sync::{Notify, broadcast};
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::store::{
+    BandwidthBooking, BookingChange, Bookings, Conflict, EventRecord, LabelBooking, ListFilter,
+    Store, StoreError,
+};
+
+/// A state change applied to a loaded reservation at `now`, returning what it changed.
+type Operation<'a> = dyn FnMut(&mut Reservation, DateTime<Utc>) -> Result<Vec<Change>, Error> + 'a;
+
+/// Default time a hold waits for its commit.
+pub const DEFAULT_HOLD_TIMEOUT: TimeDelta = TimeDelta::seconds(120);
+/// Most reservations a list returns unless asked otherwise.
+pub const DEFAULT_LIST_LIMIT: usize = 1000;
+
+/// How far a write must have reached before its caller hears about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    /// fsynced (group commit): survives a power loss.
+    Yes,
+    /// In the WAL: survives a killed process; a power loss may roll it back to the
+    /// previous state, which is always a consistent one (a hold then expires by its timer).
+    AfterCrash,
+}
+
+#[derive(Clone)]
+pub struct Idc {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    topo: Arc<Topology>,
+    store: Store,
+    index: RwLock<Index>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<Arc<EventRecord>>,
+    /// The earliest deadline written since the scheduler last read the store; writers
+    /// lower it and wake the scheduler only when they move it earlier.
+    wake_hint: std::sync::Mutex<Option<DateTime<Utc>>>,
+    wake: Notify,
+    hold_timeout: TimeDelta,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Machine state names or summary words; any match selects.
+    pub states: Vec<String>,
+    pub window: Option<TimeWindow>,
+    /// `node:port` or a full STP.
+    pub port: Option<String>,
+    pub owner: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Bandwidth of one resource over time, per direction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Availability {
+    pub resource: String,
+    pub directions: Vec<DirectionSteps>,
+    pub vlans_in_use: Vec<Vlan>,
+    pub vlans: Option<VlanSet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectionSteps {
+    pub direction: String,
+    pub capacity: Mbps,
+    pub steps: Vec<Step>,
+}
+
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::Conflict(Conflict::Bandwidth {
+            resource,
+            direction,
+            requested,
+            available,
+        }) => {
+            let mut err = Error::field(
+                ErrorCode::CapacityUnavailable,
+                "capacity_mbps",
+                format!(
+                    "requested {}, available {} on {resource} ({direction})",
+                    requested.0, available.0
+                ),
+            );
+            err.capacity = Some(sluice_model::CapacityFeedback {
+                requested,
+                available,
+                bottlenecks: vec![resource],
+            });
+            err
+        }
+        StoreError::Conflict(Conflict::Label { port, vlan }) => Error::field(
+            ErrorCode::StpUnavailable,
+            "src_vlan",
+            format!("VLAN {vlan} on {port} was taken meanwhile"),
+        ),
+        other => {
+            error!(error = %other, "store failure");
+            Error::internal(format!("store: {other}"))
+        }
+    }
+}
+
+impl Idc {
+    /// Opens the store in `data_dir` and builds the index from it.
+    pub fn open(
+        topo: Arc<Topology>,
+        data_dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+        hold_timeout: TimeDelta,
+    ) -> Result<Idc, StoreError> {
+        let store = Store::open(data_dir, &topo.domain)?;
+        let mut index = Index::new(topo.clone());
+        let now = clock.now();
+        let (bw_rows, label_rows) = store.live_bookings(now)?;
+        let mut usages: HashMap<String, Usage> = HashMap::new();
+        let mut unknown = 0usize;
+        for row in &bw_rows {
+            let Some(res) = Direction::parse(&row.direction)
+                .and_then(|d| topo.resource_by_key(&row.resource, d))
+            else {
+                unknown += 1;
+                continue;
+            };
+            let usage = usages
+                .entry(row.reservation_id.clone())
+                .or_insert_with(|| Usage {
+                    window: TimeWindow {
+                        start: DateTime::from_timestamp_millis(row.start_ms).unwrap_or(now),
+                        end: DateTime::from_timestamp_millis(row.end_ms).unwrap_or(now),
+                    },
+                    hold_until: row
+                        .hold_expires_ms
+                        .and_then(DateTime::from_timestamp_millis),
+                    bandwidth: Vec::new(),
+                    labels: Vec::new(),
+                });
+            usage.bandwidth.push((res, Mbps(row.bw_mbps as u64)));
+        }
+        for row in &label_rows {
+            let port = row
+                .port
+                .split_once(':')
+                .and_then(|(n, p)| topo.port_by_local(n, p));
+            let vlan = u16::try_from(row.vlan).ok().and_then(Vlan::new);
+            match (usages.get_mut(&row.reservation_id), port, vlan) {
+                (Some(u), Some(p), Some(v)) => u.labels.push((p, v)),
+                _ => unknown += 1,
+            }
+        }
+        if unknown > 0 {
+            warn!(
+                rows = unknown,
+                "bookings that name resources not in the topology were left out of the index"
+            );
+        }
+        for (id, usage) in &usages {
+            index.insert(id, usage);
+        }
+        info!(
+            domain.id = %topo.domain,
+            reservations = usages.len(),
+            "index built from the store"
+        );
+        let (events, _) = broadcast::channel(4096);
+        Ok(Idc {
+            inner: Arc::new(Inner {
+                topo,
+                store,
+                index: RwLock::new(index),
+                clock,
+                events,
+                wake_hint: std::sync::Mutex::new(None),
+                wake: Notify::new(),
+                hold_timeout,
+            }),
+        })
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.inner.topo
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Live events (subscribe before replaying from the store to miss nothing).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Runs `f` on a blocking thread: the store is synchronous.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::internal(format!("worker failed: {e}")))?
+    }
+
+    pub async fn reserve(&self, owner: &str, criteria: Criteria) -> Result<Reservation, Error> {
+        let req = sluice_pce::resolve(&self.inner.topo, &criteria)?;
+        let owner = owner.to_string();
+        self.blocking(move |inner| inner.reserve(owner, criteria, req))
+            .await
+    }
+
+    /// Durable: on disk before the caller hears "committed".
+    pub async fn commit(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "commit", Reservation::commit, Durable::Yes)
+            .await
+    }
+
+    pub async fn abort(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "abort", Reservation::abort, Durable::AfterCrash)
+            .await
+    }
+
+    pub async fn provision(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "provision", Reservation::provision, Durable::AfterCrash)
+            .await
+    }
+
+    pub async fn release(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "release", Reservation::release, Durable::AfterCrash)
+            .await
+    }
+
+    /// Durable: a terminated reservation does not come back.
+    pub async fn terminate(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "terminate", Reservation::terminate, Durable::Yes)
+            .await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        what: &'static str,
+        op: fn(&mut Reservation, DateTime<Utc>) -> Result<Vec<Change>, Error>,
+        durable: Durable,
+    ) -> Result<Reservation, Error> {
+        let id = id.to_string();
+        let r = self
+            .blocking(move |inner| inner.apply(&id, &mut |r, now| op(r, now), durable))
+            .await?;
+        info!(reservation.id = %r.id, operation = what, state = r.summary(), "reservation updated");
+        Ok(r)
+    }
+
+    pub async fn modify(
+        &self,
+        id: &str,
+        bw: Option<Mbps>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Reservation, Error> {
+        if bw.is_none() && start.is_none() && end.is_none() {
+            return Err(Error::field(
+                ErrorCode::MissingParameter,
+                "capacity_mbps",
+                "modify needs a new capacity, start or end",
+            ));
+        }
+        let id = id.to_string();
+        let r = self
+            .blocking(move |inner| inner.modify(&id, bw, start, end))
+            .await?;
+        info!(reservation.id = %r.id, version = r.version, "reservation modified");
+        Ok(r)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Reservation, Error> {
+        let id = id.to_string();
+        self.blocking(move |inner| {
+            inner
+                .store
+                .get(&id)
+                .map_err(store_error)?
+                .ok_or_else(|| Error::not_found(&id))
+        })
+        .await
+    }
+
+    /// Matching reservations, oldest first, and whether more matched than the limit.
+    pub async fn list(&self, q: ListQuery) -> Result<(Vec<Reservation>, bool), Error> {
+        for s in &q.states {
+            if !state_word_known(s) {
+                return Err(Error::invalid(
+                    "states",
+                    format!(
+                        "{s:?} is not a state name (e.g. ReserveHeld, Provisioned, Terminated) or summary (held, committed, active, ended, ...)"
+                    ),
+                ));
+            }
+        }
+        let stp = match &q.port {
+            None => None,
+            Some(p) => Some(self.port_stp(p, "port")?.1),
+        };
+        let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        self.blocking(move |inner| {
+            let filter = ListFilter {
+                owner: q.owner.clone(),
+                window: q.window,
+                stp,
+            };
+            let mut all = inner.store.list(&filter).map_err(store_error)?;
+            if !q.states.is_empty() {
+                all.retain(|r| q.states.iter().any(|s| state_matches(r, s)));
+            }
+            let truncated = all.len() > limit;
+            all.truncate(limit);
+            Ok((all, truncated))
+        })
+        .await
+    }
+
+    pub async fn events_after(
+        &self,
+        seq: u64,
+        reservation_id: Option<String>,
+    ) -> Result<Vec<EventRecord>, Error> {
+        self.blocking(move |inner| {
+            inner
+                .store
+                .events_after(seq, reservation_id.as_deref(), 10_000)
+                .map_err(store_error)
+        })
+        .await
+    }
+
+    /// The sequence number of the newest recorded event (0 if none).
+    pub async fn last_event_seq(&self) -> Result<u64, Error> {
+        self.blocking(|inner| inner.store.last_event_seq().map_err(store_error))
+            .await
+    }
+
+    fn port_stp(&self, text: &str, field: &str) -> Result<(PortIdx, String), Error> {
+        let topo = &self.inner.topo;
+        let local = match text.matches(':').count() {
+            1 => text.to_string(),
+            _ => match sluice_model::Stp::parse(text) {
+                Ok(stp) if stp.domain == topo.domain => stp.local(),
+                _ => String::new(),
+            },
+        };
+        local
+            .split_once(':')
+            .and_then(|(n, p)| topo.port_by_local(n, p))
+            .map(|p| (p, topo.stp(p).to_string()))
+            .ok_or_else(|| {
+                Error::field(
+                    ErrorCode::UnknownStp,
+                    field,
+                    format!(
+                        "{text:?} is not a port of {} (node:port or {}:node:port)",
+                        topo.domain, topo.domain
+                    ),
+                )
+            })
+    }
+
+    /// Booked and available bandwidth of a link or port over `window`.
+    pub fn availability(
+        &self,
+        link: Option<&str>,
+        port: Option<&str>,
+        window: TimeWindow,
+    ) -> Result<Availability, Error> {
+        let topo = &self.inner.topo;
+        let now = self.now();
+        let index = self.inner.index.read().unwrap_or_else(|p| p.into_inner());
+        let report = |rs: Vec<(String, Resource)>| -> Vec<DirectionSteps> {
+            rs.into_iter()
+                .map(|(label, r)| DirectionSteps {
+                    direction: label,
+                    capacity: topo.capacity(r),
+                    steps: index.steps(r, &window, now),
+                })
+                .collect()
+        };
+        match (link, port) {
+            (Some(l), None) => {
+                let li = topo.link_by_id(l).ok_or_else(|| {
+                    Error::field(
+                        ErrorCode::InvalidParameter,
+                        "link",
+                        format!("no link {l:?} in {}", topo.domain),
+                    )
+                })?;
+                let name = |d: Direction| {
+                    format!(
+                        "{}→{}",
+                        topo.node(topo.link_tail(li, d)).id,
+                        topo.node(topo.link_head(li, d)).id
+                    )
+                };
+                let dirs = [Direction::Forward, Direction::Reverse]
+                    .map(|d| (name(d), Resource::Link(li, d)))
+                    .to_vec();
+                Ok(Availability {
+                    resource: format!("link {l}"),
+                    directions: report(dirs),
+                    vlans_in_use: Vec::new(),
+                    vlans: None,
+                })
+            }
+            (None, Some(p)) => {
+                let (pi, stp) = self.port_stp(p, "port")?;
+                let dirs = vec![
+                    ("in".to_string(), Resource::Port(pi, Direction::Forward)),
+                    ("out".to_string(), Resource::Port(pi, Direction::Reverse)),
+                ];
+                Ok(Availability {
+                    resource: format!("port {stp}"),
+                    directions: report(dirs),
+                    vlans_in_use: index.vlans_in_use(pi, &window, now),
+                    vlans: Some(topo.port(pi).vlans.clone()),
+                })
+            }
+            _ => Err(Error::invalid("link", "give exactly one of link and port")),
+        }
+    }
+
+    /// Runs every due timer once: hold expiry, provisioning at start, end of window.
+    /// Returns how many reservations it touched.
+    pub async fn tick(&self) -> Result<usize, Error> {
+        self.blocking(|inner| inner.tick()).await
+    }
+
+    /// The scheduler: sleeps until the next deadline (from the store, or an earlier one
+    /// a write reported), then ticks. Runs until `shutdown` says stop.
+    pub async fn run_scheduler(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            // Deadlines written from here on either reach the store before the read
+            // below, or lower the hint after it.
+            *self.inner.hint() = None;
+            if let Err(e) = self.tick().await {
+                error!(error = %e, "scheduler tick failed");
+            }
+            let inner = self.inner.clone();
+            let stored =
+                match tokio::task::spawn_blocking(move || inner.store.next_deadline()).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "cannot read the next deadline; retrying in a second");
+                        Some(self.now() + TimeDelta::seconds(1))
+                    }
+                    Err(e) => {
+                        error!(error = %e, "scheduler worker failed");
+                        Some(self.now() + TimeDelta::seconds(1))
+                    }
+                };
+            let mut target = {
+                let mut hint = self.inner.hint();
+                *hint = earliest(stored, *hint);
+                *hint
+            };
+            loop {
+                let clock = self.inner.clock.clone();
+                let sleep = async move {
+                    match target {
+                        Some(t) => clock.sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = sleep => break,
+                    _ = self.inner.wake.notified() => {
+                        target = earliest(target, *self.inner.hint());
+                        if target.is_some_and(|t| t <= self.now()) {
+                            break;
+                        }
+                    }
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
+        }
+    }
+
+    pub fn indexed_reservations(&self) -> usize {
+        self.inner
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .reservations()
+    }
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Every state name of the three machines, and the summary words.
+const SUMMARIES: &[&str] = &[
+    "held",
+    "timed-out",
+    "reserve-failed",
+    "checking",
+    "committing",
+    "aborting",
+    "aborted",
+    "committed",
+    "provisioned",
+    "active",
+    "ended",
+    "failed",
+    "terminating",
+    "terminated",
+];
+
+fn state_word_known(s: &str) -> bool {
+    SUMMARIES.contains(&s)
+        || ReservationState::parse(s).is_some()
+        || sluice_model::ProvisionState::parse(s).is_some()
+        || sluice_model::LifecycleState::parse(s).is_some()
+}
+
+fn state_matches(r: &Reservation, s: &str) -> bool {
+    r.summary() == s
+        || r.states.reservation.as_str() == s
+        || r.states.provision.as_str() == s
+        || r.states.lifecycle.as_str() == s
+}
+
+impl Inner {
+    fn new_id(&self) -> String {
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        format!("{}-{}", self.topo.domain, &u[..12])
+    }
+
+    fn bookings(&self, usage: &Usage) -> Bookings {
+        Bookings {
+            window: usage.window,
+            hold_until: usage.hold_until,
+            bandwidth: usage
+                .bandwidth
+                .iter()
+                .map(|(r, bw)| {
+                    let (resource, direction) = self.topo.resource_key(*r);
+                    BandwidthBooking {
+                        resource,
+                        direction,
+                        bw: *bw,
+                        capacity: self.topo.capacity(*r),
+                    }
+                })
+                .collect(),
+            labels: usage
+                .labels
+                .iter()
+                .map(|(p, v)| LabelBooking {
+                    port: self.topo.port_local_name(*p),
+                    vlan: *v,
+                })
+                .collect(),
+        }
+    }
+
+    fn hint(&self) -> std::sync::MutexGuard<'_, Option<DateTime<Utc>>> {
+        self.wake_hint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the scheduler about a deadline just written, waking it if it is earlier
+    /// than anything it knows of.
+    fn schedule(&self, deadline: Option<DateTime<Utc>>) {
+        let Some(d) = deadline else { return };
+        let mut hint = self.hint();
+        if hint.is_none_or(|h| d < h) {
+            *hint = Some(d);
+            drop(hint);
+            self.wake.notify_one();
+        }
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, events: Vec<EventRecord>) {
+        for e in events {
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(Arc::new(e));
+        }
+    }
+
+    fn reserve(
+        &self,
+        owner: String,
+        criteria: Criteria,
+        req: PathRequest,
+    ) -> Result<Reservation, Error> {
+        // Optimistic: computed while others may be writing.
+        let early = self.clock.now();
+        let mut plan = sluice_pce::find_path(&self.read_index(), &req, early)?;
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        criteria.check(now)?;
+        {
+            // Nothing changes the index while we hold the writer: if the plan still fits
+            // now, it fits; if not, the answer computed now is the true one.
+            let index = self.read_index();
+            if sluice_pce::check_plan(&index, &plan, &req, now).is_err() {
+                plan = sluice_pce::find_path(&index, &req, now)?;
+            }
+        }
+        let (r, changes) = Reservation::held(
+            self.new_id(),
+            owner,
+            &criteria,
+            plan.src_vlan,
+            plan.dst_vlan,
+            plan.path_hops(&self.topo),
+            now,
+            self.hold_timeout,
+        );
+        let usage = plan.usage(criteria.bw, criteria.window, r.hold_expires_at);
+        let deadline = sluice_scheduler::next_deadline(&r, now);
+        let events = writer
+            .insert_held(&r, deadline, &self.bookings(&usage), &changes, now)
+            .map_err(store_error)?;
+        self.write_index().insert(&r.id, &usage);
+        drop(writer);
+        info!(
+            reservation.id = %r.id,
+            bw_mbps = r.bw.0,
+            hops = r.path.len(),
+            "reservation held"
+        );
+        self.publish(events);
+        self.schedule(deadline);
+        Ok(r)
+    }
+
+    /// Loads, catches up the timers, applies `op`, and saves with whatever the result
+    /// means for the bookings. On error nothing is written.
+    fn apply(
+        &self,
+        id: &str,
+        op: &mut Operation<'_>,
+        durable: Durable,
+    ) -> Result<Reservation, Error> {
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        let mut r = writer
+            .load(id)
+            .map_err(store_error)?
+            .ok_or_else(|| Error::not_found(id))?;
+        let was_held = r.states.reservation == ReservationState::ReserveHeld;
+        let had_resources = r.holds_resources(now) || was_held;
+        let mut changes = sluice_scheduler::run_due(&mut r, now);
+        changes.extend(op(&mut r, now)?);
+        let released = had_resources && !r.holds_resources(now);
+        let committed_now = was_held && r.committed_version.is_some();
+        let booking_change = if released {
+            BookingChange::Delete
+        } else {
+            BookingChange::Keep
+        };
+        let deadline = sluice_scheduler::next_deadline(&r, now);
+        let events = writer
+            .save(&r, deadline, booking_change, &changes, now)
+            .map_err(store_error)?;
+        if released {
+            self.write_index().remove(id);
+        } else if committed_now {
+            self.write_index().commit(id);
+        }
+        drop(writer);
+        if durable == Durable::Yes {
+            self.store.sync().map_err(store_error)?;
+        }
+        self.publish(events);
+        self.schedule(deadline);
+        Ok(r)
+    }
+
+    fn modify(
+        &self,
+        id: &str,
+        bw: Option<Mbps>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Reservation, Error> {
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        let mut r = writer
+            .load(id)
+            .map_err(store_error)?
+            .ok_or_else(|| Error::not_found(id))?;
+        let mut changes = sluice_scheduler::run_due(&mut r, now);
+        r.check_modifiable(now)?;
+        let new_bw = bw.unwrap_or(r.bw);
+        let new_start = start.unwrap_or(r.window.start);
+        let new_end = end.unwrap_or(r.window.end);
+        if new_start != r.window.start {
+            if r.window.start <= now {
+                return Err(Error::invalid(
+                    "start",
+                    "the reservation has started; its start can no longer change",
+                ));
+            }
+            check_start(new_start, now)?;
+        }
+        let window = TimeWindow::new(new_start, new_end)?;
+        if new_end <= now {
+            return Err(Error::invalid("end", "the new end is in the past"));
+        }
+        let (Some(src), Some(dst)) = (
+            self.topo.port_by_stp(&r.src.stp),
+            self.topo.port_by_stp(&r.dst.stp),
+        ) else {
+            return Err(Error::internal(format!(
+                "{id}: its end points are no longer in the topology"
+            )));
+        };
+        let plan = PathPlan::from_hops(&self.topo, src, dst, &r.path, r.src.vlan, r.dst.vlan)
+            .ok_or_else(|| {
+                Error::internal(format!("{id}: its path is no longer in the topology"))
+            })?;
+        let req = PathRequest {
+            src,
+            dst,
+            src_vlans: VlanSet::single(r.src.vlan),
+            dst_vlans: VlanSet::single(r.dst.vlan),
+            bw: new_bw,
+            window,
+            include: Vec::new(),
+            exclude_nodes: Default::default(),
+            exclude_links: Default::default(),
+            ignore: Some(Arc::from(id)),
+        };
+        sluice_pce::check_plan(&self.read_index(), &plan, &req, now)?;
+        changes.extend(r.apply_version(new_bw, window, now)?);
+        let usage = plan.usage(new_bw, window, None);
+        let bookings = self.bookings(&usage);
+        let deadline = sluice_scheduler::next_deadline(&r, now);
+        let events = writer
+            .save(
+                &r,
+                deadline,
+                BookingChange::Replace(&bookings),
+                &changes,
+                now,
+            )
+            .map_err(store_error)?;
+        self.write_index().insert(id, &usage);
+        drop(writer);
+        self.store.sync().map_err(store_error)?;
+        self.publish(events);
+        self.schedule(deadline);
+        Ok(r)
+    }
+
+    fn tick(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let due = self.store.due(now, 1000).map_err(store_error)?;
+        let mut touched = 0;
+        for id in &due {
+            // Timer transitions are derived from the clock: if a power loss rolls one
+            // back, the next tick does it again.
+            match self.apply(id, &mut |_, _| Ok(Vec::new()), Durable::AfterCrash) {
+                Ok(r) => {
+                    touched += 1;
+                    info!(reservation.id = %id, state = r.summary(), "timer fired");
+                }
+                Err(e) => error!(reservation.id = %id, error = %e, "timer failed"),
+            }
+        }
+        Ok(touched)
+    }
+}

@@ -1,0 +1,731 @@
+//! The store: reservations, what they occupy, and their event log, in SQLite (diesel).
+//!
+//! **Architecture invariant:** the only module that knows SQL. Callers see model types
+//! and a handful of row structs; nothing SQLite-specific leaks out, so PostgreSQL can
+//! join behind the same interface.
+//!
+//! Writes go through one [`Writer`] at a time (a mutex around the write connection,
+//! `BEGIN IMMEDIATE` transactions), and every admission re-checks capacity and labels
+//! inside its transaction, so the in-memory index can be stale without over-booking.
+//!
+//! Durability is a group commit. Transactions commit in WAL mode with
+//! `synchronous = NORMAL`: written to the WAL (so they survive a killed process) but not
+//! yet fsynced. [`Store::sync`] then makes everything committed so far durable with one
+//! fsync of the WAL that concurrent callers share. Callers sync before answering when the
+//! answer promises durability (commit, modify, terminate).
+//!
+//! Queries avoid `.first()`: its `LIMIT ?` makes SQLite re-prepare the statement at
+//! every execution (a re-bound LIMIT variable expires it), which costs more than the query.
+
+mod rows;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use sluice_model::{Change, Direction, Mbps, Reservation, TimeWindow, Vlan};
+
+pub use rows::{BandwidthRow, LabelRow};
+use rows::{EventRow, ReservationRow, from_ms, ms};
+use schema::{bandwidth_bookings, events, label_bookings, meta, reservations};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "sluice.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] diesel::result::Error),
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("the data directory belongs to domain {found:?}, not {expected:?}")]
+    WrongDomain { found: String, expected: String },
+    /// Admission found less room than the caller's plan assumed.
+    #[error("{0}")]
+    Conflict(Conflict),
+}
+
+/// What the re-check inside the transaction found taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    Bandwidth {
+        resource: String,
+        direction: Direction,
+        requested: Mbps,
+        available: Mbps,
+    },
+    Label {
+        port: String,
+        vlan: Vlan,
+    },
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conflict::Bandwidth {
+                resource,
+                direction,
+                requested,
+                available,
+            } => write!(
+                f,
+                "{resource} ({direction}): requested {}, available {}",
+                requested.0, available.0
+            ),
+            Conflict::Label { port, vlan } => write!(f, "VLAN {vlan} on {port} is taken"),
+        }
+    }
+}
+
+/// One resource direction a reservation occupies, with the capacity it must fit in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandwidthBooking {
+    pub resource: String,
+    pub direction: Direction,
+    pub bw: Mbps,
+    pub capacity: Mbps,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelBooking {
+    pub port: String,
+    pub vlan: Vlan,
+}
+
+/// Everything one version of a reservation occupies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bookings {
+    pub window: TimeWindow,
+    pub hold_until: Option<DateTime<Utc>>,
+    pub bandwidth: Vec<BandwidthBooking>,
+    pub labels: Vec<LabelBooking>,
+}
+
+/// What a save does to the reservation's bookings. (A commit needs nothing here: a
+/// hold's expiry lives on the reservation row, which the same save clears.)
+#[derive(Debug, Clone, Copy)]
+pub enum BookingChange<'a> {
+    Keep,
+    /// It no longer counts (abort, timeout, terminate).
+    Delete,
+    /// A new version: re-checked without the old one, then swapped in.
+    Replace(&'a Bookings),
+}
+
+/// A recorded state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub reservation_id: String,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub owner: Option<String>,
+    /// Reservations whose window overlaps this one.
+    pub window: Option<TimeWindow>,
+    /// A full STP: reservations that start or end there.
+    pub stp: Option<String>,
+}
+
+#[derive(Debug)]
+struct ReaderPragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderPragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+pub struct Store {
+    writer: Mutex<SqliteConnection>,
+    readers: Pool<ConnectionManager<SqliteConnection>>,
+    path: PathBuf,
+    durability: GroupCommit,
+}
+
+/// Counts committed write transactions and how many of them are known to be on disk.
+struct GroupCommit {
+    wal: PathBuf,
+    db: PathBuf,
+    committed: AtomicU64,
+    /// Transactions up to this count are fsynced; the mutex serialises the fsyncs.
+    synced: Mutex<u64>,
+}
+
+impl GroupCommit {
+    fn sync(&self) -> Result<(), StoreError> {
+        let target = self.committed.load(Ordering::Acquire);
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= target {
+            // Someone else's fsync, made while we waited, covered us.
+            return Ok(());
+        }
+        let upto = self.committed.load(Ordering::Acquire);
+        // fsync flushes the file whichever descriptor wrote it. Without a WAL file (a
+        // checkpoint folded it into the database) the database file holds the data.
+        let file = std::fs::File::open(&self.wal).or_else(|_| std::fs::File::open(&self.db));
+        file.and_then(|f| f.sync_data())
+            .map_err(|e| StoreError::Open {
+                path: self.wal.display().to_string(),
+                message: format!("fsync failed: {e}"),
+            })?;
+        *synced = upto;
+        Ok(())
+    }
+}
+
+/// Exclusive access to the write connection. Hold it across a read-check-write sequence
+/// so nothing else writes in between.
+pub struct Writer<'a> {
+    conn: MutexGuard<'a, SqliteConnection>,
+    committed: &'a AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir`, applies pending migrations,
+    /// and checks that the directory belongs to `domain`.
+    pub fn open(data_dir: &Path, domain: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let url = path.to_string_lossy().to_string();
+        let open_err = |message: String| StoreError::Open {
+            path: url.clone(),
+            message,
+        };
+        let mut writer = SqliteConnection::establish(&url).map_err(|e| open_err(e.to_string()))?;
+        writer
+            .batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| open_err(e.to_string()))?;
+        writer
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        let found: Option<String> = meta::table
+            .filter(meta::key.eq("domain"))
+            .select(meta::value)
+            .get_result(&mut writer)
+            .optional()?;
+        match found {
+            Some(found) if found != domain => {
+                return Err(StoreError::WrongDomain {
+                    found,
+                    expected: domain.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                diesel::insert_into(meta::table)
+                    .values((meta::key.eq("domain"), meta::value.eq(domain)))
+                    .execute(&mut writer)?;
+            }
+        }
+        let readers = Pool::builder()
+            .max_size(8)
+            .connection_customizer(Box::new(ReaderPragmas))
+            .build(ConnectionManager::<SqliteConnection>::new(url.clone()))
+            .map_err(|e| open_err(e.to_string()))?;
+        let durability = GroupCommit {
+            wal: data_dir.join(format!("{DB_FILE}-wal")),
+            db: path.clone(),
+            committed: AtomicU64::new(0),
+            synced: Mutex::new(0),
+        };
+        Ok(Store {
+            writer: Mutex::new(writer),
+            readers,
+            path,
+            durability,
+        })
+    }
+
+    /// Applies pending migrations and returns the names of those applied.
+    pub fn migrate(data_dir: &Path) -> Result<Vec<String>, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let url = data_dir.join(DB_FILE).to_string_lossy().to_string();
+        let mut conn = SqliteConnection::establish(&url).map_err(|e| StoreError::Open {
+            path: url.clone(),
+            message: e.to_string(),
+        })?;
+        conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writer(&self) -> Writer<'_> {
+        // A panic while writing poisons the mutex; the connection itself is still sound
+        // (the transaction rolled back), so carry on with it.
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Writer {
+            conn,
+            committed: &self.durability.committed,
+        }
+    }
+
+    /// Makes every transaction committed so far durable (one fsync, shared by
+    /// concurrent callers).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.durability.sync()
+    }
+
+    fn reader(
+        &self,
+    ) -> Result<diesel::r2d2::PooledConnection<ConnectionManager<SqliteConnection>>, StoreError>
+    {
+        self.readers.get().map_err(|e| StoreError::Open {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
+        let mut conn = self.reader()?;
+        load(&mut conn, id)
+    }
+
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Reservation>, StoreError> {
+        let mut conn = self.reader()?;
+        let mut q = reservations::table.into_boxed();
+        if let Some(owner) = &filter.owner {
+            q = q.filter(reservations::owner.eq(owner.clone()));
+        }
+        if let Some(w) = &filter.window {
+            q = q
+                .filter(reservations::start_ms.lt(ms(w.end)))
+                .filter(reservations::end_ms.gt(ms(w.start)));
+        }
+        if let Some(stp) = &filter.stp {
+            q = q.filter(
+                reservations::src_stp
+                    .eq(stp.clone())
+                    .or(reservations::dst_stp.eq(stp.clone())),
+            );
+        }
+        let rows: Vec<ReservationRow> = q
+            .order((reservations::created_ms.asc(), reservations::id.asc()))
+            .select(ReservationRow::as_select())
+            .load(&mut conn)?;
+        rows.into_iter().map(ReservationRow::into_model).collect()
+    }
+
+    /// Events after `seq`, oldest first, optionally of one reservation.
+    pub fn events_after(
+        &self,
+        seq: u64,
+        reservation_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut conn = self.reader()?;
+        let mut q = events::table
+            .filter(events::seq.gt(seq as i64))
+            .into_boxed();
+        if let Some(id) = reservation_id {
+            q = q.filter(events::reservation_id.eq(id.to_string()));
+        }
+        let rows: Vec<EventRow> = q
+            .order(events::seq.asc())
+            .limit(limit)
+            .select(EventRow::as_select())
+            .load(&mut conn)?;
+        rows.into_iter().map(EventRow::into_model).collect()
+    }
+
+    pub fn last_event_seq(&self) -> Result<u64, StoreError> {
+        let mut conn = self.reader()?;
+        let max: Option<i64> = events::table
+            .select(diesel::dsl::max(events::seq))
+            .get_result(&mut conn)?;
+        Ok(max.unwrap_or(0) as u64)
+    }
+
+    /// Ids of reservations whose next deadline is at or before `now`.
+    pub fn due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.reader()?;
+        Ok(reservations::table
+            .filter(reservations::next_deadline_ms.le(ms(now)))
+            .order(reservations::next_deadline_ms.asc())
+            .limit(limit)
+            .select(reservations::id)
+            .load(&mut conn)?)
+    }
+
+    /// The earliest deadline of any reservation.
+    pub fn next_deadline(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut conn = self.reader()?;
+        let next: Option<i64> = reservations::table
+            .select(diesel::dsl::min(reservations::next_deadline_ms))
+            .get_result(&mut conn)?;
+        next.map(from_ms).transpose()
+    }
+
+    /// Bookings that still count at `now` (or later): to build the in-memory index.
+    pub fn live_bookings(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<BandwidthRow>, Vec<LabelRow>), StoreError> {
+        let mut conn = self.reader()?;
+        let now = ms(now);
+        let live = reservations::hold_expires_ms
+            .is_null()
+            .or(reservations::hold_expires_ms.gt(now));
+        let bw = bandwidth_rows(
+            bandwidth_bookings::table
+                .inner_join(reservations::table)
+                .filter(bandwidth_bookings::end_ms.gt(now))
+                .filter(live)
+                .select(BANDWIDTH_COLUMNS)
+                .load(&mut conn)?,
+        );
+        let labels = label_bookings::table
+            .inner_join(reservations::table)
+            .filter(label_bookings::end_ms.gt(now))
+            .filter(live)
+            .select((
+                label_bookings::reservation_id,
+                label_bookings::port,
+                label_bookings::vlan,
+                label_bookings::start_ms,
+                label_bookings::end_ms,
+                reservations::hold_expires_ms,
+            ))
+            .load::<(String, String, i32, i64, i64, Option<i64>)>(&mut conn)?
+            .into_iter()
+            .map(
+                |(reservation_id, port, vlan, start_ms, end_ms, hold_expires_ms)| LabelRow {
+                    reservation_id,
+                    port,
+                    vlan,
+                    start_ms,
+                    end_ms,
+                    hold_expires_ms,
+                },
+            )
+            .collect();
+        Ok((bw, labels))
+    }
+
+    /// Every bandwidth booking row, for audits and tests.
+    pub fn all_bandwidth_bookings(&self) -> Result<Vec<BandwidthRow>, StoreError> {
+        let mut conn = self.reader()?;
+        Ok(bandwidth_rows(
+            bandwidth_bookings::table
+                .inner_join(reservations::table)
+                .select(BANDWIDTH_COLUMNS)
+                .load(&mut conn)?,
+        ))
+    }
+
+    pub fn count_reservations(&self) -> Result<i64, StoreError> {
+        let mut conn = self.reader()?;
+        Ok(reservations::table.count().get_result(&mut conn)?)
+    }
+}
+
+type BandwidthTuple = (String, String, String, i64, i64, i64, Option<i64>);
+
+const BANDWIDTH_COLUMNS: (
+    bandwidth_bookings::reservation_id,
+    bandwidth_bookings::resource,
+    bandwidth_bookings::direction,
+    bandwidth_bookings::bw_mbps,
+    bandwidth_bookings::start_ms,
+    bandwidth_bookings::end_ms,
+    reservations::hold_expires_ms,
+) = (
+    bandwidth_bookings::reservation_id,
+    bandwidth_bookings::resource,
+    bandwidth_bookings::direction,
+    bandwidth_bookings::bw_mbps,
+    bandwidth_bookings::start_ms,
+    bandwidth_bookings::end_ms,
+    reservations::hold_expires_ms,
+);
+
+fn bandwidth_rows(rows: Vec<BandwidthTuple>) -> Vec<BandwidthRow> {
+    rows.into_iter()
+        .map(
+            |(reservation_id, resource, direction, bw_mbps, start_ms, end_ms, hold_expires_ms)| {
+                BandwidthRow {
+                    reservation_id,
+                    resource,
+                    direction,
+                    bw_mbps,
+                    start_ms,
+                    end_ms,
+                    hold_expires_ms,
+                }
+            },
+        )
+        .collect()
+}
+
+fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, StoreError> {
+    reservations::table
+        .find(id)
+        .select(ReservationRow::as_select())
+        .get_result(conn)
+        .optional()?
+        .map(ReservationRow::into_model)
+        .transpose()
+}
+
+impl Writer<'_> {
+    /// The current row, read on the write connection so it cannot change under us.
+    pub fn load(&mut self, id: &str) -> Result<Option<Reservation>, StoreError> {
+        load(&mut self.conn, id)
+    }
+
+    /// Admits a new hold: re-checks every resource and label inside the transaction,
+    /// then writes the reservation, its bookings and its events.
+    pub fn insert_held(
+        &mut self,
+        r: &Reservation,
+        next_deadline: Option<DateTime<Utc>>,
+        bookings: &Bookings,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            recheck(conn, bookings, None, now)?;
+            diesel::insert_into(reservations::table)
+                .values(ReservationRow::from_model(r, next_deadline))
+                .execute(conn)?;
+            insert_bookings(conn, &r.id, bookings)?;
+            insert_events(conn, &r.id, changes, now)
+        })?;
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        Ok(events)
+    }
+
+    /// Writes a reservation's new state, what happens to its bookings, and its events,
+    /// in one transaction.
+    pub fn save(
+        &mut self,
+        r: &Reservation,
+        next_deadline: Option<DateTime<Utc>>,
+        bookings: BookingChange<'_>,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            match bookings {
+                BookingChange::Keep => {}
+                BookingChange::Delete => delete_bookings(conn, &r.id)?,
+                BookingChange::Replace(new) => {
+                    recheck(conn, new, Some(&r.id), now)?;
+                    delete_bookings(conn, &r.id)?;
+                    insert_bookings(conn, &r.id, new)?;
+                }
+            }
+            let updated = diesel::update(reservations::table.find(&r.id))
+                .set(ReservationRow::from_model(r, next_deadline))
+                .execute(conn)?;
+            if updated != 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "reservation {} vanished during an update",
+                    r.id
+                )));
+            }
+            insert_events(conn, &r.id, changes, now)
+        })?;
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        Ok(events)
+    }
+}
+
+fn delete_bookings(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
+    diesel::delete(bandwidth_bookings::table.filter(bandwidth_bookings::reservation_id.eq(id)))
+        .execute(conn)?;
+    diesel::delete(label_bookings::table.filter(label_bookings::reservation_id.eq(id)))
+        .execute(conn)?;
+    Ok(())
+}
+
+const LONGEST_BOOKING: &str = "longest_booking_ms";
+
+/// The longest window ever booked: how far back an overlap query must look.
+fn longest_booking(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+    let v: Option<String> = meta::table
+        .filter(meta::key.eq(LONGEST_BOOKING))
+        .select(meta::value)
+        .get_result(conn)
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Result<(), StoreError> {
+    let (start, end) = (ms(b.window.start), ms(b.window.end));
+    if end - start > longest_booking(conn)? {
+        diesel::replace_into(meta::table)
+            .values((
+                meta::key.eq(LONGEST_BOOKING),
+                meta::value.eq((end - start).to_string()),
+            ))
+            .execute(conn)?;
+    }
+    // One row per statement: the statement stays the same, so diesel prepares it once.
+    for x in &b.bandwidth {
+        diesel::insert_into(bandwidth_bookings::table)
+            .values((
+                bandwidth_bookings::resource.eq(&x.resource),
+                bandwidth_bookings::start_ms.eq(start),
+                bandwidth_bookings::reservation_id.eq(id),
+                bandwidth_bookings::direction.eq(x.direction.as_str()),
+                bandwidth_bookings::end_ms.eq(end),
+                bandwidth_bookings::bw_mbps.eq(x.bw.0 as i64),
+            ))
+            .execute(conn)?;
+    }
+    for x in &b.labels {
+        diesel::insert_into(label_bookings::table)
+            .values((
+                label_bookings::port.eq(&x.port),
+                label_bookings::vlan.eq(x.vlan.id() as i32),
+                label_bookings::start_ms.eq(start),
+                label_bookings::reservation_id.eq(id),
+                label_bookings::end_ms.eq(end),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+fn insert_events(
+    conn: &mut SqliteConnection,
+    id: &str,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        let seq: i64 = diesel::insert_into(events::table)
+            .values((
+                events::reservation_id.eq(id),
+                events::machine.eq(c.machine.as_str()),
+                events::from_state.eq(&c.from),
+                events::to_state.eq(&c.to),
+                events::effective_ms.eq(ms(c.effective_at)),
+                events::recorded_ms.eq(ms(now)),
+                events::detail.eq(&c.detail),
+            ))
+            .returning(events::seq)
+            .get_result(conn)?;
+        out.push(EventRecord {
+            seq: seq as u64,
+            reservation_id: id.to_string(),
+            change: c.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The admission re-check: the peak of what already counts in the window, plus the
+/// request, must fit every resource; every label must be free. `ignore` leaves out the
+/// reservation being modified. Queries have a fixed shape (one per resource) so their
+/// statements are prepared once.
+fn recheck(
+    conn: &mut SqliteConnection,
+    b: &Bookings,
+    ignore: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    use bandwidth_bookings as bb;
+    use label_bookings as lb;
+    let (start, end, now) = (ms(b.window.start), ms(b.window.end), ms(now));
+    // Nothing that starts before this can still be running at `start`.
+    let lookback = start - longest_booking(conn)?;
+    let ignore = ignore.unwrap_or("");
+    let live = reservations::hold_expires_ms
+        .is_null()
+        .or(reservations::hold_expires_ms.gt(now));
+    let mut resources: Vec<&str> = b.bandwidth.iter().map(|x| x.resource.as_str()).collect();
+    resources.sort_unstable();
+    resources.dedup();
+    for resource in resources {
+        let rows: Vec<(String, i64, i64, i64)> = bb::table
+            .inner_join(reservations::table)
+            .filter(bb::resource.eq(resource))
+            .filter(bb::start_ms.ge(lookback))
+            .filter(bb::start_ms.lt(end))
+            .filter(bb::end_ms.gt(start))
+            .filter(bb::reservation_id.ne(ignore))
+            .filter(live)
+            .select((bb::direction, bb::bw_mbps, bb::start_ms, bb::end_ms))
+            .load(conn)?;
+        for want in b.bandwidth.iter().filter(|x| x.resource == resource) {
+            let existing = rows
+                .iter()
+                .filter(|r| r.0 == want.direction.as_str())
+                .map(|r| -> Result<sluice_pce::Interval, StoreError> {
+                    Ok(sluice_pce::Interval {
+                        start: from_ms(r.2)?,
+                        end: from_ms(r.3)?,
+                        bw: Mbps(r.1 as u64),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let peak = sluice_pce::peak_of(existing, &b.window);
+            if peak + want.bw > want.capacity {
+                return Err(StoreError::Conflict(Conflict::Bandwidth {
+                    resource: want.resource.clone(),
+                    direction: want.direction,
+                    requested: want.bw,
+                    available: want.capacity.saturating_sub(peak),
+                }));
+            }
+        }
+    }
+    for want in &b.labels {
+        let taken: i64 = lb::table
+            .inner_join(reservations::table)
+            .filter(lb::port.eq(&want.port))
+            .filter(lb::vlan.eq(want.vlan.id() as i32))
+            .filter(lb::start_ms.ge(lookback))
+            .filter(lb::start_ms.lt(end))
+            .filter(lb::end_ms.gt(start))
+            .filter(lb::reservation_id.ne(ignore))
+            .filter(live)
+            .count()
+            .get_result(conn)?;
+        if taken > 0 {
+            return Err(StoreError::Conflict(Conflict::Label {
+                port: want.port.clone(),
+                vlan: want.vlan,
+            }));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,81 @@
+// Mirrors migrations/sqlite; the store's tests run every query against the migrated schema.
+
+diesel::table! {
+    meta (key) {
+        key -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> Text,
+        owner -> Text,
+        description -> Text,
+        src_stp -> Text,
+        src_vlan -> Integer,
+        dst_stp -> Text,
+        dst_vlan -> Integer,
+        bw_mbps -> BigInt,
+        start_ms -> BigInt,
+        end_ms -> BigInt,
+        ero_include -> Text,
+        ero_exclude -> Text,
+        path -> Text,
+        version -> Integer,
+        committed_version -> Nullable<Integer>,
+        reservation_state -> Text,
+        provision_state -> Text,
+        lifecycle_state -> Text,
+        data_plane_active -> Bool,
+        auto_provision -> Bool,
+        hold_expires_ms -> Nullable<BigInt>,
+        next_deadline_ms -> Nullable<BigInt>,
+        created_ms -> BigInt,
+        updated_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    bandwidth_bookings (resource, start_ms, reservation_id, direction) {
+        resource -> Text,
+        start_ms -> BigInt,
+        reservation_id -> Text,
+        direction -> Text,
+        end_ms -> BigInt,
+        bw_mbps -> BigInt,
+    }
+}
+
+diesel::table! {
+    label_bookings (port, vlan, start_ms, reservation_id) {
+        port -> Text,
+        vlan -> Integer,
+        start_ms -> BigInt,
+        reservation_id -> Text,
+        end_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (seq) {
+        seq -> BigInt,
+        reservation_id -> Text,
+        machine -> Text,
+        from_state -> Text,
+        to_state -> Text,
+        effective_ms -> BigInt,
+        recorded_ms -> BigInt,
+        detail -> Text,
+    }
+}
+
+diesel::joinable!(bandwidth_bookings -> reservations (reservation_id));
+diesel::joinable!(label_bookings -> reservations (reservation_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    meta,
+    reservations,
+    bandwidth_bookings,
+    label_bookings,
+    events
+);

@@ -1,0 +1,709 @@
+//! The store against a real SQLite file in a temporary directory: migrations, the
+//! round trip of a reservation, the admission re-check inside the transaction, the
+//! booking changes of a save, the scheduler's queries and the event log.
+
+use chrono::{TimeDelta, Timelike};
+use sluice_model::{Criteria, Endpoint, Ero, Machine, PathHop, Stp, StpRequest};
+
+use super::*;
+
+const DOMAIN: &str = "d";
+
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+}
+
+fn w(a: i64, b: i64) -> TimeWindow {
+    TimeWindow::new(t(a), t(b)).unwrap()
+}
+
+fn vlan(v: u16) -> Vlan {
+    Vlan::new(v).unwrap()
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(dir.path(), DOMAIN).expect("store opens")
+}
+
+/// A held reservation `id` over `window`, created at `now` with a 120 s hold.
+fn held(id: &str, window: TimeWindow, now: DateTime<Utc>) -> (Reservation, Vec<Change>) {
+    let end = |n: &str| StpRequest {
+        stp: Stp::parse(&format!("{DOMAIN}:{n}:p0")).unwrap(),
+        vlans: None,
+    };
+    let criteria = Criteria {
+        src: end("a"),
+        dst: end("b"),
+        bw: Mbps(10),
+        window,
+        ero: Ero::default(),
+        description: format!("test {id}"),
+        auto_provision: false,
+    };
+    Reservation::held(
+        id.into(),
+        "alice".into(),
+        &criteria,
+        vlan(100),
+        vlan(100),
+        vec![PathHop {
+            link: "a-b".into(),
+            from: "a".into(),
+            to: "b".into(),
+        }],
+        now,
+        TimeDelta::seconds(120),
+    )
+}
+
+/// What a reservation occupies: `bw` of a 100 Mb/s `link:a-b` forward, and `vlan` on `a:p0`.
+fn on_link(window: TimeWindow, hold_until: Option<DateTime<Utc>>, bw: u64, v: u16) -> Bookings {
+    Bookings {
+        window,
+        hold_until,
+        bandwidth: vec![BandwidthBooking {
+            resource: "link:a-b".into(),
+            direction: Direction::Forward,
+            bw: Mbps(bw),
+            capacity: Mbps(100),
+        }],
+        labels: vec![LabelBooking {
+            port: "a:p0".into(),
+            vlan: vlan(v),
+        }],
+    }
+}
+
+/// Inserts a hold with the given bookings; its hold ends when the bookings' hold does.
+fn insert(
+    store: &Store,
+    id: &str,
+    b: &Bookings,
+    now: DateTime<Utc>,
+) -> Result<Reservation, StoreError> {
+    let (mut r, changes) = held(id, b.window, now);
+    r.hold_expires_at = b.hold_until;
+    r.bw = b.bandwidth.first().map_or(Mbps(10), |x| x.bw);
+    store
+        .writer()
+        .insert_held(&r, r.hold_expires_at, b, &changes, now)?;
+    Ok(r)
+}
+
+/// Bandwidth rows of `id`, sorted.
+fn rows_of(store: &Store, id: &str) -> Vec<BandwidthRow> {
+    let mut rows: Vec<_> = store
+        .all_bandwidth_bookings()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reservation_id == id)
+        .collect();
+    rows.sort_by(|a, b| (&a.resource, &a.direction).cmp(&(&b.resource, &b.direction)));
+    rows
+}
+
+#[test]
+fn open_creates_the_database_and_applies_the_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert!(store.path().exists(), "{}", store.path().display());
+    assert_eq!(store.path(), dir.path().join(DB_FILE));
+    assert_eq!(store.count_reservations().unwrap(), 0);
+    assert_eq!(store.last_event_seq().unwrap(), 0);
+    assert_eq!(store.next_deadline().unwrap(), None);
+    // Everything is applied already; `migrate` on a fresh directory applies them all.
+    assert_eq!(Store::migrate(dir.path()).unwrap(), Vec::<String>::new());
+    let fresh = tempfile::tempdir().unwrap();
+    let applied = Store::migrate(&fresh.path().join("nested")).unwrap();
+    assert!(!applied.is_empty());
+    assert_eq!(
+        Store::migrate(&fresh.path().join("nested")).unwrap(),
+        Vec::<String>::new()
+    );
+    // A migrated-only directory opens and takes the domain.
+    let s = Store::open(&fresh.path().join("nested"), DOMAIN).unwrap();
+    assert_eq!(s.count_reservations().unwrap(), 0);
+}
+
+#[test]
+fn reopen_keeps_the_data_and_refuses_another_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = {
+        let store = open(&dir);
+        insert(&store, "d-1", &on_link(w(0, 100), None, 10, 100), t(-10)).unwrap()
+    };
+    let store = open(&dir);
+    assert_eq!(store.get("d-1").unwrap(), Some(r));
+    assert_eq!(store.count_reservations().unwrap(), 1);
+    assert_eq!(rows_of(&store, "d-1").len(), 1);
+    assert!(store.last_event_seq().unwrap() > 0);
+    drop(store);
+
+    match Store::open(dir.path(), "other") {
+        Err(StoreError::WrongDomain { found, expected }) => {
+            assert_eq!((found.as_str(), expected.as_str()), (DOMAIN, "other"));
+        }
+        Err(e) => panic!("expected WrongDomain, got {e}"),
+        Ok(_) => panic!("expected WrongDomain, the store opened"),
+    }
+    // The refusal changed nothing.
+    assert_eq!(open(&dir).count_reservations().unwrap(), 1);
+}
+
+#[test]
+fn a_reservation_round_trips_with_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = t(0) + TimeDelta::milliseconds(123);
+    let (mut r, changes) = held(
+        "d-rt",
+        TimeWindow::new(t(60) + TimeDelta::milliseconds(5), t(3600)).unwrap(),
+        now,
+    );
+    r.owner = "bob".into();
+    r.description = "multi\nline — ünïcode".into();
+    r.dst = Endpoint {
+        stp: Stp::parse("d:c:xe-1/0/0.100").unwrap(),
+        vlan: vlan(4094),
+    };
+    r.src.vlan = vlan(2);
+    r.bw = Mbps(123_456);
+    r.ero = Ero {
+        include: vec!["b".into(), "c".into()],
+        exclude: vec!["x".into(), "y-z".into()],
+    };
+    r.path = vec![
+        PathHop {
+            link: "a-b".into(),
+            from: "a".into(),
+            to: "b".into(),
+        },
+        PathHop {
+            link: "b-c".into(),
+            from: "b".into(),
+            to: "c".into(),
+        },
+    ];
+    r.version = 3;
+    r.committed_version = Some(2);
+    r.auto_provision = true;
+    r.states.provision = sluice_model::ProvisionState::Provisioned;
+    r.states.data_plane_active = true;
+    r.updated_at = now + TimeDelta::milliseconds(1);
+    let b = on_link(r.window, r.hold_expires_at, 10, 100);
+    store
+        .writer()
+        .insert_held(&r, Some(t(60)), &b, &changes, now)
+        .unwrap();
+    assert_eq!(store.get("d-rt").unwrap().as_ref(), Some(&r));
+    assert_eq!(store.writer().load("d-rt").unwrap().as_ref(), Some(&r));
+    assert_eq!(store.get("d-nope").unwrap(), None);
+
+    // Below a millisecond, times are truncated (the store's resolution).
+    let (mut r2, changes) = held("d-ns", w(60, 120), t(0));
+    r2.created_at = t(0) + TimeDelta::nanoseconds(1_999_999);
+    store
+        .writer()
+        .insert_held(
+            &r2,
+            None,
+            &on_link(w(60, 120), None, 1, 101),
+            &changes,
+            t(0),
+        )
+        .unwrap();
+    let got = store.get("d-ns").unwrap().unwrap();
+    assert_eq!(got.created_at, t(0) + TimeDelta::milliseconds(1));
+    assert_eq!(got.created_at.nanosecond() % 1_000_000, 0);
+}
+
+#[test]
+fn the_recheck_refuses_over_capacity_naming_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "d-1", &on_link(w(0, 100), None, 60, 100), t(-10)).unwrap();
+    let before = store.all_bandwidth_bookings().unwrap();
+    let seq = store.last_event_seq().unwrap();
+
+    let err = insert(&store, "d-2", &on_link(w(50, 150), None, 50, 101), t(-10)).unwrap_err();
+    match err {
+        StoreError::Conflict(Conflict::Bandwidth {
+            resource,
+            direction,
+            requested,
+            available,
+        }) => {
+            assert_eq!(resource, "link:a-b");
+            assert_eq!(direction, Direction::Forward);
+            assert_eq!(requested, Mbps(50));
+            assert_eq!(available, Mbps(40));
+        }
+        other => panic!("expected a bandwidth conflict, got {other}"),
+    }
+    // Nothing of the refused reservation was written.
+    assert_eq!(store.get("d-2").unwrap(), None);
+    assert_eq!(store.all_bandwidth_bookings().unwrap(), before);
+    assert_eq!(store.last_event_seq().unwrap(), seq);
+    // Exactly what is left fits.
+    insert(&store, "d-3", &on_link(w(50, 150), None, 40, 101), t(-10)).unwrap();
+    // The other direction and another resource are separate.
+    let mut rev = on_link(w(0, 100), None, 100, 102);
+    rev.bandwidth[0].direction = Direction::Reverse;
+    rev.bandwidth.push(BandwidthBooking {
+        resource: "link:b-c".into(),
+        direction: Direction::Forward,
+        bw: Mbps(100),
+        capacity: Mbps(100),
+    });
+    insert(&store, "d-4", &rev, t(-10)).unwrap();
+}
+
+#[test]
+fn the_recheck_counts_the_peak_not_the_sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // Three 40s that overlap only pairwise: the peak is 80.
+    insert(&store, "d-1", &on_link(w(0, 10), None, 40, 100), t(-10)).unwrap();
+    insert(&store, "d-2", &on_link(w(5, 15), None, 40, 101), t(-10)).unwrap();
+    insert(&store, "d-3", &on_link(w(12, 20), None, 40, 102), t(-10)).unwrap();
+    let err = insert(&store, "d-4", &on_link(w(6, 13), None, 40, 103), t(-10)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict(Conflict::Bandwidth {
+                available: Mbps(20),
+                ..
+            })
+        ),
+        "{err}"
+    );
+    insert(&store, "d-5", &on_link(w(6, 13), None, 20, 103), t(-10)).unwrap();
+}
+
+#[test]
+fn the_recheck_refuses_a_taken_label_but_not_outside_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "d-1", &on_link(w(0, 100), None, 1, 100), t(-10)).unwrap();
+    let err = insert(&store, "d-2", &on_link(w(99, 200), None, 1, 100), t(-10)).unwrap_err();
+    match err {
+        StoreError::Conflict(Conflict::Label { port, vlan: v }) => {
+            assert_eq!((port.as_str(), v), ("a:p0", vlan(100)));
+        }
+        other => panic!("expected a label conflict, got {other}"),
+    }
+    assert_eq!(store.get("d-2").unwrap(), None);
+    // Back to back, another VLAN, or another port: free.
+    insert(&store, "d-3", &on_link(w(100, 200), None, 1, 100), t(-10)).unwrap();
+    insert(&store, "d-4", &on_link(w(0, 100), None, 1, 101), t(-10)).unwrap();
+    let mut other_port = on_link(w(0, 100), None, 1, 100);
+    other_port.labels[0].port = "b:p0".into();
+    insert(&store, "d-5", &other_port, t(-10)).unwrap();
+}
+
+#[test]
+fn the_recheck_ignores_expired_holds_and_bookings_outside_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    // A hold of the whole link that expires at t(5).
+    insert(
+        &store,
+        "d-hold",
+        &on_link(w(0, 100), Some(t(5)), 100, 100),
+        t(0),
+    )
+    .unwrap();
+    let err = insert(&store, "d-early", &on_link(w(0, 100), None, 1, 100), t(4)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Bandwidth { .. })),
+        "{err}"
+    );
+    // At its expiry it no longer counts, neither its bandwidth nor its label.
+    insert(&store, "d-late", &on_link(w(0, 100), None, 100, 100), t(5)).unwrap();
+
+    // Back-to-back windows do not conflict, on either side.
+    insert(
+        &store,
+        "d-before",
+        &on_link(w(-100, 0), None, 100, 100),
+        t(-200),
+    )
+    .unwrap();
+    insert(
+        &store,
+        "d-after",
+        &on_link(w(100, 200), None, 100, 100),
+        t(5),
+    )
+    .unwrap();
+    let err = insert(&store, "d-over", &on_link(w(99, 101), None, 1, 101), t(5)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict(Conflict::Bandwidth {
+                available: Mbps(0),
+                ..
+            })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn saving_a_commit_makes_the_hold_count_until_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = t(0);
+    let mut r = insert(
+        &store,
+        "d-1",
+        &on_link(w(0, 100), Some(t(120)), 100, 100),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        rows_of(&store, "d-1")[0].hold_expires_ms,
+        Some(rows::ms(t(120)))
+    );
+    // A commit clears the reservation's hold; its bookings need no change.
+    let changes = r.commit(t(1)).unwrap();
+    assert_eq!(r.hold_expires_at, None);
+    let events = store
+        .writer()
+        .save(&r, Some(t(100)), BookingChange::Keep, &changes, t(1))
+        .unwrap();
+    assert_eq!(events.len(), changes.len());
+    assert_eq!(rows_of(&store, "d-1")[0].hold_expires_ms, None);
+    let (bw, labels) = store.live_bookings(t(99)).unwrap();
+    assert_eq!((bw.len(), labels.len()), (1, 1));
+    assert!(labels.iter().all(|l| l.hold_expires_ms.is_none()));
+    // Long after the hold would have expired, it still counts.
+    let err = insert(&store, "d-2", &on_link(w(0, 100), None, 1, 101), t(99)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Bandwidth { .. })),
+        "{err}"
+    );
+    assert_eq!(store.get("d-1").unwrap(), Some(r));
+}
+
+#[test]
+fn save_delete_frees_the_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut r = insert(
+        &store,
+        "d-1",
+        &on_link(w(0, 100), Some(t(120)), 100, 100),
+        t(0),
+    )
+    .unwrap();
+    let changes = r.abort(t(1)).unwrap();
+    store
+        .writer()
+        .save(&r, None, BookingChange::Delete, &changes, t(1))
+        .unwrap();
+    assert!(rows_of(&store, "d-1").is_empty());
+    let (bw, labels) = store.live_bookings(t(1)).unwrap();
+    assert!(bw.is_empty() && labels.is_empty());
+    insert(&store, "d-2", &on_link(w(0, 100), None, 100, 100), t(1)).unwrap();
+    // The reservation itself stays, aborted.
+    assert_eq!(store.get("d-1").unwrap().unwrap().summary(), "aborted");
+}
+
+#[test]
+fn save_keep_leaves_the_bookings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut r = insert(
+        &store,
+        "d-1",
+        &on_link(w(0, 100), Some(t(120)), 30, 100),
+        t(0),
+    )
+    .unwrap();
+    let before = rows_of(&store, "d-1");
+    r.description = "changed".into();
+    store
+        .writer()
+        .save(&r, Some(t(120)), BookingChange::Keep, &[], t(1))
+        .unwrap();
+    assert_eq!(rows_of(&store, "d-1"), before);
+    assert_eq!(store.get("d-1").unwrap().unwrap().description, "changed");
+}
+
+#[test]
+fn save_replace_rechecks_without_the_reservations_own_bookings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut r = insert(&store, "d-1", &on_link(w(0, 100), None, 60, 100), t(0)).unwrap();
+    insert(&store, "d-2", &on_link(w(0, 100), None, 20, 101), t(0)).unwrap();
+
+    // 60 → 80 fits only if its own 60 is left out (20 + 80 = 100). Same VLAN too.
+    let new = on_link(w(0, 150), None, 80, 100);
+    r.version += 1;
+    r.bw = Mbps(80);
+    r.window = new.window;
+    store
+        .writer()
+        .save(&r, Some(t(150)), BookingChange::Replace(&new), &[], t(1))
+        .unwrap();
+    let rows = rows_of(&store, "d-1");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].bw_mbps, rows[0].start_ms, rows[0].end_ms),
+        (80, rows::ms(t(0)), rows::ms(t(150)))
+    );
+    assert_eq!(store.get("d-1").unwrap(), Some(r.clone()));
+
+    // 80 → 90 does not fit beside the other 20: refused, and nothing changes.
+    let before_rows = store.all_bandwidth_bookings().unwrap();
+    let seq = store.last_event_seq().unwrap();
+    let too_big = on_link(w(0, 150), None, 90, 100);
+    let mut r2 = r.clone();
+    r2.version += 1;
+    r2.bw = Mbps(90);
+    let change = Change {
+        machine: Machine::Version,
+        from: "2".into(),
+        to: "3".into(),
+        effective_at: t(2),
+        detail: String::new(),
+    };
+    let err = store
+        .writer()
+        .save(&r2, None, BookingChange::Replace(&too_big), &[change], t(2))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict(Conflict::Bandwidth {
+                available: Mbps(80),
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(store.all_bandwidth_bookings().unwrap(), before_rows);
+    assert_eq!(store.get("d-1").unwrap(), Some(r));
+    assert_eq!(store.last_event_seq().unwrap(), seq);
+
+    // A label taken by another reservation is refused too.
+    let mut theirs = on_link(w(0, 150), None, 1, 101);
+    theirs.bandwidth.clear();
+    let mut r3 = store.get("d-1").unwrap().unwrap();
+    r3.version += 1;
+    let err = store
+        .writer()
+        .save(&r3, None, BookingChange::Replace(&theirs), &[], t(3))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Label { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn save_of_a_vanished_reservation_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (r, changes) = held("d-ghost", w(0, 100), t(0));
+    let err = store
+        .writer()
+        .save(&r, None, BookingChange::Keep, &changes, t(0))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert_eq!(store.last_event_seq().unwrap(), 0);
+}
+
+#[test]
+fn due_and_next_deadline_follow_the_stored_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut ids = Vec::new();
+    for (i, deadline) in [Some(30), None, Some(10), Some(20)].into_iter().enumerate() {
+        let (r, changes) = held(&format!("d-{i}"), w(0, 100), t(0));
+        store
+            .writer()
+            .insert_held(
+                &r,
+                deadline.map(t),
+                &on_link(w(0, 100), None, 1, 100 + i as u16),
+                &changes,
+                t(0),
+            )
+            .unwrap();
+        ids.push(r);
+    }
+    assert_eq!(store.next_deadline().unwrap(), Some(t(10)));
+    assert!(store.due(t(9), 100).unwrap().is_empty());
+    assert_eq!(store.due(t(10), 100).unwrap(), vec!["d-2"]);
+    assert_eq!(store.due(t(25), 100).unwrap(), vec!["d-2", "d-3"]);
+    assert_eq!(store.due(t(1000), 100).unwrap(), vec!["d-2", "d-3", "d-0"]);
+    assert_eq!(
+        store.due(t(1000), 2).unwrap(),
+        vec!["d-2", "d-3"],
+        "limit, earliest first"
+    );
+    // Clearing a deadline takes it out.
+    store
+        .writer()
+        .save(&ids[2], None, BookingChange::Keep, &[], t(1))
+        .unwrap();
+    assert_eq!(store.next_deadline().unwrap(), Some(t(20)));
+    assert_eq!(store.due(t(1000), 100).unwrap(), vec!["d-3", "d-0"]);
+    for r in &ids {
+        store
+            .writer()
+            .save(r, None, BookingChange::Keep, &[], t(1))
+            .unwrap();
+    }
+    assert_eq!(store.next_deadline().unwrap(), None);
+    assert!(store.due(t(1000), 100).unwrap().is_empty());
+}
+
+#[test]
+fn events_come_back_in_order_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut a = insert(
+        &store,
+        "d-a",
+        &on_link(w(0, 100), Some(t(120)), 1, 100),
+        t(0),
+    )
+    .unwrap();
+    let b = insert(
+        &store,
+        "d-b",
+        &on_link(w(0, 100), Some(t(120)), 1, 101),
+        t(0),
+    )
+    .unwrap();
+    let changes = a.commit(t(1)).unwrap();
+    let recorded = store
+        .writer()
+        .save(&a, None, BookingChange::Keep, &changes, t(1))
+        .unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].seq + 1, recorded[1].seq);
+
+    let all = store.events_after(0, None, 100).unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(
+        all.windows(2).all(|p| p[0].seq < p[1].seq),
+        "ascending: {all:?}"
+    );
+    assert_eq!(store.last_event_seq().unwrap(), all.last().unwrap().seq);
+    let ids: Vec<&str> = all.iter().map(|e| e.reservation_id.as_str()).collect();
+    assert_eq!(ids, ["d-a", "d-b", "d-a", "d-a"]);
+    assert_eq!(all[0].change.to, "ReserveHeld");
+    assert_eq!(all[0].change.effective_at, t(0));
+    assert_eq!(&all[2..], &recorded[..]);
+    assert_eq!(all[3].change.to, "ReserveStart");
+
+    let only_a = store.events_after(0, Some("d-a"), 100).unwrap();
+    assert_eq!(
+        only_a.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[0].seq, all[2].seq, all[3].seq]
+    );
+    let only_b = store.events_after(0, Some(&b.id), 100).unwrap();
+    assert_eq!(only_b, vec![all[1].clone()]);
+    assert_eq!(
+        store.events_after(all[1].seq, None, 100).unwrap(),
+        all[2..].to_vec()
+    );
+    assert_eq!(
+        store.events_after(0, None, 2).unwrap(),
+        all[..2].to_vec(),
+        "limit"
+    );
+    assert!(
+        store
+            .events_after(all[3].seq, None, 100)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .events_after(0, Some("d-none"), 100)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn live_bookings_leave_out_expired_holds_and_ended_bookings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(
+        &store,
+        "d-held",
+        &on_link(w(0, 100), Some(t(50)), 1, 100),
+        t(0),
+    )
+    .unwrap();
+    insert(&store, "d-booked", &on_link(w(0, 100), None, 1, 101), t(0)).unwrap();
+    insert(&store, "d-later", &on_link(w(200, 300), None, 1, 102), t(0)).unwrap();
+    let ids = |now: i64| {
+        let (bw, labels) = store.live_bookings(t(now)).unwrap();
+        let mut a: Vec<String> = bw.into_iter().map(|r| r.reservation_id).collect();
+        let mut b: Vec<String> = labels.into_iter().map(|r| r.reservation_id).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "bandwidth and labels agree at {now}");
+        a
+    };
+    assert_eq!(ids(0), ["d-booked", "d-held", "d-later"]);
+    assert_eq!(ids(49), ["d-booked", "d-held", "d-later"]);
+    assert_eq!(ids(50), ["d-booked", "d-later"], "the hold expired at 50");
+    assert_eq!(ids(100), ["d-later"], "ended at 100");
+    assert!(ids(300).is_empty());
+    // Every row is still there for audits.
+    assert_eq!(store.all_bandwidth_bookings().unwrap().len(), 3);
+}
+
+#[test]
+fn list_filters_by_owner_window_and_stp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut r1 = insert(&store, "d-1", &on_link(w(0, 100), None, 1, 100), t(0)).unwrap();
+    r1.owner = "bob".into();
+    store
+        .writer()
+        .save(&r1, None, BookingChange::Keep, &[], t(0))
+        .unwrap();
+    insert(&store, "d-2", &on_link(w(100, 200), None, 1, 101), t(1)).unwrap();
+    let ids = |f: ListFilter| -> Vec<String> {
+        store.list(&f).unwrap().into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(ids(ListFilter::default()), ["d-1", "d-2"], "oldest first");
+    assert_eq!(
+        ids(ListFilter {
+            owner: Some("bob".into()),
+            ..Default::default()
+        }),
+        ["d-1"]
+    );
+    assert_eq!(
+        ids(ListFilter {
+            window: Some(w(100, 150)),
+            ..Default::default()
+        }),
+        ["d-2"],
+        "[0,100) does not overlap [100,150)"
+    );
+    assert_eq!(
+        ids(ListFilter {
+            stp: Some("d:b:p0".into()),
+            ..Default::default()
+        }),
+        ["d-1", "d-2"]
+    );
+    assert!(
+        ids(ListFilter {
+            stp: Some("d:c:p0".into()),
+            ..Default::default()
+        })
+        .is_empty()
+    );
+}

@@ -1,0 +1,20 @@
+//! Sluice's plain data: identifiers, units, topology, reservations and their state
+//! machines, and the stable error codes.
+//!
+//! **Architecture invariant:** this crate does no I/O, reads no clock and knows no wire
+//! format. Times are passed in; conversions to protobuf or SQL live in `proto` and `idc`.
+
+pub mod error;
+pub mod reservation;
+pub mod stp;
+pub mod topology;
+pub mod units;
+
+pub use error::{CapacityFeedback, Error, ErrorCode};
+pub use reservation::{
+    Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathHop, ProvisionState, Reservation,
+    ReservationState, States,
+};
+pub use stp::{Stp, StpRequest};
+pub use topology::{Direction, Resource, Topology};
+pub use units::{Mbps, TimeWindow, Vlan, VlanSet};

@@ -1,0 +1,370 @@
+//! Model ⇄ wire. Every fallible conversion names the field it could not use.
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use sluice_model as m;
+use sluice_model::{Error, Mbps, StpRequest, TimeWindow, VlanSet};
+
+use crate::v1;
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A wire time, truncated to the millisecond.
+///
+/// Protobuf allows nanos in 0..=999,999,999 only; chrono would also take 1e9.. as a leap
+/// second, so that range is checked here. Sluice keeps times to the millisecond (the
+/// store's resolution): truncating on the way in makes what a call answers equal to what
+/// is stored, and the in-memory index agree with the store.
+pub fn from_timestamp(ts: &Timestamp, field: &str) -> Result<DateTime<Utc>, Error> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)
+        .and_then(|n| DateTime::from_timestamp(ts.seconds, n - n % 1_000_000))
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{}s {}ns is not a valid time", ts.seconds, ts.nanos),
+            )
+        })
+}
+
+fn opt_timestamp(ts: &Option<Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, Error> {
+    ts.as_ref().map(|t| from_timestamp(t, field)).transpose()
+}
+
+fn end_point(stp: &str, vlan: &str, field: &str) -> Result<StpRequest, Error> {
+    if stp.is_empty() {
+        return Err(Error::missing(field));
+    }
+    let mut req = StpRequest::parse(stp).map_err(|mut e| {
+        e.field = Some(field.to_string());
+        e
+    })?;
+    if !vlan.is_empty() {
+        let vlan_field = format!("{field}_vlan");
+        req.vlans = Some(VlanSet::parse(vlan).map_err(|mut e| {
+            e.field = Some(vlan_field);
+            e
+        })?);
+    }
+    Ok(req)
+}
+
+pub fn capacity(mbps: i64, field: &str) -> Result<Mbps, Error> {
+    if mbps <= 0 {
+        return Err(Error::invalid(
+            field,
+            format!("capacity must be a positive number of Mb/s, got {mbps}"),
+        ));
+    }
+    Ok(Mbps(mbps as u64))
+}
+
+/// The request's criteria; an absent start means `now`.
+pub fn criteria(c: &v1::Criteria, now: DateTime<Utc>) -> Result<m::Criteria, Error> {
+    let src = end_point(&c.src, &c.src_vlan, "src")?;
+    let dst = end_point(&c.dst, &c.dst_vlan, "dst")?;
+    let bw = capacity(c.capacity_mbps, "capacity_mbps")?;
+    let start = opt_timestamp(&c.start, "start")?.unwrap_or(now);
+    let end = opt_timestamp(&c.end, "end")?.ok_or_else(|| Error::missing("end"))?;
+    let window = TimeWindow::new(start, end)?;
+    let criteria = m::Criteria {
+        src,
+        dst,
+        bw,
+        window,
+        ero: m::Ero {
+            include: c.ero_include.clone(),
+            exclude: c.ero_exclude.clone(),
+        },
+        description: c.description.clone(),
+        auto_provision: c.provision_mode() == v1::ProvisionMode::Automatic,
+    };
+    criteria.check(now)?;
+    Ok(criteria)
+}
+
+pub fn reservation_state(s: m::ReservationState) -> v1::ReservationState {
+    use m::ReservationState as S;
+    use v1::ReservationState as P;
+    match s {
+        S::ReserveStart => P::ReserveStart,
+        S::ReserveChecking => P::ReserveChecking,
+        S::ReserveHeld => P::ReserveHeld,
+        S::ReserveCommitting => P::ReserveCommitting,
+        S::ReserveFailed => P::ReserveFailed,
+        S::ReserveAborting => P::ReserveAborting,
+        S::ReserveTimeout => P::ReserveTimeout,
+    }
+}
+
+pub fn provision_state(s: m::ProvisionState) -> v1::ProvisionState {
+    use m::ProvisionState as S;
+    use v1::ProvisionState as P;
+    match s {
+        S::Released => P::Released,
+        S::Provisioning => P::Provisioning,
+        S::Provisioned => P::Provisioned,
+        S::Releasing => P::Releasing,
+    }
+}
+
+pub fn lifecycle_state(s: m::LifecycleState) -> v1::LifecycleState {
+    use m::LifecycleState as S;
+    use v1::LifecycleState as P;
+    match s {
+        S::Created => P::Created,
+        S::Failed => P::Failed,
+        S::PassedEndTime => P::PassedEndTime,
+        S::Terminating => P::Terminating,
+        S::Terminated => P::Terminated,
+    }
+}
+
+/// The model's name for a wire state ("ReserveHeld", "Provisioned", ...), as people and
+/// scripts see it.
+pub fn reservation_state_name(s: v1::ReservationState) -> &'static str {
+    m::ReservationState::ALL
+        .iter()
+        .find(|m| reservation_state(**m) == s)
+        .map_or("Unspecified", |m| m.as_str())
+}
+
+pub fn provision_state_name(s: v1::ProvisionState) -> &'static str {
+    m::ProvisionState::ALL
+        .iter()
+        .find(|m| provision_state(**m) == s)
+        .map_or("Unspecified", |m| m.as_str())
+}
+
+pub fn lifecycle_state_name(s: v1::LifecycleState) -> &'static str {
+    m::LifecycleState::ALL
+        .iter()
+        .find(|m| lifecycle_state(**m) == s)
+        .map_or("Unspecified", |m| m.as_str())
+}
+
+pub fn reservation(r: &m::Reservation) -> v1::Reservation {
+    v1::Reservation {
+        id: r.id.clone(),
+        owner: r.owner.clone(),
+        description: r.description.clone(),
+        src: r.src.stp.to_string(),
+        src_vlan: r.src.vlan.id() as u32,
+        dst: r.dst.stp.to_string(),
+        dst_vlan: r.dst.vlan.id() as u32,
+        capacity_mbps: r.bw.0,
+        start: Some(timestamp(r.window.start)),
+        end: Some(timestamp(r.window.end)),
+        path: r
+            .path
+            .iter()
+            .map(|h| v1::PathHop {
+                link: h.link.clone(),
+                from: h.from.clone(),
+                to: h.to.clone(),
+            })
+            .collect(),
+        version: r.version,
+        committed_version: r.committed_version,
+        states: Some(v1::States {
+            reservation: reservation_state(r.states.reservation) as i32,
+            provision: provision_state(r.states.provision) as i32,
+            lifecycle: lifecycle_state(r.states.lifecycle) as i32,
+            data_plane_active: r.states.data_plane_active,
+            summary: r.summary().to_string(),
+        }),
+        provision_mode: if r.auto_provision {
+            v1::ProvisionMode::Automatic
+        } else {
+            v1::ProvisionMode::Manual
+        } as i32,
+        hold_expires_at: r.hold_expires_at.map(timestamp),
+        created_at: Some(timestamp(r.created_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+        ero_include: r.ero.include.clone(),
+        ero_exclude: r.ero.exclude.clone(),
+    }
+}
+
+pub fn event(seq: u64, reservation_id: &str, c: &m::Change) -> v1::Event {
+    v1::Event {
+        seq,
+        reservation_id: reservation_id.to_string(),
+        machine: c.machine.as_str().to_string(),
+        from: c.from.clone(),
+        to: c.to.clone(),
+        at: Some(timestamp(c.effective_at)),
+        detail: c.detail.clone(),
+    }
+}
+
+pub fn topology(t: &m::Topology) -> v1::TopologyReply {
+    v1::TopologyReply {
+        domain: t.domain.clone(),
+        description: t.description.clone(),
+        nodes: t
+            .nodes()
+            .iter()
+            .map(|n| v1::Node {
+                id: n.id.clone(),
+                name: n.name.clone(),
+                vlan_translation: n.vlan_translation,
+                ports: n
+                    .ports
+                    .iter()
+                    .map(|&p| {
+                        let port = t.port(p);
+                        v1::Port {
+                            name: port.name.clone(),
+                            vlans: port.vlans.to_string(),
+                            capacity_mbps: port.capacity.0,
+                            peer: port
+                                .peer
+                                .as_ref()
+                                .map(|p| p.stp.to_string())
+                                .unwrap_or_default(),
+                            link: port.link.map(|l| t.link(l).id.clone()).unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+        links: t
+            .links()
+            .iter()
+            .map(|l| v1::Link {
+                id: l.id.clone(),
+                a: t.port_local_name(l.a),
+                b: t.port_local_name(l.b),
+                capacity_ab_mbps: l.capacity_ab.0,
+                capacity_ba_mbps: l.capacity_ba.0,
+                metric: l.metric,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_model::ErrorCode;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn good() -> v1::Criteria {
+        v1::Criteria {
+            src: "d:a:p0?vlan=100".into(),
+            dst: "d:b:p0".into(),
+            dst_vlan: "100-120".into(),
+            capacity_mbps: 100,
+            end: Some(timestamp(now() + chrono::TimeDelta::hours(1))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn converts_a_good_request() {
+        let c = criteria(&good(), now()).unwrap();
+        assert_eq!(c.window.start, now(), "absent start is now");
+        assert_eq!(c.src.vlans.unwrap().to_string(), "100");
+        assert_eq!(c.dst.vlans.unwrap().to_string(), "100-120");
+        assert!(c.auto_provision, "automatic is the default");
+    }
+
+    #[test]
+    fn times_are_truncated_to_the_millisecond() {
+        let t = from_timestamp(
+            &Timestamp {
+                seconds: 5,
+                nanos: 123_456_789,
+            },
+            "t",
+        )
+        .unwrap();
+        assert_eq!(t, DateTime::from_timestamp(5, 123_000_000).unwrap());
+        assert!(
+            from_timestamp(
+                &Timestamp {
+                    seconds: 59,
+                    nanos: 1_000_000_000
+                },
+                "t"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        type Edit = fn(&mut v1::Criteria);
+        let cases: Vec<(Edit, ErrorCode, &str)> = vec![
+            (|c| c.src.clear(), ErrorCode::MissingParameter, "src"),
+            (|c| c.dst = "nonsense".into(), ErrorCode::UnknownStp, "dst"),
+            (
+                |c| c.src_vlan = "5000".into(),
+                ErrorCode::InvalidLabelFormat,
+                "src_vlan",
+            ),
+            (
+                |c| c.capacity_mbps = 0,
+                ErrorCode::InvalidParameter,
+                "capacity_mbps",
+            ),
+            (
+                |c| c.capacity_mbps = -5,
+                ErrorCode::InvalidParameter,
+                "capacity_mbps",
+            ),
+            (|c| c.end = None, ErrorCode::MissingParameter, "end"),
+            (
+                |c| c.end = Some(timestamp(now() - chrono::TimeDelta::hours(1))),
+                ErrorCode::InvalidParameter,
+                "end",
+            ),
+            (
+                |c| c.start = Some(timestamp(now() - chrono::TimeDelta::hours(2))),
+                ErrorCode::InvalidParameter,
+                "start",
+            ),
+            (
+                |c| {
+                    c.start = Some(Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    })
+                },
+                ErrorCode::InvalidParameter,
+                "start",
+            ),
+            // A leap second in chrono's spelling is not a protobuf time.
+            (
+                |c| {
+                    c.end = Some(Timestamp {
+                        seconds: 1_800_003_599,
+                        nanos: 1_500_000_000,
+                    })
+                },
+                ErrorCode::InvalidParameter,
+                "end",
+            ),
+        ];
+        for (i, (edit, code, field)) in cases.into_iter().enumerate() {
+            let mut c = good();
+            edit(&mut c);
+            let e = criteria(&c, now()).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                (code, Some(field)),
+                "case {i}: {e}"
+            );
+        }
+    }
+}
