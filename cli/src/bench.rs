@@ -154,6 +154,43 @@ async fn book(c: &mut Client, criteria: v1::Criteria) -> Result<String, sluice_m
     Ok(held.id)
 }
 
+/// `clients` connections booking `per_client` each, all at once; every latency and the
+/// wall time.
+async fn concurrent(
+    url: String,
+    stps: Vec<String>,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let url = url.clone();
+        let mut w = Workload {
+            stps: stps.clone(),
+            seed: 0x0c0f_fee0_0000_0001 + k as u64 * 7919,
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&url, "bench").await?;
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let criteria = w.criteria();
+                let t = Instant::now();
+                book(&mut c, criteria).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, sluice_model::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let wall = started.elapsed();
+    all.sort();
+    Ok((all, wall))
+}
+
 fn rss_mb(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -162,7 +199,10 @@ fn rss_mb(pid: u32) -> Option<f64> {
 }
 
 pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread, like `sluice` itself and like a client library in one process: the
+    // sequential figures measure the IDC, not the client's thread hand-offs. The
+    // concurrent clients get a multi-threaded runtime of their own.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
@@ -251,6 +291,28 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     p.done();
     lat.sort();
 
+    // The floor under every call: a read (one indexed row) over the same connection.
+    let probe = c
+        .reservations
+        .list(v1::ListRequest {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .reservations
+        .remove(0)
+        .id;
+    let mut gets = Vec::with_capacity(args.sequential);
+    for _ in 0..args.sequential {
+        let t = Instant::now();
+        c.reservations
+            .get(v1::IdRequest { id: probe.clone() })
+            .await?;
+        gets.push(t.elapsed());
+    }
+    gets.sort();
+
     // 2. The whole cycle.
     let mut cyc = Vec::with_capacity(args.cycles);
     let mut p = Progress::new("whole cycle", args.cycles);
@@ -277,37 +339,23 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
 
     // 3. Concurrent clients.
     let per_client = args.concurrent_bookings.div_ceil(args.clients.max(1));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for k in 0..args.clients {
-        let url = url.clone();
-        let mut w = Workload {
-            stps: stps.clone(),
-            seed: 0x0c0f_fee0_0000_0001 + k as u64 * 7919,
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut c = connect(&url, "bench").await?;
-            let mut lat = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                let criteria = w.criteria();
-                let t = Instant::now();
-                book(&mut c, criteria).await?;
-                lat.push(t.elapsed());
-            }
-            Ok::<_, sluice_model::Error>(lat)
-        }));
-    }
     eprintln!(
         "concurrent: {} clients × {per_client} bookings ...",
         args.clients
     );
-    let mut clat = Vec::new();
-    for t in tasks {
-        clat.extend(t.await?.map_err(|e| anyhow::anyhow!("{e}"))?);
-    }
-    let wall = started.elapsed();
+    let (clat, wall) = {
+        let (url, stps, clients) = (url.clone(), stps.clone(), args.clients);
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(concurrent(url, stps, clients, per_client))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the concurrent clients panicked"))??
+    };
     booked += clat.len();
-    clat.sort();
     let throughput = clat.len() as f64 / wall.as_secs_f64();
 
     // 4. `sluice reserve` as a process, start to exit.
@@ -362,6 +410,11 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     let rows = vec![
         ("reserve+commit p50 (ms)", ms(percentile(&lat, 50.0)), "≤ 1"),
         ("reserve+commit p99 (ms)", ms(percentile(&lat, 99.0)), "≤ 5"),
+        (
+            "get p50 (ms), the RPC floor",
+            ms(percentile(&gets, 50.0)),
+            "-",
+        ),
         ("whole cycle p50 (ms)", ms(percentile(&cyc, 50.0)), "≤ 2.5"),
         ("whole cycle p99 (ms)", ms(percentile(&cyc, 99.0)), "-"),
         (

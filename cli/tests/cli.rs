@@ -620,7 +620,7 @@ fn bench_runs_end_to_end_and_prints_every_figure() {
     );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let figures = doc["figures"].as_object().unwrap();
-    assert_eq!(figures.len(), 9);
+    assert_eq!(figures.len(), 10);
     assert!(figures["reserve+commit p50 (ms)"].as_f64().unwrap() > 0.0);
     assert!(figures["server RSS after bookings (MB)"].as_f64().unwrap() > 1.0);
 }

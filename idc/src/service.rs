@@ -219,7 +219,8 @@ impl Idc {
         self.inner.events.subscribe()
     }
 
-    /// Runs `f` on a blocking thread: the store is synchronous.
+    /// Runs work that may scan many rows (lists, replays, timer batches) on a blocking
+    /// thread: the store is synchronous.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
@@ -230,11 +231,18 @@ impl Idc {
             .map_err(|e| Error::internal(format!("worker failed: {e}")))?
     }
 
+    /// Runs a point operation where it is: one transaction on indexed rows and at most
+    /// one shared fsync, a fraction of a millisecond. Handing it to another thread and
+    /// back costs more than that on small machines (measured with `sluice bench`: 1.05
+    /// → 0.77 ms for reserve+commit), and the writer is never held across an await.
+    fn inline<T>(&self, f: impl FnOnce(&Inner) -> Result<T, Error>) -> Result<T, Error> {
+        f(&self.inner)
+    }
+
     pub async fn reserve(&self, owner: &str, criteria: Criteria) -> Result<Reservation, Error> {
         let req = sluice_pce::resolve(&self.inner.topo, &criteria)?;
         let owner = owner.to_string();
-        self.blocking(move |inner| inner.reserve(owner, criteria, req))
-            .await
+        self.inline(move |inner| inner.reserve(owner, criteria, req))
     }
 
     /// Durable: on disk before the caller hears "committed".
@@ -272,9 +280,7 @@ impl Idc {
         durable: Durable,
     ) -> Result<Reservation, Error> {
         let id = id.to_string();
-        let r = self
-            .blocking(move |inner| inner.apply(&id, &mut |r, now| op(r, now), durable))
-            .await?;
+        let r = self.inline(move |inner| inner.apply(&id, &mut |r, now| op(r, now), durable))?;
         info!(reservation.id = %r.id, operation = what, state = r.summary(), "reservation updated");
         Ok(r)
     }
@@ -294,23 +300,20 @@ impl Idc {
             ));
         }
         let id = id.to_string();
-        let r = self
-            .blocking(move |inner| inner.modify(&id, bw, start, end))
-            .await?;
+        let r = self.inline(move |inner| inner.modify(&id, bw, start, end))?;
         info!(reservation.id = %r.id, version = r.version, "reservation modified");
         Ok(r)
     }
 
     pub async fn get(&self, id: &str) -> Result<Reservation, Error> {
         let id = id.to_string();
-        self.blocking(move |inner| {
+        self.inline(move |inner| {
             inner
                 .store
                 .get(&id)
                 .map_err(store_error)?
                 .ok_or_else(|| Error::not_found(&id))
         })
-        .await
     }
 
     /// Matching reservations, oldest first, and whether more matched than the limit.
@@ -363,8 +366,7 @@ impl Idc {
 
     /// The sequence number of the newest recorded event (0 if none).
     pub async fn last_event_seq(&self) -> Result<u64, Error> {
-        self.blocking(|inner| inner.store.last_event_seq().map_err(store_error))
-            .await
+        self.inline(|inner| inner.store.last_event_seq().map_err(store_error))
     }
 
     fn port_stp(&self, text: &str, field: &str) -> Result<(PortIdx, String), Error> {

@@ -34,7 +34,7 @@ use sluice_model::{Change, Direction, Mbps, Reservation, TimeWindow, Vlan};
 
 pub use rows::{BandwidthRow, LabelRow};
 use rows::{EventRow, ReservationRow, from_ms, ms};
-use schema::{bandwidth_bookings, events, label_bookings, meta, reservations};
+use schema::{bookings, events, meta, reservations};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
@@ -395,54 +395,27 @@ impl Store {
     ) -> Result<(Vec<BandwidthRow>, Vec<LabelRow>), StoreError> {
         let mut conn = self.reader()?;
         let now = ms(now);
-        let live = reservations::hold_expires_ms
-            .is_null()
-            .or(reservations::hold_expires_ms.gt(now));
-        let bw = bandwidth_rows(
-            bandwidth_bookings::table
-                .inner_join(reservations::table)
-                .filter(bandwidth_bookings::end_ms.gt(now))
-                .filter(live)
-                .select(BANDWIDTH_COLUMNS)
-                .load(&mut conn)?,
-        );
-        let labels = label_bookings::table
+        let rows = bookings::table
             .inner_join(reservations::table)
-            .filter(label_bookings::end_ms.gt(now))
-            .filter(live)
-            .select((
-                label_bookings::reservation_id,
-                label_bookings::port,
-                label_bookings::vlan,
-                label_bookings::start_ms,
-                label_bookings::end_ms,
-                reservations::hold_expires_ms,
-            ))
-            .load::<(String, String, i32, i64, i64, Option<i64>)>(&mut conn)?
-            .into_iter()
-            .map(
-                |(reservation_id, port, vlan, start_ms, end_ms, hold_expires_ms)| LabelRow {
-                    reservation_id,
-                    port,
-                    vlan,
-                    start_ms,
-                    end_ms,
-                    hold_expires_ms,
-                },
+            .filter(bookings::end_ms.gt(now))
+            .filter(
+                reservations::hold_expires_ms
+                    .is_null()
+                    .or(reservations::hold_expires_ms.gt(now)),
             )
-            .collect();
-        Ok((bw, labels))
+            .select(BOOKING_COLUMNS)
+            .load(&mut conn)?;
+        Ok(split_rows(rows))
     }
 
     /// Every bandwidth booking row, for audits and tests.
     pub fn all_bandwidth_bookings(&self) -> Result<Vec<BandwidthRow>, StoreError> {
         let mut conn = self.reader()?;
-        Ok(bandwidth_rows(
-            bandwidth_bookings::table
-                .inner_join(reservations::table)
-                .select(BANDWIDTH_COLUMNS)
-                .load(&mut conn)?,
-        ))
+        let rows = bookings::table
+            .inner_join(reservations::table)
+            .select(BOOKING_COLUMNS)
+            .load(&mut conn)?;
+        Ok(split_rows(rows).0)
     }
 
     pub fn count_reservations(&self) -> Result<i64, StoreError> {
@@ -451,43 +424,76 @@ impl Store {
     }
 }
 
-type BandwidthTuple = (String, String, String, i64, i64, i64, Option<i64>);
+/// The direction of the row that records a reservation's VLAN on a port.
+const VLAN_ROW: &str = "vlan";
 
-const BANDWIDTH_COLUMNS: (
-    bandwidth_bookings::reservation_id,
-    bandwidth_bookings::resource,
-    bandwidth_bookings::direction,
-    bandwidth_bookings::bw_mbps,
-    bandwidth_bookings::start_ms,
-    bandwidth_bookings::end_ms,
+type BookingTuple = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i32>,
+    Option<i64>,
+);
+
+const BOOKING_COLUMNS: (
+    bookings::reservation_id,
+    bookings::resource,
+    bookings::direction,
+    bookings::bw_mbps,
+    bookings::start_ms,
+    bookings::end_ms,
+    bookings::vlan,
     reservations::hold_expires_ms,
 ) = (
-    bandwidth_bookings::reservation_id,
-    bandwidth_bookings::resource,
-    bandwidth_bookings::direction,
-    bandwidth_bookings::bw_mbps,
-    bandwidth_bookings::start_ms,
-    bandwidth_bookings::end_ms,
+    bookings::reservation_id,
+    bookings::resource,
+    bookings::direction,
+    bookings::bw_mbps,
+    bookings::start_ms,
+    bookings::end_ms,
+    bookings::vlan,
     reservations::hold_expires_ms,
 );
 
-fn bandwidth_rows(rows: Vec<BandwidthTuple>) -> Vec<BandwidthRow> {
-    rows.into_iter()
-        .map(
-            |(reservation_id, resource, direction, bw_mbps, start_ms, end_ms, hold_expires_ms)| {
-                BandwidthRow {
-                    reservation_id,
-                    resource,
-                    direction,
-                    bw_mbps,
-                    start_ms,
-                    end_ms,
-                    hold_expires_ms,
-                }
-            },
-        )
-        .collect()
+/// Bandwidth rows and label rows (`port:` + node:port resources, direction `vlan`).
+fn split_rows(rows: Vec<BookingTuple>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
+    let mut bw = Vec::new();
+    let mut labels = Vec::new();
+    for (reservation_id, resource, direction, bw_mbps, start_ms, end_ms, vlan, hold_expires_ms) in
+        rows
+    {
+        if direction == VLAN_ROW {
+            labels.push(LabelRow {
+                reservation_id,
+                port: resource
+                    .strip_prefix(PORT_PREFIX)
+                    .unwrap_or(&resource)
+                    .to_string(),
+                vlan: vlan.unwrap_or_default(),
+                start_ms,
+                end_ms,
+                hold_expires_ms,
+            });
+        } else {
+            bw.push(BandwidthRow {
+                reservation_id,
+                resource,
+                direction,
+                bw_mbps,
+                start_ms,
+                end_ms,
+                hold_expires_ms,
+            });
+        }
+    }
+    (bw, labels)
 }
+
+/// Label bookings name a port as `node:port`; its bookings live under `port:node:port`.
+const PORT_PREFIX: &str = "port:";
 
 fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, StoreError> {
     reservations::table
@@ -564,10 +570,7 @@ impl Writer<'_> {
 }
 
 fn delete_bookings(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
-    diesel::delete(bandwidth_bookings::table.filter(bandwidth_bookings::reservation_id.eq(id)))
-        .execute(conn)?;
-    diesel::delete(label_bookings::table.filter(label_bookings::reservation_id.eq(id)))
-        .execute(conn)?;
+    diesel::delete(bookings::table.filter(bookings::reservation_id.eq(id))).execute(conn)?;
     Ok(())
 }
 
@@ -594,28 +597,29 @@ fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Resul
             .execute(conn)?;
     }
     // One row per statement: the statement stays the same, so diesel prepares it once.
-    for x in &b.bandwidth {
-        diesel::insert_into(bandwidth_bookings::table)
+    let mut row = |resource: &str, direction: &str, bw: i64, vlan: Option<i32>| {
+        diesel::insert_into(bookings::table)
             .values((
-                bandwidth_bookings::resource.eq(&x.resource),
-                bandwidth_bookings::start_ms.eq(start),
-                bandwidth_bookings::reservation_id.eq(id),
-                bandwidth_bookings::direction.eq(x.direction.as_str()),
-                bandwidth_bookings::end_ms.eq(end),
-                bandwidth_bookings::bw_mbps.eq(x.bw.0 as i64),
+                bookings::resource.eq(resource),
+                bookings::start_ms.eq(start),
+                bookings::reservation_id.eq(id),
+                bookings::direction.eq(direction),
+                bookings::end_ms.eq(end),
+                bookings::bw_mbps.eq(bw),
+                bookings::vlan.eq(vlan),
             ))
-            .execute(conn)?;
+            .execute(conn)
+    };
+    for x in &b.bandwidth {
+        row(&x.resource, x.direction.as_str(), x.bw.0 as i64, None)?;
     }
     for x in &b.labels {
-        diesel::insert_into(label_bookings::table)
-            .values((
-                label_bookings::port.eq(&x.port),
-                label_bookings::vlan.eq(x.vlan.id() as i32),
-                label_bookings::start_ms.eq(start),
-                label_bookings::reservation_id.eq(id),
-                label_bookings::end_ms.eq(end),
-            ))
-            .execute(conn)?;
+        row(
+            &format!("{PORT_PREFIX}{}", x.port),
+            VLAN_ROW,
+            0,
+            Some(x.vlan.id() as i32),
+        )?;
     }
     Ok(())
 }
@@ -651,36 +655,51 @@ fn insert_events(
 
 /// The admission re-check: the peak of what already counts in the window, plus the
 /// request, must fit every resource; every label must be free. `ignore` leaves out the
-/// reservation being modified. Queries have a fixed shape (one per resource) so their
-/// statements are prepared once.
+/// reservation being modified. One query per resource (a port's rows carry its
+/// bandwidth and its VLANs), always of the same shape, so it is prepared once.
 fn recheck(
     conn: &mut SqliteConnection,
     b: &Bookings,
     ignore: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    use bandwidth_bookings as bb;
-    use label_bookings as lb;
     let (start, end, now) = (ms(b.window.start), ms(b.window.end), ms(now));
     // Nothing that starts before this can still be running at `start`.
     let lookback = start - longest_booking(conn)?;
     let ignore = ignore.unwrap_or("");
-    let live = reservations::hold_expires_ms
-        .is_null()
-        .or(reservations::hold_expires_ms.gt(now));
-    let mut resources: Vec<&str> = b.bandwidth.iter().map(|x| x.resource.as_str()).collect();
+    let label_resources: Vec<String> = b
+        .labels
+        .iter()
+        .map(|l| format!("{PORT_PREFIX}{}", l.port))
+        .collect();
+    let mut resources: Vec<&str> = b
+        .bandwidth
+        .iter()
+        .map(|x| x.resource.as_str())
+        .chain(label_resources.iter().map(String::as_str))
+        .collect();
     resources.sort_unstable();
     resources.dedup();
     for resource in resources {
-        let rows: Vec<(String, i64, i64, i64)> = bb::table
+        let rows: Vec<(String, i64, i64, i64, Option<i32>)> = bookings::table
             .inner_join(reservations::table)
-            .filter(bb::resource.eq(resource))
-            .filter(bb::start_ms.ge(lookback))
-            .filter(bb::start_ms.lt(end))
-            .filter(bb::end_ms.gt(start))
-            .filter(bb::reservation_id.ne(ignore))
-            .filter(live)
-            .select((bb::direction, bb::bw_mbps, bb::start_ms, bb::end_ms))
+            .filter(bookings::resource.eq(resource))
+            .filter(bookings::start_ms.ge(lookback))
+            .filter(bookings::start_ms.lt(end))
+            .filter(bookings::end_ms.gt(start))
+            .filter(bookings::reservation_id.ne(ignore))
+            .filter(
+                reservations::hold_expires_ms
+                    .is_null()
+                    .or(reservations::hold_expires_ms.gt(now)),
+            )
+            .select((
+                bookings::direction,
+                bookings::bw_mbps,
+                bookings::start_ms,
+                bookings::end_ms,
+                bookings::vlan,
+            ))
             .load(conn)?;
         for want in b.bandwidth.iter().filter(|x| x.resource == resource) {
             let existing = rows
@@ -704,24 +723,17 @@ fn recheck(
                 }));
             }
         }
-    }
-    for want in &b.labels {
-        let taken: i64 = lb::table
-            .inner_join(reservations::table)
-            .filter(lb::port.eq(&want.port))
-            .filter(lb::vlan.eq(want.vlan.id() as i32))
-            .filter(lb::start_ms.ge(lookback))
-            .filter(lb::start_ms.lt(end))
-            .filter(lb::end_ms.gt(start))
-            .filter(lb::reservation_id.ne(ignore))
-            .filter(live)
-            .count()
-            .get_result(conn)?;
-        if taken > 0 {
-            return Err(StoreError::Conflict(Conflict::Label {
-                port: want.port.clone(),
-                vlan: want.vlan,
-            }));
+        for (want, key) in b.labels.iter().zip(&label_resources) {
+            let taken = *key == resource
+                && rows
+                    .iter()
+                    .any(|r| r.0 == VLAN_ROW && r.4 == Some(want.vlan.id() as i32));
+            if taken {
+                return Err(StoreError::Conflict(Conflict::Label {
+                    port: want.port.clone(),
+                    vlan: want.vlan,
+                }));
+            }
         }
     }
     Ok(())

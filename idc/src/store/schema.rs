@@ -37,23 +37,14 @@ diesel::table! {
 }
 
 diesel::table! {
-    bandwidth_bookings (resource, start_ms, reservation_id, direction) {
+    bookings (resource, start_ms, reservation_id, direction) {
         resource -> Text,
         start_ms -> BigInt,
         reservation_id -> Text,
         direction -> Text,
         end_ms -> BigInt,
         bw_mbps -> BigInt,
-    }
-}
-
-diesel::table! {
-    label_bookings (port, vlan, start_ms, reservation_id) {
-        port -> Text,
-        vlan -> Integer,
-        start_ms -> BigInt,
-        reservation_id -> Text,
-        end_ms -> BigInt,
+        vlan -> Nullable<Integer>,
     }
 }
 
@@ -70,12 +61,5 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(bandwidth_bookings -> reservations (reservation_id));
-diesel::joinable!(label_bookings -> reservations (reservation_id));
-diesel::allow_tables_to_appear_in_same_query!(
-    meta,
-    reservations,
-    bandwidth_bookings,
-    label_bookings,
-    events
-);
+diesel::joinable!(bookings -> reservations (reservation_id));
+diesel::allow_tables_to_appear_in_same_query!(meta, reservations, bookings, events);

@@ -44,36 +44,29 @@ CREATE TABLE reservations (
 -- new bound value (it re-proves the index's WHERE clause).
 CREATE INDEX reservations_next_deadline ON reservations (next_deadline_ms);
 
--- What each reservation's current version occupies, one row per resource and
--- direction; deleted when the reservation stops counting (abort, hold timeout,
--- terminate). Keyed for the admission query: a resource's bookings by start time.
+-- What each reservation's current version occupies: one row per resource and
+-- direction ('fwd'/'rev', with bw_mbps), and for each end port one row with direction
+-- 'vlan' holding the VLAN it uses there. Deleted when the reservation stops counting
+-- (abort, hold timeout, terminate). Keyed for the admission query (a resource's
+-- bookings by start time), so one reservation's rows on a port share a page.
 -- Overlap queries bound start_ms from below by the longest booking (meta
 -- 'longest_booking_ms'), so they scan only nearby bookings.
-CREATE TABLE bandwidth_bookings (
+CREATE TABLE bookings (
     resource TEXT NOT NULL,
     start_ms BIGINT NOT NULL,
     reservation_id TEXT NOT NULL,
     direction TEXT NOT NULL,
     end_ms BIGINT NOT NULL,
     bw_mbps BIGINT NOT NULL,
+    vlan INTEGER,
     PRIMARY KEY (resource, start_ms, reservation_id, direction)
 ) WITHOUT ROWID;
 
-CREATE INDEX bandwidth_bookings_by_reservation ON bandwidth_bookings (reservation_id);
-
-CREATE TABLE label_bookings (
-    port TEXT NOT NULL,
-    vlan INTEGER NOT NULL,
-    start_ms BIGINT NOT NULL,
-    reservation_id TEXT NOT NULL,
-    end_ms BIGINT NOT NULL,
-    PRIMARY KEY (port, vlan, start_ms, reservation_id)
-) WITHOUT ROWID;
-
-CREATE INDEX label_bookings_by_reservation ON label_bookings (reservation_id);
+CREATE INDEX bookings_by_reservation ON bookings (reservation_id);
 
 -- Every state change, in order; Watch replays from here. Never deleted, so the rowid
--- only grows.
+-- only grows. (No index by reservation: a replay scans forward from its sequence
+-- number, and every write would pay for the index.)
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY NOT NULL,
     reservation_id TEXT NOT NULL,
@@ -84,5 +77,3 @@ CREATE TABLE events (
     recorded_ms BIGINT NOT NULL,
     detail TEXT NOT NULL
 );
-
-CREATE INDEX events_by_reservation ON events (reservation_id, seq);
