@@ -116,6 +116,7 @@ fn store_error(e: StoreError) -> Error {
         }
         StoreError::Conflict(Conflict::Label { port, vlan }) => Error::field(
             ErrorCode::StpUnavailable,
+            // Inner::admission_error names the destination when it was that end.
             "src_vlan",
             format!("VLAN {vlan} on {port} was taken meanwhile"),
         ),
@@ -459,7 +460,7 @@ impl Idc {
     /// Runs every due timer once: hold expiry, provisioning at start, end of window.
     /// Returns how many reservations it touched.
     pub async fn tick(&self) -> Result<usize, Error> {
-        self.blocking(|inner| inner.tick()).await
+        self.blocking(|inner| inner.tick()).await.map(|t| t.touched)
     }
 
     /// The scheduler: sleeps until the next deadline (from the store, or an earlier one
@@ -469,9 +470,13 @@ impl Idc {
             // Deadlines written from here on either reach the store before the read
             // below, or lower the hint after it.
             *self.inner.hint() = None;
-            if let Err(e) = self.tick().await {
-                error!(error = %e, "scheduler tick failed");
-            }
+            let failing = match self.blocking(|inner| inner.tick()).await {
+                Ok(t) => t.failed > 0,
+                Err(e) => {
+                    error!(error = %e, "scheduler tick failed");
+                    true
+                }
+            };
             let inner = self.inner.clone();
             let stored =
                 match tokio::task::spawn_blocking(move || inner.store.next_deadline()).await {
@@ -490,6 +495,11 @@ impl Idc {
                 *hint = earliest(stored, *hint);
                 *hint
             };
+            if failing {
+                // A step that failed is still due: retry in a second, not in a hot loop.
+                let retry = self.now() + TimeDelta::seconds(1);
+                target = target.map(|t| t.max(retry));
+            }
             loop {
                 let clock = self.inner.clock.clone();
                 let sleep = async move {
@@ -519,6 +529,12 @@ impl Idc {
             .unwrap_or_else(|p| p.into_inner())
             .reservations()
     }
+}
+
+/// What one scheduler tick did.
+struct Tick {
+    touched: usize,
+    failed: usize,
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -610,6 +626,17 @@ impl Inner {
         }
     }
 
+    /// A store error from admitting `plan`, naming the end whose VLAN was taken.
+    fn admission_error(&self, e: StoreError, plan: &PathPlan) -> Error {
+        let at_dst = matches!(&e, StoreError::Conflict(Conflict::Label { port, .. })
+            if *port == self.topo.port_local_name(plan.dst));
+        let mut err = store_error(e);
+        if at_dst {
+            err.field = Some("dst_vlan".into());
+        }
+        err
+    }
+
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -659,7 +686,7 @@ impl Inner {
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer
             .insert_held(&r, deadline, &self.bookings(&usage), &changes, now)
-            .map_err(store_error)?;
+            .map_err(|e| self.admission_error(e, &plan))?;
         self.write_index().insert(&r.id, &usage);
         drop(writer);
         info!(
@@ -784,7 +811,7 @@ impl Inner {
                 &changes,
                 now,
             )
-            .map_err(store_error)?;
+            .map_err(|e| self.admission_error(e, &plan))?;
         self.write_index().insert(id, &usage);
         drop(writer);
         self.store.sync().map_err(store_error)?;
@@ -793,10 +820,10 @@ impl Inner {
         Ok(r)
     }
 
-    fn tick(&self) -> Result<usize, Error> {
+    fn tick(&self) -> Result<Tick, Error> {
         let now = self.clock.now();
         let due = self.store.due(now, 1000).map_err(store_error)?;
-        let mut touched = 0;
+        let (mut touched, mut failed) = (0, 0);
         for id in &due {
             // Timer transitions are derived from the clock: if a power loss rolls one
             // back, the next tick does it again.
@@ -805,9 +832,12 @@ impl Inner {
                     touched += 1;
                     info!(reservation.id = %id, state = r.summary(), "timer fired");
                 }
-                Err(e) => error!(reservation.id = %id, error = %e, "timer failed"),
+                Err(e) => {
+                    failed += 1;
+                    error!(reservation.id = %id, error = %e, "timer failed");
+                }
             }
         }
-        Ok(touched)
+        Ok(Tick { touched, failed })
     }
 }
