@@ -13,7 +13,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::json;
 use sluice_proto::v1;
 
-use crate::client::{Client, connect, err};
+use crate::client::{Client, IdCall, connect};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -137,21 +137,7 @@ impl Workload {
 }
 
 async fn book(c: &mut Client, criteria: v1::Criteria) -> Result<String, sluice_model::Error> {
-    let held = c
-        .reservations
-        .reserve(v1::ReserveRequest {
-            criteria: Some(criteria),
-        })
-        .await
-        .map_err(err)?
-        .into_inner();
-    c.reservations
-        .commit(v1::IdRequest {
-            id: held.id.clone(),
-        })
-        .await
-        .map_err(err)?;
-    Ok(held.id)
+    Ok(c.book(criteria, false).await?.id)
 }
 
 /// `clients` connections booking `per_client` each, all at once; every latency and the
@@ -322,14 +308,10 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         let id = book(&mut c, criteria)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for step in 0..3 {
-            let req = v1::IdRequest { id: id.clone() };
-            let r = match step {
-                0 => c.reservations.provision(req).await,
-                1 => c.reservations.release(req).await,
-                _ => c.reservations.terminate(req).await,
-            };
-            r.map_err(|s| anyhow::anyhow!("{}", err(s)))?;
+        for step in [IdCall::Provision, IdCall::Release, IdCall::Terminate] {
+            c.call(step, &id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         cyc.push(t.elapsed());
         p.tick(i + 1);

@@ -3,6 +3,7 @@
 use sluice_model::Error;
 use sluice_proto::USER_HEADER;
 use sluice_proto::status::from_status;
+use sluice_proto::v1;
 use sluice_proto::v1::reservations_client::ReservationsClient;
 use sluice_proto::v1::topology_client::TopologyClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -53,4 +54,58 @@ pub async fn connect(url: &str, user: &str) -> Result<Client, Error> {
 /// A call's error as a Sluice error.
 pub fn err(s: tonic::Status) -> Error {
     from_status(&s)
+}
+
+/// The calls that take a reservation id and answer with the reservation.
+#[derive(Debug, Clone, Copy)]
+pub enum IdCall {
+    Commit,
+    Abort,
+    Provision,
+    Release,
+    Terminate,
+    Get,
+}
+
+impl Client {
+    pub async fn call(&mut self, call: IdCall, id: &str) -> Result<v1::Reservation, Error> {
+        let req = v1::IdRequest { id: id.to_string() };
+        let r = &mut self.reservations;
+        let reply = match call {
+            IdCall::Commit => r.commit(req).await,
+            IdCall::Abort => r.abort(req).await,
+            IdCall::Provision => r.provision(req).await,
+            IdCall::Release => r.release(req).await,
+            IdCall::Terminate => r.terminate(req).await,
+            IdCall::Get => r.get(req).await,
+        };
+        reply.map(tonic::Response::into_inner).map_err(err)
+    }
+
+    /// Reserve, then commit unless `hold_only`. A failed commit aborts the hold rather
+    /// than leave it for its timer.
+    pub async fn book(
+        &mut self,
+        criteria: v1::Criteria,
+        hold_only: bool,
+    ) -> Result<v1::Reservation, Error> {
+        let held = self
+            .reservations
+            .reserve(v1::ReserveRequest {
+                criteria: Some(criteria),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        if hold_only {
+            return Ok(held);
+        }
+        match self.call(IdCall::Commit, &held.id).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let _ = self.call(IdCall::Abort, &held.id).await;
+                Err(e)
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use sluice_model::Error;
 use sluice_proto::v1;
 use tokio_stream::StreamExt;
 
-use client::{Client, connect, err};
+use client::{Client, IdCall, connect, err};
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:50551";
 const DEFAULT_LISTEN: &str = "127.0.0.1:50551";
@@ -285,51 +285,14 @@ async fn run_client(
     json_out: bool,
 ) -> Result<Option<Out>, Error> {
     let mut c = connect(server, user).await?;
-    let id_req = |id: String| v1::IdRequest { id };
     let out = match cmd {
         Cmd::Reserve(a) => reserve(&mut c, a).await?,
-        Cmd::Commit { id } => reservation_out(
-            &c.reservations
-                .commit(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
-        Cmd::Abort { id } => reservation_out(
-            &c.reservations
-                .abort(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
-        Cmd::Provision { id } => reservation_out(
-            &c.reservations
-                .provision(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
-        Cmd::Release { id } => reservation_out(
-            &c.reservations
-                .release(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
-        Cmd::Terminate { id } => reservation_out(
-            &c.reservations
-                .terminate(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
-        Cmd::Show { id } => reservation_out(
-            &c.reservations
-                .get(id_req(id))
-                .await
-                .map_err(err)?
-                .into_inner(),
-        ),
+        Cmd::Commit { id } => reservation_out(&c.call(IdCall::Commit, &id).await?),
+        Cmd::Abort { id } => reservation_out(&c.call(IdCall::Abort, &id).await?),
+        Cmd::Provision { id } => reservation_out(&c.call(IdCall::Provision, &id).await?),
+        Cmd::Release { id } => reservation_out(&c.call(IdCall::Release, &id).await?),
+        Cmd::Terminate { id } => reservation_out(&c.call(IdCall::Terminate, &id).await?),
+        Cmd::Show { id } => reservation_out(&c.call(IdCall::Get, &id).await?),
         Cmd::Modify(m) => {
             let req = v1::ModifyRequest {
                 id: m.id,
@@ -450,31 +413,7 @@ async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
             v1::ProvisionMode::Automatic
         } as i32,
     };
-    let held = c
-        .reservations
-        .reserve(v1::ReserveRequest {
-            criteria: Some(criteria),
-        })
-        .await
-        .map_err(err)?
-        .into_inner();
-    if a.hold_only {
-        return Ok(reservation_out(&held));
-    }
-    match c
-        .reservations
-        .commit(v1::IdRequest {
-            id: held.id.clone(),
-        })
-        .await
-    {
-        Ok(r) => Ok(reservation_out(&r.into_inner())),
-        Err(status) => {
-            // Do not leave the hold behind for its timer to clean up.
-            let _ = c.reservations.abort(v1::IdRequest { id: held.id }).await;
-            Err(err(status))
-        }
-    }
+    Ok(reservation_out(&c.book(criteria, a.hold_only).await?))
 }
 
 async fn watch(c: &mut Client, w: WatchArgs, json_out: bool) -> Result<(), Error> {
