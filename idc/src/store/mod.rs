@@ -403,7 +403,7 @@ impl Store {
                     .is_null()
                     .or(reservations::hold_expires_ms.gt(now)),
             )
-            .select(BOOKING_COLUMNS)
+            .select(JoinedBooking::as_select())
             .load(&mut conn)?;
         Ok(split_rows(rows))
     }
@@ -413,7 +413,7 @@ impl Store {
         let mut conn = self.reader()?;
         let rows = bookings::table
             .inner_join(reservations::table)
-            .select(BOOKING_COLUMNS)
+            .select(JoinedBooking::as_select())
             .load(&mut conn)?;
         Ok(split_rows(rows).0)
     }
@@ -427,43 +427,37 @@ impl Store {
 /// The direction of the row that records a reservation's VLAN on a port.
 const VLAN_ROW: &str = "vlan";
 
-type BookingTuple = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    Option<i32>,
-    Option<i64>,
-);
-
-const BOOKING_COLUMNS: (
-    bookings::reservation_id,
-    bookings::resource,
-    bookings::direction,
-    bookings::bw_mbps,
-    bookings::start_ms,
-    bookings::end_ms,
-    bookings::vlan,
-    reservations::hold_expires_ms,
-) = (
-    bookings::reservation_id,
-    bookings::resource,
-    bookings::direction,
-    bookings::bw_mbps,
-    bookings::start_ms,
-    bookings::end_ms,
-    bookings::vlan,
-    reservations::hold_expires_ms,
-);
+/// A booking row with its reservation's hold expiry (NULL once committed).
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = bookings)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+struct JoinedBooking {
+    reservation_id: String,
+    resource: String,
+    direction: String,
+    bw_mbps: i64,
+    start_ms: i64,
+    end_ms: i64,
+    vlan: Option<i32>,
+    #[diesel(select_expression = reservations::hold_expires_ms)]
+    #[diesel(select_expression_type = reservations::hold_expires_ms)]
+    hold_expires_ms: Option<i64>,
+}
 
 /// Bandwidth rows and label rows (`port:` + node:port resources, direction `vlan`).
-fn split_rows(rows: Vec<BookingTuple>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
+fn split_rows(rows: Vec<JoinedBooking>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
     let mut bw = Vec::new();
     let mut labels = Vec::new();
-    for (reservation_id, resource, direction, bw_mbps, start_ms, end_ms, vlan, hold_expires_ms) in
-        rows
+    for JoinedBooking {
+        reservation_id,
+        resource,
+        direction,
+        bw_mbps,
+        start_ms,
+        end_ms,
+        vlan,
+        hold_expires_ms,
+    } in rows
     {
         if direction == VLAN_ROW {
             labels.push(LabelRow {
