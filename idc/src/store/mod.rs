@@ -22,7 +22,7 @@ mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
@@ -158,6 +158,83 @@ pub struct Store {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     path: PathBuf,
     durability: GroupCommit,
+    checkpointer: Checkpointer,
+}
+
+/// Ask for a checkpoint after this many write transactions (~100-200 WAL frames).
+const CHECKPOINT_EVERY: u64 = 16;
+
+/// Folds the WAL into the database on its own thread and connection, so no request
+/// pays for a checkpoint, and the WAL stays small and is rewritten from its start: an
+/// fsync of overwritten blocks costs about half that of appended ones here. The
+/// writer's own autocheckpoint (4000 pages) is only a safety net.
+struct Checkpointer {
+    signal: Arc<(Mutex<CheckpointState>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct CheckpointState {
+    requested: bool,
+    stop: bool,
+}
+
+impl Checkpointer {
+    fn start(url: &str) -> Result<Checkpointer, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: url.to_string(),
+            message,
+        };
+        let mut conn = SqliteConnection::establish(url).map_err(|e| open_err(e.to_string()))?;
+        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;")?;
+        let signal = Arc::new((Mutex::new(CheckpointState::default()), Condvar::new()));
+        let shared = signal.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-checkpoint".into())
+            .spawn(move || {
+                let (lock, wake) = &*shared;
+                loop {
+                    let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if !state.requested && !state.stop {
+                        // Idle: still checkpoint once a second.
+                        state = wake
+                            .wait_timeout(state, std::time::Duration::from_secs(1))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    if state.stop {
+                        return;
+                    }
+                    state.requested = false;
+                    drop(state);
+                    if let Err(e) = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);") {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own will take over");
+                    }
+                }
+            })
+            .map_err(|e| open_err(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            signal,
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        let (lock, wake) = &*self.signal;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).requested = true;
+        wake.notify_one();
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.signal;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Counts committed write transactions and how many of them are known to be on disk.
@@ -196,6 +273,7 @@ impl GroupCommit {
 pub struct Writer<'a> {
     conn: MutexGuard<'a, SqliteConnection>,
     committed: &'a AtomicU64,
+    checkpointer: &'a Checkpointer,
 }
 
 impl Store {
@@ -216,6 +294,7 @@ impl Store {
         writer
             .batch_execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA wal_autocheckpoint = 4000; \
                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
             )
             .map_err(|e| open_err(e.to_string()))?;
@@ -252,11 +331,13 @@ impl Store {
             committed: AtomicU64::new(0),
             synced: Mutex::new(0),
         };
+        let checkpointer = Checkpointer::start(&url)?;
         Ok(Store {
             writer: Mutex::new(writer),
             readers,
             path,
             durability,
+            checkpointer,
         })
     }
 
@@ -289,6 +370,7 @@ impl Store {
         Writer {
             conn,
             committed: &self.durability.committed,
+            checkpointer: &self.checkpointer,
         }
     }
 
@@ -424,9 +506,6 @@ impl Store {
     }
 }
 
-/// The direction of the row that records a reservation's VLAN on a port.
-const VLAN_ROW: &str = "vlan";
-
 /// A booking row with its reservation's hold expiry (NULL once committed).
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = bookings)]
@@ -434,52 +513,49 @@ const VLAN_ROW: &str = "vlan";
 struct JoinedBooking {
     reservation_id: String,
     resource: String,
-    direction: String,
-    bw_mbps: i64,
     start_ms: i64,
     end_ms: i64,
+    bw_fwd_mbps: i64,
+    bw_rev_mbps: i64,
     vlan: Option<i32>,
     #[diesel(select_expression = reservations::hold_expires_ms)]
     #[diesel(select_expression_type = reservations::hold_expires_ms)]
     hold_expires_ms: Option<i64>,
 }
 
-/// Bandwidth rows and label rows (`port:` + node:port resources, direction `vlan`).
+/// Rows as bandwidth per direction (where there is any) and labels per port.
 fn split_rows(rows: Vec<JoinedBooking>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
     let mut bw = Vec::new();
     let mut labels = Vec::new();
-    for JoinedBooking {
-        reservation_id,
-        resource,
-        direction,
-        bw_mbps,
-        start_ms,
-        end_ms,
-        vlan,
-        hold_expires_ms,
-    } in rows
-    {
-        if direction == VLAN_ROW {
+    for r in rows {
+        for (direction, mbps) in [
+            (Direction::Forward, r.bw_fwd_mbps),
+            (Direction::Reverse, r.bw_rev_mbps),
+        ] {
+            if mbps > 0 {
+                bw.push(BandwidthRow {
+                    reservation_id: r.reservation_id.clone(),
+                    resource: r.resource.clone(),
+                    direction: direction.as_str().to_string(),
+                    bw_mbps: mbps,
+                    start_ms: r.start_ms,
+                    end_ms: r.end_ms,
+                    hold_expires_ms: r.hold_expires_ms,
+                });
+            }
+        }
+        if let Some(vlan) = r.vlan {
             labels.push(LabelRow {
-                reservation_id,
-                port: resource
+                reservation_id: r.reservation_id,
+                port: r
+                    .resource
                     .strip_prefix(PORT_PREFIX)
-                    .unwrap_or(&resource)
+                    .unwrap_or(&r.resource)
                     .to_string(),
-                vlan: vlan.unwrap_or_default(),
-                start_ms,
-                end_ms,
-                hold_expires_ms,
-            });
-        } else {
-            bw.push(BandwidthRow {
-                reservation_id,
-                resource,
-                direction,
-                bw_mbps,
-                start_ms,
-                end_ms,
-                hold_expires_ms,
+                vlan,
+                start_ms: r.start_ms,
+                end_ms: r.end_ms,
+                hold_expires_ms: r.hold_expires_ms,
             });
         }
     }
@@ -500,6 +576,12 @@ fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, St
 }
 
 impl Writer<'_> {
+    fn committed_one(&self) {
+        if (self.committed.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(CHECKPOINT_EVERY) {
+            self.checkpointer.request();
+        }
+    }
+
     /// The current row, read on the write connection so it cannot change under us.
     pub fn load(&mut self, id: &str) -> Result<Option<Reservation>, StoreError> {
         load(&mut self.conn, id)
@@ -523,7 +605,7 @@ impl Writer<'_> {
             insert_bookings(conn, &r.id, bookings)?;
             insert_events(conn, &r.id, changes, now)
         })?;
-        self.committed.fetch_add(1, Ordering::AcqRel);
+        self.committed_one();
         Ok(events)
     }
 
@@ -558,7 +640,7 @@ impl Writer<'_> {
             }
             insert_events(conn, &r.id, changes, now)
         })?;
-        self.committed.fetch_add(1, Ordering::AcqRel);
+        self.committed_one();
         Ok(events)
     }
 }
@@ -590,30 +672,43 @@ fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Resul
             ))
             .execute(conn)?;
     }
-    // One row per statement: the statement stays the same, so diesel prepares it once.
-    let mut row = |resource: &str, direction: &str, bw: i64, vlan: Option<i32>| {
+    // One row per resource: both directions, and the VLAN on an end port. One row per
+    // statement, so the statement stays the same and diesel prepares it once.
+    /// (resource, Mb/s forward, Mb/s reverse, VLAN)
+    type Row = (String, i64, i64, Option<i32>);
+    fn row_for(rows: &mut Vec<Row>, resource: String) -> &mut Row {
+        let i = match rows.iter().position(|r| r.0 == resource) {
+            Some(i) => i,
+            None => {
+                rows.push((resource, 0, 0, None));
+                rows.len() - 1
+            }
+        };
+        &mut rows[i]
+    }
+    let mut rows: Vec<Row> = Vec::with_capacity(b.bandwidth.len());
+    for x in &b.bandwidth {
+        let row = row_for(&mut rows, x.resource.clone());
+        match x.direction {
+            Direction::Forward => row.1 += x.bw.0 as i64,
+            Direction::Reverse => row.2 += x.bw.0 as i64,
+        }
+    }
+    for x in &b.labels {
+        row_for(&mut rows, format!("{PORT_PREFIX}{}", x.port)).3 = Some(x.vlan.id() as i32);
+    }
+    for (resource, fwd, rev, vlan) in rows {
         diesel::insert_into(bookings::table)
             .values((
                 bookings::resource.eq(resource),
                 bookings::start_ms.eq(start),
                 bookings::reservation_id.eq(id),
-                bookings::direction.eq(direction),
                 bookings::end_ms.eq(end),
-                bookings::bw_mbps.eq(bw),
+                bookings::bw_fwd_mbps.eq(fwd),
+                bookings::bw_rev_mbps.eq(rev),
                 bookings::vlan.eq(vlan),
             ))
-            .execute(conn)
-    };
-    for x in &b.bandwidth {
-        row(&x.resource, x.direction.as_str(), x.bw.0 as i64, None)?;
-    }
-    for x in &b.labels {
-        row(
-            &format!("{PORT_PREFIX}{}", x.port),
-            VLAN_ROW,
-            0,
-            Some(x.vlan.id() as i32),
-        )?;
+            .execute(conn)?;
     }
     Ok(())
 }
@@ -675,7 +770,7 @@ fn recheck(
     resources.sort_unstable();
     resources.dedup();
     for resource in resources {
-        let rows: Vec<(String, i64, i64, i64, Option<i32>)> = bookings::table
+        let rows: Vec<(i64, i64, i64, i64, Option<i32>)> = bookings::table
             .inner_join(reservations::table)
             .filter(bookings::resource.eq(resource))
             .filter(bookings::start_ms.ge(lookback))
@@ -688,8 +783,8 @@ fn recheck(
                     .or(reservations::hold_expires_ms.gt(now)),
             )
             .select((
-                bookings::direction,
-                bookings::bw_mbps,
+                bookings::bw_fwd_mbps,
+                bookings::bw_rev_mbps,
                 bookings::start_ms,
                 bookings::end_ms,
                 bookings::vlan,
@@ -698,12 +793,15 @@ fn recheck(
         for want in b.bandwidth.iter().filter(|x| x.resource == resource) {
             let existing = rows
                 .iter()
-                .filter(|r| r.0 == want.direction.as_str())
                 .map(|r| -> Result<sluice_pce::Interval, StoreError> {
+                    let bw = match want.direction {
+                        Direction::Forward => r.0,
+                        Direction::Reverse => r.1,
+                    };
                     Ok(sluice_pce::Interval {
                         start: from_ms(r.2)?,
                         end: from_ms(r.3)?,
-                        bw: Mbps(r.1 as u64),
+                        bw: Mbps(bw as u64),
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -718,10 +816,7 @@ fn recheck(
             }
         }
         for (want, key) in b.labels.iter().zip(&label_resources) {
-            let taken = *key == resource
-                && rows
-                    .iter()
-                    .any(|r| r.0 == VLAN_ROW && r.4 == Some(want.vlan.id() as i32));
+            let taken = *key == resource && rows.iter().any(|r| r.4 == Some(want.vlan.id() as i32));
             if taken {
                 return Err(StoreError::Conflict(Conflict::Label {
                     port: want.port.clone(),

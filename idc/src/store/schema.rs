@@ -37,13 +37,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    bookings (resource, start_ms, reservation_id, direction) {
+    bookings (resource, start_ms, reservation_id) {
         resource -> Text,
         start_ms -> BigInt,
         reservation_id -> Text,
-        direction -> Text,
         end_ms -> BigInt,
-        bw_mbps -> BigInt,
+        bw_fwd_mbps -> BigInt,
+        bw_rev_mbps -> BigInt,
         vlan -> Nullable<Integer>,
     }
 }

@@ -44,22 +44,21 @@ CREATE TABLE reservations (
 -- new bound value (it re-proves the index's WHERE clause).
 CREATE INDEX reservations_next_deadline ON reservations (next_deadline_ms);
 
--- What each reservation's current version occupies: one row per resource and
--- direction ('fwd'/'rev', with bw_mbps), and for each end port one row with direction
--- 'vlan' holding the VLAN it uses there. Deleted when the reservation stops counting
--- (abort, hold timeout, terminate). Keyed for the admission query (a resource's
--- bookings by start time), so one reservation's rows on a port share a page.
+-- What each reservation's current version occupies: one row per resource (a link, or
+-- an end port) with the bandwidth it takes in each direction, and on a port the VLAN
+-- it uses there. Deleted when the reservation stops counting (abort, hold timeout,
+-- terminate). Keyed for the admission query: a resource's bookings by start time.
 -- Overlap queries bound start_ms from below by the longest booking (meta
 -- 'longest_booking_ms'), so they scan only nearby bookings.
 CREATE TABLE bookings (
     resource TEXT NOT NULL,
     start_ms BIGINT NOT NULL,
     reservation_id TEXT NOT NULL,
-    direction TEXT NOT NULL,
     end_ms BIGINT NOT NULL,
-    bw_mbps BIGINT NOT NULL,
+    bw_fwd_mbps BIGINT NOT NULL,
+    bw_rev_mbps BIGINT NOT NULL,
     vlan INTEGER,
-    PRIMARY KEY (resource, start_ms, reservation_id, direction)
+    PRIMARY KEY (resource, start_ms, reservation_id)
 ) WITHOUT ROWID;
 
 CREATE INDEX bookings_by_reservation ON bookings (reservation_id);
