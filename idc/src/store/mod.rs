@@ -480,11 +480,7 @@ impl Store {
         let rows = bookings::table
             .inner_join(reservations::table)
             .filter(bookings::end_ms.gt(now))
-            .filter(
-                reservations::hold_expires_ms
-                    .is_null()
-                    .or(reservations::hold_expires_ms.gt(now)),
-            )
+            .filter(counts_at(now))
             .select(JoinedBooking::as_select())
             .load(&mut conn)?;
         Ok(split_rows(rows))
@@ -561,6 +557,19 @@ fn split_rows(rows: Vec<JoinedBooking>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
     }
     (bw, labels)
 }
+
+/// A booking counts while its reservation is committed (no hold expiry) or its hold
+/// has not yet expired at `now` (ms).
+fn counts_at(now: i64) -> CountsAt {
+    reservations::hold_expires_ms
+        .is_null()
+        .or(reservations::hold_expires_ms.gt(now))
+}
+
+type CountsAt = diesel::dsl::Or<
+    diesel::dsl::IsNull<reservations::hold_expires_ms>,
+    diesel::dsl::Gt<reservations::hold_expires_ms, i64>,
+>;
 
 /// Label bookings name a port as `node:port`; its bookings live under `port:node:port`.
 const PORT_PREFIX: &str = "port:";
@@ -777,11 +786,7 @@ fn recheck(
             .filter(bookings::start_ms.lt(end))
             .filter(bookings::end_ms.gt(start))
             .filter(bookings::reservation_id.ne(ignore))
-            .filter(
-                reservations::hold_expires_ms
-                    .is_null()
-                    .or(reservations::hold_expires_ms.gt(now)),
-            )
+            .filter(counts_at(now))
             .select((
                 bookings::bw_fwd_mbps,
                 bookings::bw_rev_mbps,
