@@ -35,6 +35,15 @@ pub struct BenchArgs {
     /// Bookings in the server (all phases together, topped up) when its RSS is read.
     #[arg(long, default_value_t = 10_000)]
     rss_bookings: usize,
+    /// Serve this topology file instead of the bundled one (e.g. one written by
+    /// `sluice topology --generate 1000x5000`).
+    #[arg(long)]
+    topology: Option<std::path::PathBuf>,
+    /// Book this many first (by the concurrent clients, not timed), then restart the IDC
+    /// and time how long it takes to rebuild its index from the store, so that every
+    /// figure after is taken on a loaded IDC.
+    #[arg(long, default_value_t = 0)]
+    preload: usize,
 }
 
 /// Kills the child IDC however the bench ends.
@@ -147,6 +156,7 @@ async fn concurrent(
     stps: Vec<String>,
     clients: usize,
     per_client: usize,
+    seed: u64,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -154,7 +164,7 @@ async fn concurrent(
         let url = url.clone();
         let mut w = Workload {
             stps: stps.clone(),
-            seed: 0x0c0f_fee0_0000_0001 + k as u64 * 7919,
+            seed: (0x0c0f_fee0_0000_0001 ^ seed) + k as u64 * 7919,
         };
         tasks.push(tokio::spawn(async move {
             let mut c = connect(&url, "bench").await?;
@@ -175,6 +185,26 @@ async fn concurrent(
     let wall = started.elapsed();
     all.sort();
     Ok((all, wall))
+}
+
+/// `concurrent` on a multi-threaded runtime of its own.
+fn run_concurrent(
+    url: &str,
+    stps: &[String],
+    clients: usize,
+    per_client: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let (url, stps) = (url.to_string(), stps.to_vec());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(concurrent(url, stps, clients, per_client, seed))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the concurrent clients panicked"))?
 }
 
 fn rss_mb(pid: u32) -> Option<f64> {
@@ -201,28 +231,66 @@ pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::Exit
     }
 }
 
-async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let dir = tempfile::tempdir()?;
+/// A fresh IDC process on `dir`: waits for its "listening on" line. Returns it, its URL,
+/// the time from spawn to listening, and the index rebuild time it logged.
+fn spawn_idc(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    topology: Option<&std::path::Path>,
+) -> anyhow::Result<(ChildIdc, String, Duration, Option<u64>)> {
+    let started = Instant::now();
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--data-dir",
+    ])
+    .arg(dir);
+    if let Some(t) = topology {
+        cmd.arg("--topology").arg(t);
+    }
     let mut child = ChildIdc(
-        Command::new(&exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
+        cmd.env("RUST_LOG", "warn,sluice_idc::service=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()?,
     );
-    let pid = child.0.id();
+    // Drain the log: pick out the index rebuild time, pass warnings on.
+    let stderr = child.0.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) if v["fields"]["message"] == "index built from the store" => {
+                    let _ = tx.send(v["fields"]["elapsed_ms"].as_u64());
+                }
+                Ok(v) if v["level"] == "INFO" => {}
+                _ => eprintln!("{line}"),
+            }
+        }
+    });
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().expect("piped")).read_line(&mut line)?;
+    let ready = started.elapsed();
     let addr = line
         .split("listening on ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .ok_or_else(|| anyhow::anyhow!("the IDC did not say where it listens: {line:?}"))?
         .to_string();
-    let url = format!("http://{addr}");
+    let index_ms = rx.recv_timeout(Duration::from_secs(5)).ok().flatten();
+    Ok((child, format!("http://{addr}"), ready, index_ms))
+}
+
+async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::tempdir()?;
+    let topology = args.topology.as_deref();
+    let (mut child, mut url, _, _) = spawn_idc(&exe, dir.path(), topology)?;
+    let mut pid = child.0.id();
     eprintln!(
         "bench: IDC pid {pid} on {url}, data in {}",
         dir.path().display()
@@ -252,6 +320,32 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         seed: 0x5eed_1234_abcd_0001,
     };
     let mut booked = 0usize;
+
+    // 0. Load the IDC, then restart it: the index is rebuilt from the store.
+    let mut restart = None;
+    if args.preload > 0 {
+        let per_client = args.preload.div_ceil(args.clients.max(1));
+        eprintln!(
+            "preload: {} clients × {per_client} bookings (not timed) ...",
+            args.clients
+        );
+        let (lat, wall) = run_concurrent(&url, &stps, args.clients, per_client, 0x9e37_79b9)?;
+        booked += lat.len();
+        eprintln!(
+            "preload: {} bookings in {:.1} s; restarting the IDC",
+            lat.len(),
+            wall.as_secs_f64()
+        );
+        drop(c);
+        drop(child);
+        let (ch, u, ready, index_ms) = spawn_idc(&exe, dir.path(), topology)?;
+        (child, url) = (ch, u);
+        pid = child.0.id();
+        restart = Some((ready, index_ms));
+        c = connect(&url, "bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
 
     // Warm up connections and caches; not measured.
     for _ in 0..20 {
@@ -325,18 +419,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         "concurrent: {} clients × {per_client} bookings ...",
         args.clients
     );
-    let (clat, wall) = {
-        let (url, stps, clients) = (url.clone(), stps.clone(), args.clients);
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime")
-                .block_on(concurrent(url, stps, clients, per_client))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the concurrent clients panicked"))??
-    };
+    let (clat, wall) = run_concurrent(&url, &stps, args.clients, per_client, 0)?;
     booked += clat.len();
     let throughput = clat.len() as f64 / wall.as_secs_f64();
 
@@ -389,7 +472,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     }
     let rss = rss_mb(pid);
 
-    let rows = vec![
+    let mut rows = vec![
         ("reserve+commit p50 (ms)", ms(percentile(&lat, 50.0)), "≤ 1"),
         ("reserve+commit p99 (ms)", ms(percentile(&lat, 99.0)), "≤ 5"),
         (
@@ -421,6 +504,18 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
             "≤ 100",
         ),
     ];
+    if let Some((ready, index_ms)) = restart {
+        rows.push((
+            "restart with the preload: spawn to listening (ms)",
+            ms(ready),
+            "-",
+        ));
+        rows.push((
+            "  of which the index rebuild (ms)",
+            index_ms.map_or(f64::NAN, |m| m as f64),
+            "≤ 1000",
+        ));
+    }
     if json_out {
         let figures: serde_json::Map<String, serde_json::Value> = rows
             .iter()

@@ -55,6 +55,9 @@ enum Cmd {
     },
     /// Book a circuit: hold and commit (or only hold, with --hold-only).
     Reserve(ReserveArgs),
+    /// What a booking would get now: the best path, alternatives and the widest path,
+    /// with metric, hops, VLANs and headroom. Books nothing.
+    Paths(PathsArgs),
     /// Commit a held reservation.
     Commit { id: String },
     /// Abort a held reservation (frees what it holds).
@@ -73,11 +76,19 @@ enum Cmd {
     List(ListArgs),
     /// Follow state changes as they happen.
     Watch(WatchArgs),
-    /// Show the domain topology (from the IDC, or check a local file with --file).
+    /// Show the domain topology (from the IDC, or check a local file with --file), or
+    /// write a generated one for scale tests with --generate.
     Topology {
         /// Read and check this topology file instead of asking the IDC.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "generate")]
         file: Option<PathBuf>,
+        /// Print a generated research-network-like topology as a topology file:
+        /// NODESxLINKS, e.g. 1000x5000 (connected; 2 edge ports per node).
+        #[arg(long, value_parser = parse_size)]
+        generate: Option<(usize, usize)>,
+        /// Seed for --generate (the same seed gives the same topology).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Booked and available bandwidth of a link or port over time.
     Availability(AvailabilityArgs),
@@ -109,6 +120,20 @@ struct ServeArgs {
     log_format: LogFormat,
 }
 
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?} is not NODESxLINKS (e.g. 1000x5000)");
+    let (n, l) = s.split_once('x').ok_or_else(bad)?;
+    let (n, l): (usize, usize) = (n.parse().map_err(|_| bad())?, l.parse().map_err(|_| bad())?);
+    if n < 2 || l < n - 1 || l > n * (n - 1) / 2 {
+        return Err(format!(
+            "{n} nodes need between {} and {} links to be connected and simple",
+            n.saturating_sub(1),
+            n * n.saturating_sub(1) / 2
+        ));
+    }
+    Ok((n, l))
+}
+
 fn parse_duration_arg(s: &str) -> Result<chrono::TimeDelta, String> {
     match time::parse_duration(s) {
         Some(d) if d > chrono::TimeDelta::zero() => Ok(d),
@@ -118,15 +143,19 @@ fn parse_duration_arg(s: &str) -> Result<chrono::TimeDelta, String> {
     }
 }
 
+/// What a circuit needs: shared by `reserve` and `paths`.
 #[derive(Args)]
-struct ReserveArgs {
+struct CircuitArgs {
     /// Source STP: domain:node:port, optionally ?vlan=100 or ?vlan=100-200.
     src: String,
     /// Destination STP.
     dst: String,
-    /// Bandwidth in Mb/s.
+    /// Bandwidth in Mb/s, A→Z (src to dst); also Z→A unless --bw-reverse says otherwise.
     #[arg(long, allow_negative_numbers = true)]
     bw: i64,
+    /// Z→A bandwidth in Mb/s, for an asymmetric circuit (0: one-way).
+    #[arg(long, allow_negative_numbers = true)]
+    bw_reverse: Option<i64>,
     /// Start (default: now).
     #[arg(long)]
     start: Option<String>,
@@ -139,12 +168,45 @@ struct ReserveArgs {
     src_vlan: Option<String>,
     #[arg(long)]
     dst_vlan: Option<String>,
-    /// Pass through this node (repeat, in order).
+    /// Pass through this node, or node:port of an internal link (repeat, in order).
     #[arg(long = "via")]
     via: Vec<String>,
     /// Avoid this node or link (repeat).
     #[arg(long = "avoid")]
     avoid: Vec<String>,
+}
+
+impl CircuitArgs {
+    fn criteria(self) -> Result<v1::Criteria, Error> {
+        let start = self
+            .start
+            .as_deref()
+            .map(|s| time_arg(s, "start"))
+            .transpose()?;
+        let end = time_arg(&self.end, "end")?;
+        Ok(v1::Criteria {
+            src: self.src,
+            dst: self.dst,
+            src_vlan: self
+                .src_vlan
+                .or_else(|| self.vlan.clone())
+                .unwrap_or_default(),
+            dst_vlan: self.dst_vlan.or(self.vlan).unwrap_or_default(),
+            capacity_mbps: self.bw,
+            reverse_capacity_mbps: self.bw_reverse,
+            start: start.map(time::timestamp),
+            end: Some(time::timestamp(end)),
+            ero_include: self.via,
+            ero_exclude: self.avoid,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct ReserveArgs {
+    #[command(flatten)]
+    circuit: CircuitArgs,
     #[arg(long, default_value = "")]
     description: String,
     /// Wait for `sluice provision` instead of provisioning at the start automatically.
@@ -156,10 +218,25 @@ struct ReserveArgs {
 }
 
 #[derive(Args)]
+struct PathsArgs {
+    #[command(flatten)]
+    circuit: CircuitArgs,
+    /// Alternatives to show after the best path (at most 10).
+    #[arg(long, default_value_t = 3)]
+    k: u32,
+    /// Leave out the widest path (the one with the most room for the window).
+    #[arg(long)]
+    no_widest: bool,
+}
+
+#[derive(Args)]
 struct ModifyArgs {
     id: String,
     #[arg(long, allow_negative_numbers = true)]
     bw: Option<i64>,
+    /// Z→A bandwidth (default: a symmetric circuit stays symmetric).
+    #[arg(long, allow_negative_numbers = true)]
+    bw_reverse: Option<i64>,
     #[arg(long)]
     start: Option<String>,
     #[arg(long)]
@@ -228,7 +305,17 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => return serve(args),
         Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
         Cmd::Migrate { data_dir } => migrate(&data_dir),
-        Cmd::Topology { file: Some(f) } => check_topology_file(&f),
+        Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
+        Cmd::Topology {
+            generate: Some((nodes, links)),
+            seed,
+            ..
+        } => {
+            let t =
+                sluice_pce::generate::build(&sluice_pce::generate::Params { nodes, links, seed });
+            print!("{}", sluice_idc::topology_file::to_toml(&t));
+            return ExitCode::SUCCESS;
+        }
         cmd => {
             let user = cli
                 .user
@@ -287,6 +374,23 @@ async fn run_client(
     let mut c = connect(server, user).await?;
     let out = match cmd {
         Cmd::Reserve(a) => reserve(&mut c, a).await?,
+        Cmd::Paths(a) => {
+            let req = v1::ComputePathsRequest {
+                criteria: Some(a.circuit.criteria()?),
+                k: a.k,
+                widest: !a.no_widest,
+            };
+            let reply = c
+                .reservations
+                .compute_paths(req)
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::paths_json(&reply),
+                text: output::paths_human(&reply),
+            }
+        }
         Cmd::Commit { id } => reservation_out(&c.call(IdCall::Commit, &id).await?),
         Cmd::Abort { id } => reservation_out(&c.call(IdCall::Abort, &id).await?),
         Cmd::Provision { id } => reservation_out(&c.call(IdCall::Provision, &id).await?),
@@ -307,6 +411,7 @@ async fn run_client(
                     .map(|s| time_arg(&s, "end"))
                     .transpose()?
                     .map(time::timestamp),
+                reverse_capacity_mbps: m.bw_reverse,
             };
             reservation_out(&c.reservations.modify(req).await.map_err(err)?.into_inner())
         }
@@ -340,7 +445,7 @@ async fn run_client(
             watch(&mut c, w, json_out).await?;
             return Ok(None);
         }
-        Cmd::Topology { file: None } => {
+        Cmd::Topology { .. } => {
             let t = c
                 .topology
                 .get_topology(v1::GetTopologyRequest {})
@@ -382,7 +487,7 @@ async fn run_client(
                 },
             }
         }
-        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Topology { file: Some(_) } => {
+        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) => {
             unreachable!("handled before connecting")
         }
     };
@@ -390,28 +495,14 @@ async fn run_client(
 }
 
 async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
-    let start = a
-        .start
-        .as_deref()
-        .map(|s| time_arg(s, "start"))
-        .transpose()?;
-    let end = time_arg(&a.end, "end")?;
     let criteria = v1::Criteria {
-        src: a.src,
-        dst: a.dst,
-        src_vlan: a.src_vlan.or_else(|| a.vlan.clone()).unwrap_or_default(),
-        dst_vlan: a.dst_vlan.or(a.vlan).unwrap_or_default(),
-        capacity_mbps: a.bw,
-        start: start.map(time::timestamp),
-        end: Some(time::timestamp(end)),
-        ero_include: a.via,
-        ero_exclude: a.avoid,
         description: a.description,
         provision_mode: if a.manual {
             v1::ProvisionMode::Manual
         } else {
             v1::ProvisionMode::Automatic
         } as i32,
+        ..a.circuit.criteria()?
     };
     Ok(reservation_out(&c.book(criteria, a.hold_only).await?))
 }

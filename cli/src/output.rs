@@ -38,11 +38,35 @@ pub fn reservation_json(r: &v1::Reservation) -> Value {
         "committed_version": r.committed_version,
         "provision_mode": if r.provision_mode() == v1::ProvisionMode::Manual { "manual" } else { "automatic" },
         "hold_expires_at": r.hold_expires_at.as_ref().map(|_| show(&r.hold_expires_at)),
-        "path": r.path.iter().map(|h| json!({"link": h.link, "from": h.from, "to": h.to})).collect::<Vec<_>>(),
+        "reverse_bw_mbps": r.reverse_capacity_mbps,
+        "path": r.path.iter().map(hop_json).collect::<Vec<_>>(),
         "ero": {"include": r.ero_include, "exclude": r.ero_exclude},
         "created_at": show(&r.created_at),
         "updated_at": show(&r.updated_at),
     })
+}
+
+fn hop_json(h: &v1::PathHop) -> Value {
+    json!({"link": h.link, "from": h.from, "to": h.to, "vlan": (h.vlan != 0).then_some(h.vlan)})
+}
+
+/// The VLANs along a path as `150`, or `150→300` where a node translates.
+fn vlan_run(src: u32, path: &[v1::PathHop], dst: u32) -> String {
+    let mut run: Vec<u32> = vec![src];
+    for v in path.iter().map(|h| h.vlan).filter(|v| *v != 0).chain([dst]) {
+        if run.last() != Some(&v) {
+            run.push(v);
+        }
+    }
+    run.iter().map(u32::to_string).collect::<Vec<_>>().join("→")
+}
+
+fn rate(a: u64, z: u64) -> String {
+    if a == z {
+        format!("{a} Mb/s")
+    } else {
+        format!("{a} Mb/s A→Z, {z} Mb/s Z→A")
+    }
 }
 
 fn path_line(r: &v1::Reservation) -> String {
@@ -76,13 +100,17 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
         r.src, r.src_vlan, r.dst, r.dst_vlan
     );
     out += &format!(
-        "  {} Mb/s  {} .. {}{}\n",
-        r.capacity_mbps,
+        "  {}  {} .. {}{}\n",
+        rate(r.capacity_mbps, r.reverse_capacity_mbps),
         show(&r.start),
         show(&r.end),
         duration
     );
-    out += &format!("  path: {}\n", path_line(r));
+    out += &format!(
+        "  path: {}  vlan {}\n",
+        path_line(r),
+        vlan_run(r.src_vlan, &r.path, r.dst_vlan)
+    );
     out += &format!(
         "  states: {}{} · {} · {} · data plane {}\n",
         reservation_state_name(s.reservation()),
@@ -187,6 +215,9 @@ pub fn error_json(e: &Error) -> Value {
         err["available_mbps"] = json!(c.available.0);
         err["bottlenecks"] = json!(c.bottlenecks);
     }
+    if let Some(t) = e.earliest_start {
+        err["earliest_start"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
     json!({ "error": err })
 }
 
@@ -211,6 +242,90 @@ pub fn error_human(e: &Error) -> String {
         if !c.bottlenecks.is_empty() {
             out += &format!("\n  bottleneck: {}", c.bottlenecks.join(", "));
         }
+    }
+    if let Some(t) = e.earliest_start {
+        out += &format!(
+            "\n  earliest start that fits: {} (same duration)",
+            t.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+    }
+    out
+}
+
+fn candidate_json(c: &v1::Candidate, requested: u64) -> Value {
+    json!({
+        "metric": c.metric,
+        "hops": c.path.len(),
+        "src_vlan": c.src_vlan,
+        "dst_vlan": c.dst_vlan,
+        "available_mbps": c.available_mbps,
+        "headroom_mbps": c.available_mbps.saturating_sub(requested),
+        "bottlenecks": c.bottlenecks,
+        "path": c.path.iter().map(hop_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn paths_json(r: &v1::ComputePathsReply) -> Value {
+    let req = r.requested_mbps;
+    json!({
+        "requested_mbps": req,
+        "reverse_requested_mbps": r.reverse_requested_mbps,
+        "best": r.best.as_ref().map(|c| candidate_json(c, req)),
+        "alternatives": r.alternatives.iter().map(|c| candidate_json(c, req)).collect::<Vec<_>>(),
+        "widest": r.widest.as_ref().map(|c| candidate_json(c, req)),
+    })
+}
+
+pub fn paths_human(r: &v1::ComputePathsReply) -> String {
+    let req = r.requested_mbps;
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
+        "",
+        "metric",
+        "hops",
+        "vlan",
+        "available",
+        "headroom",
+        "path",
+    ]);
+    let mut rows: Vec<(String, &v1::Candidate)> = Vec::new();
+    if let Some(b) = &r.best {
+        rows.push(("best".into(), b));
+    }
+    for (i, a) in r.alternatives.iter().enumerate() {
+        rows.push((format!("alt {}", i + 1), a));
+    }
+    if let Some(w) = &r.widest {
+        rows.push(("widest".into(), w));
+    }
+    for (name, c) in rows {
+        let mut nodes: Vec<&str> = c
+            .path
+            .first()
+            .map(|h| h.from.as_str())
+            .into_iter()
+            .collect();
+        nodes.extend(c.path.iter().map(|h| h.to.as_str()));
+        table.add_row(vec![
+            name,
+            c.metric.to_string(),
+            c.path.len().to_string(),
+            vlan_run(c.src_vlan, &c.path, c.dst_vlan),
+            format!("{} Mb/s", c.available_mbps),
+            format!("{} Mb/s", c.available_mbps.saturating_sub(req)),
+            if nodes.is_empty() {
+                "(both ends on one node)".to_string()
+            } else {
+                nodes.join(" → ")
+            },
+        ]);
+    }
+    let mut out = format!(
+        "requested {} (a dry run: nothing is booked)\n{table}",
+        rate(req, r.reverse_requested_mbps)
+    );
+    if r.alternatives.is_empty() {
+        out += "\nno alternative path has room for the request";
     }
     out
 }

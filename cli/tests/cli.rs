@@ -149,6 +149,121 @@ async fn reserve_show_list_and_lifecycle_through_the_binary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_is_a_dry_run_with_alternatives_and_says_when_a_full_port_frees_up() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let url = url2.as_str();
+        let window = ["--start", "+10m", "--end", "+2h"];
+        let mut args = vec!["paths", HOUSTON, NEW_YORK, "--bw", "1000", "--k", "2"];
+        args.extend(window);
+        let p = ok(url, &args);
+        let best = &p["best"];
+        assert!(best["hops"].as_u64().unwrap() >= 2, "{p}");
+        let alts = p["alternatives"].as_array().unwrap();
+        assert_eq!(
+            alts.len(),
+            2,
+            "Abilene has several routes Houston→New York: {p}"
+        );
+        let metrics: Vec<u64> = std::iter::once(best)
+            .chain(alts)
+            .map(|c| c["metric"].as_u64().unwrap())
+            .collect();
+        assert!(metrics.windows(2).all(|m| m[0] <= m[1]), "{metrics:?}");
+        assert_ne!(best["path"], alts[0]["path"]);
+        // Headroom is what is left after the request; the end ports (10 Gb/s) bind.
+        assert_eq!(best["available_mbps"], 10_000);
+        assert_eq!(best["headroom_mbps"], 9_000);
+        assert!(p["widest"]["available_mbps"].as_u64().unwrap() >= 9_000);
+        assert!(
+            ok(url, &["list"])["reservations"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "a dry run books nothing"
+        );
+        let out = sluice(url, &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("best") && text.contains("alt 2") && text.contains("headroom"),
+            "{text}"
+        );
+        let mut too_many = args.clone();
+        too_many[6] = "11";
+        let e = fail(url, &too_many);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00100"), Some("k")),
+            "{e}"
+        );
+
+        // Fill the source port for the window: nothing fits until that booking ends.
+        let mut fill = vec!["reserve", HOUSTON, NEW_YORK, "--bw", "10000"];
+        fill.extend(window);
+        let full = ok(url, &fill);
+        let e = fail(url, &args);
+        assert_eq!(e["code"], "00705", "{e}");
+        assert_eq!(e["available_mbps"], 0);
+        assert_eq!(e["earliest_start"], full["end"], "{e}");
+        let out = sluice(url, &args);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("earliest start that fits"), "{text}");
+
+        // Asymmetric: A→Z and Z→A are booked each in its own direction.
+        let mut asym = vec![
+            "reserve",
+            "internet2:houston:xe-0/0/1",
+            "internet2:kansas-city:xe-0/0/0",
+            "--bw",
+            "1000",
+            "--bw-reverse",
+            "100",
+        ];
+        asym.extend(window);
+        let r = ok(url, &asym);
+        assert_eq!(
+            (r["bw_mbps"].as_u64(), r["reverse_bw_mbps"].as_u64()),
+            (Some(1000), Some(100))
+        );
+        let hop = &r["path"][0];
+        assert!(
+            hop["vlan"].as_u64().is_some(),
+            "each hop records its VLAN: {r}"
+        );
+        let link = hop["link"].as_str().unwrap();
+        let from = hop["from"].as_str().unwrap();
+        let av = ok(
+            url,
+            &[
+                "availability",
+                "--link",
+                link,
+                "--from",
+                "+30m",
+                "--to",
+                "+31m",
+            ],
+        );
+        for d in av["directions"].as_array().unwrap() {
+            let booked = d["steps"][0]["booked_mbps"].as_u64().unwrap();
+            let along = d["direction"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{from}→"));
+            assert_eq!(booked, if along { 1000 } else { 100 }, "{av}");
+        }
+        let out = sluice(url, &["show", r["id"].as_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("1000 Mb/s A→Z, 100 Mb/s Z→A"), "{text}");
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_code_and_field_and_exit_non_zero() {
     let idc = TestIdc::builder().start().await;
     let url = idc.url();
@@ -579,7 +694,9 @@ fn migrate_creates_the_database_and_is_idempotent() {
         .unwrap();
     assert!(out.status.success());
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["applied"].as_array().unwrap().len(), 1);
+    let applied = doc["applied"].as_array().unwrap();
+    assert_eq!(applied.len(), 2, "{doc}");
+    assert_eq!(applied[1], "20261127000002", "{doc}");
     let out = Command::new(SLUICE)
         .args(["migrate", "--json", "--data-dir"])
         .arg(dir.path())

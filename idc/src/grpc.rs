@@ -174,10 +174,33 @@ impl v1::reservations_server::Reservations for Api {
                 .as_ref()
                 .map(|t| convert::from_timestamp(t, "end"))
                 .transpose()?;
-            Ok((bw, start, end))
+            let rev = m
+                .reverse_capacity_mbps
+                .map(|c| convert::reverse_capacity(c, "reverse_capacity_mbps"))
+                .transpose()?;
+            Ok((bw, rev, start, end))
         };
-        let (bw, start, end) = parse().map_err(|e| to_status(&e))?;
-        reply(self.idc.modify(&m.id, bw, start, end).await)
+        let (bw, rev, start, end) = parse().map_err(|e| to_status(&e))?;
+        reply(self.idc.modify(&m.id, bw, rev, start, end).await)
+    }
+
+    async fn compute_paths(
+        &self,
+        req: Request<v1::ComputePathsRequest>,
+    ) -> Result<Response<v1::ComputePathsReply>, Status> {
+        let r = req.into_inner();
+        let Some(c) = r.criteria else {
+            return Err(to_status(&Error::missing("criteria")));
+        };
+        let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
+        match self
+            .idc
+            .compute_paths(criteria, r.k as usize, r.widest)
+            .await
+        {
+            Ok(o) => Ok(Response::new(convert::path_offers(&o))),
+            Err(e) => Err(to_status(&e)),
+        }
     }
 
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {

@@ -15,10 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sluice_model::reservation::check_start;
 use sluice_model::topology::PortIdx;
 use sluice_model::{
-    Change, Criteria, Direction, Error, ErrorCode, Mbps, Reservation, ReservationState, Resource,
-    TimeWindow, Topology, Vlan, VlanSet,
+    Change, Criteria, Direction, Error, ErrorCode, Mbps, PathCandidate, PathOffers, Reservation,
+    ReservationState, Resource, TimeWindow, Topology, Vlan, VlanSet,
 };
-use sluice_pce::{Index, PathPlan, PathRequest, Step, Usage};
+use sluice_pce::{Index, PathPlan, PathRequest, Place, Step, Usage};
 use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
@@ -114,17 +114,74 @@ fn store_error(e: StoreError) -> Error {
             });
             err
         }
-        StoreError::Conflict(Conflict::Label { port, vlan }) => Error::field(
+        StoreError::Conflict(Conflict::Label { resource, vlan }) => Error::field(
             ErrorCode::StpUnavailable,
             // Inner::admission_error names the destination when it was that end.
-            "src_vlan",
-            format!("VLAN {vlan} on {port} was taken meanwhile"),
+            if resource.starts_with("link:") {
+                "path"
+            } else {
+                "src_vlan"
+            },
+            format!("VLAN {vlan} on {resource} was taken meanwhile"),
         ),
         other => {
             error!(error = %other, "store failure");
             Error::internal(format!("store: {other}"))
         }
     }
+}
+
+/// What each reservation occupies, from its booking rows as stored.
+fn usages_from_rows(
+    topo: &Topology,
+    bw_rows: &[crate::store::BandwidthRow],
+    label_rows: &[crate::store::LabelRow],
+    now: DateTime<Utc>,
+) -> HashMap<String, Usage> {
+    let mut usages: HashMap<String, Usage> = HashMap::new();
+    let mut unknown = 0usize;
+    for row in bw_rows {
+        let Some(res) =
+            Direction::parse(&row.direction).and_then(|d| topo.resource_by_key(&row.resource, d))
+        else {
+            unknown += 1;
+            continue;
+        };
+        let usage = usages
+            .entry(row.reservation_id.clone())
+            .or_insert_with(|| Usage {
+                window: TimeWindow {
+                    start: DateTime::from_timestamp_millis(row.start_ms).unwrap_or(now),
+                    end: DateTime::from_timestamp_millis(row.end_ms).unwrap_or(now),
+                },
+                hold_until: row
+                    .hold_expires_ms
+                    .and_then(DateTime::from_timestamp_millis),
+                bandwidth: Vec::new(),
+                labels: Vec::new(),
+            });
+        usage.bandwidth.push((res, Mbps(row.bw_mbps as u64)));
+    }
+    for row in label_rows {
+        let place = topo
+            .resource_by_key(&row.resource, Direction::Forward)
+            .map(|r| match r {
+                Resource::Port(p, _) => Place::Port(p),
+                Resource::Link(l, _) => Place::Link(l),
+            });
+        let vlan = u16::try_from(row.vlan).ok().and_then(Vlan::new);
+        match (usages.get_mut(&row.reservation_id), place, vlan) {
+            (Some(u), Some(p), Some(v)) => u.labels.push((p, v)),
+            _ => unknown += 1,
+        }
+    }
+    if unknown > 0 {
+        warn!(
+            rows = unknown,
+            "bookings that name resources not in the topology were left out of the index"
+        );
+    }
+    usages
 }
 
 impl Idc {
@@ -136,56 +193,24 @@ impl Idc {
         hold_timeout: TimeDelta,
     ) -> Result<Idc, StoreError> {
         let store = Store::open(data_dir, &topo.domain)?;
+        // The index is rebuilt from the bookings as stored (paths are not re-routed).
+        let started = std::time::Instant::now();
         let mut index = Index::new(topo.clone());
         let now = clock.now();
         let (bw_rows, label_rows) = store.live_bookings(now)?;
-        let mut usages: HashMap<String, Usage> = HashMap::new();
-        let mut unknown = 0usize;
-        for row in &bw_rows {
-            let Some(res) = Direction::parse(&row.direction)
-                .and_then(|d| topo.resource_by_key(&row.resource, d))
-            else {
-                unknown += 1;
-                continue;
-            };
-            let usage = usages
-                .entry(row.reservation_id.clone())
-                .or_insert_with(|| Usage {
-                    window: TimeWindow {
-                        start: DateTime::from_timestamp_millis(row.start_ms).unwrap_or(now),
-                        end: DateTime::from_timestamp_millis(row.end_ms).unwrap_or(now),
-                    },
-                    hold_until: row
-                        .hold_expires_ms
-                        .and_then(DateTime::from_timestamp_millis),
-                    bandwidth: Vec::new(),
-                    labels: Vec::new(),
-                });
-            usage.bandwidth.push((res, Mbps(row.bw_mbps as u64)));
-        }
-        for row in &label_rows {
-            let port = row
-                .port
-                .split_once(':')
-                .and_then(|(n, p)| topo.port_by_local(n, p));
-            let vlan = u16::try_from(row.vlan).ok().and_then(Vlan::new);
-            match (usages.get_mut(&row.reservation_id), port, vlan) {
-                (Some(u), Some(p), Some(v)) => u.labels.push((p, v)),
-                _ => unknown += 1,
-            }
-        }
-        if unknown > 0 {
-            warn!(
-                rows = unknown,
-                "bookings that name resources not in the topology were left out of the index"
-            );
-        }
+        let usages = usages_from_rows(&topo, &bw_rows, &label_rows, now);
+        // In order of start: most inserts then append to the calendars instead of
+        // shifting them.
+        let mut usages: Vec<(String, Usage)> = usages.into_iter().collect();
+        usages.sort_unstable_by_key(|(_, u)| u.window.start);
         for (id, usage) in &usages {
             index.insert(id, usage);
         }
+        index.shrink_to_fit();
         info!(
             domain.id = %topo.domain,
             reservations = usages.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "index built from the store"
         );
         let (events, _) = broadcast::channel(4096);
@@ -246,6 +271,47 @@ impl Idc {
         self.inline(move |inner| inner.reserve(owner, criteria, req))
     }
 
+    /// A dry run of reserve: the path it would get now, up to `k` alternatives and, with
+    /// `widest`, the path with the most room. Books nothing.
+    pub async fn compute_paths(
+        &self,
+        criteria: Criteria,
+        k: usize,
+        widest: bool,
+    ) -> Result<PathOffers, Error> {
+        const MAX_K: usize = 10;
+        if k > MAX_K {
+            return Err(Error::invalid(
+                "k",
+                format!("at most {MAX_K} alternatives, asked for {k}"),
+            ));
+        }
+        let req = sluice_pce::resolve(&self.inner.topo, &criteria)?;
+        let now = self.now();
+        criteria.check(now)?;
+        self.blocking(move |inner| {
+            let index = inner.read_index();
+            let topo = &inner.topo;
+            let c = sluice_pce::compute(&index, &req, now, k, widest)?;
+            let offer = |c: &sluice_pce::Candidate| PathCandidate {
+                path: c.plan.path_hops(topo),
+                metric: c.plan.metric,
+                src_vlan: c.plan.src_vlan,
+                dst_vlan: c.plan.dst_vlan,
+                available: c.available,
+                bottlenecks: c.bottlenecks.iter().map(|r| topo.describe(*r)).collect(),
+            };
+            Ok(PathOffers {
+                requested: req.bw,
+                requested_reverse: req.bw_reverse,
+                best: offer(&c.best),
+                alternatives: c.alternatives.iter().map(offer).collect(),
+                widest: c.widest.as_ref().map(offer),
+            })
+        })
+        .await
+    }
+
     /// Durable: on disk before the caller hears "committed".
     pub async fn commit(&self, id: &str) -> Result<Reservation, Error> {
         self.transition(id, "commit", Reservation::commit, Durable::Yes)
@@ -290,10 +356,11 @@ impl Idc {
         &self,
         id: &str,
         bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
-        if bw.is_none() && start.is_none() && end.is_none() {
+        if bw.is_none() && bw_reverse.is_none() && start.is_none() && end.is_none() {
             return Err(Error::field(
                 ErrorCode::MissingParameter,
                 "capacity_mbps",
@@ -301,7 +368,7 @@ impl Idc {
             ));
         }
         let id = id.to_string();
-        let r = self.inline(move |inner| inner.modify(&id, bw, start, end))?;
+        let r = self.inline(move |inner| inner.modify(&id, bw, bw_reverse, start, end))?;
         info!(reservation.id = %r.id, version = r.version, "reservation modified");
         Ok(r)
     }
@@ -433,11 +500,12 @@ impl Idc {
                 let dirs = [Direction::Forward, Direction::Reverse]
                     .map(|d| (name(d), Resource::Link(li, d)))
                     .to_vec();
+                let link = topo.link(li);
                 Ok(Availability {
                     resource: format!("link {l}"),
                     directions: report(dirs),
-                    vlans_in_use: Vec::new(),
-                    vlans: None,
+                    vlans_in_use: index.vlans_in_use(Place::Link(li), &window, now),
+                    vlans: Some(topo.port(link.a).vlans.intersect(&topo.port(link.b).vlans)),
                 })
             }
             (None, Some(p)) => {
@@ -449,7 +517,7 @@ impl Idc {
                 Ok(Availability {
                     resource: format!("port {stp}"),
                     directions: report(dirs),
-                    vlans_in_use: index.vlans_in_use(pi, &window, now),
+                    vlans_in_use: index.vlans_in_use(Place::Port(pi), &window, now),
                     vlans: Some(topo.port(pi).vlans.clone()),
                 })
             }
@@ -602,8 +670,19 @@ impl Inner {
             labels: usage
                 .labels
                 .iter()
-                .map(|(p, v)| LabelBooking {
-                    port: self.topo.port_local_name(*p),
+                .map(|(place, v)| LabelBooking {
+                    resource: match *place {
+                        Place::Port(p) => {
+                            self.topo
+                                .resource_key(Resource::Port(p, Direction::Forward))
+                                .0
+                        }
+                        Place::Link(l) => {
+                            self.topo
+                                .resource_key(Resource::Link(l, Direction::Forward))
+                                .0
+                        }
+                    },
                     vlan: *v,
                 })
                 .collect(),
@@ -628,13 +707,41 @@ impl Inner {
 
     /// A store error from admitting `plan`, naming the end whose VLAN was taken.
     fn admission_error(&self, e: StoreError, plan: &PathPlan) -> Error {
-        let at_dst = matches!(&e, StoreError::Conflict(Conflict::Label { port, .. })
-            if *port == self.topo.port_local_name(plan.dst));
+        let dst_key = self
+            .topo
+            .resource_key(Resource::Port(plan.dst, Direction::Forward))
+            .0;
+        let at_dst = matches!(&e, StoreError::Conflict(Conflict::Label { resource, .. })
+            if *resource == dst_key);
         let mut err = store_error(e);
         if at_dst {
             err.field = Some("dst_vlan".into());
         }
         err
+    }
+
+    /// Reloads from the store every reservation booked on a resource `usage` names, so
+    /// the index agrees with the store there. Called with the writer held.
+    fn refresh_index(&self, usage: &Usage, now: DateTime<Utc>) -> Result<(), Error> {
+        let b = self.bookings(usage);
+        let mut resources: Vec<String> = b
+            .bandwidth
+            .iter()
+            .map(|x| x.resource.clone())
+            .chain(b.labels.iter().map(|l| l.resource.clone()))
+            .collect();
+        resources.sort();
+        resources.dedup();
+        let (bw_rows, label_rows) = self
+            .store
+            .live_bookings_on(&resources, now)
+            .map_err(store_error)?;
+        let usages = usages_from_rows(&self.topo, &bw_rows, &label_rows, now);
+        let mut index = self.write_index();
+        for (id, u) in &usages {
+            index.insert(id, u);
+        }
+        Ok(())
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -672,21 +779,35 @@ impl Inner {
                 plan = sluice_pce::find_path(&index, &req, now)?;
             }
         }
-        let (r, changes) = Reservation::held(
-            self.new_id(),
-            owner,
-            &criteria,
-            plan.src_vlan,
-            plan.dst_vlan,
-            plan.path_hops(&self.topo),
-            now,
-            self.hold_timeout,
-        );
-        let usage = plan.usage(criteria.bw, criteria.window, r.hold_expires_at);
+        let id = self.new_id();
+        let mut refreshed = false;
+        let (r, usage, events) = loop {
+            let (r, changes) = Reservation::held(
+                id.clone(),
+                owner.clone(),
+                &criteria,
+                plan.src_vlan,
+                plan.dst_vlan,
+                plan.path_hops(&self.topo),
+                now,
+                self.hold_timeout,
+            );
+            let usage = plan.usage(r.bw, r.bw_reverse, criteria.window, r.hold_expires_at);
+            let deadline = sluice_scheduler::next_deadline(&r, now);
+            match writer.insert_held(&r, deadline, &self.bookings(&usage), &changes, now) {
+                Ok(events) => break (r, usage, events),
+                // The index missed a booking the store has (it is a cache): bring what
+                // the plan touched up to date and plan once more.
+                Err(StoreError::Conflict(c)) if !refreshed => {
+                    warn!(reservation.id = %id, conflict = %c, "index was stale; refreshed, planning again");
+                    self.refresh_index(&usage, now)?;
+                    refreshed = true;
+                    plan = sluice_pce::find_path(&self.read_index(), &req, now)?;
+                }
+                Err(e) => return Err(self.admission_error(e, &plan)),
+            }
+        };
         let deadline = sluice_scheduler::next_deadline(&r, now);
-        let events = writer
-            .insert_held(&r, deadline, &self.bookings(&usage), &changes, now)
-            .map_err(|e| self.admission_error(e, &plan))?;
         self.write_index().insert(&r.id, &usage);
         drop(writer);
         info!(
@@ -747,6 +868,7 @@ impl Inner {
         &self,
         id: &str,
         bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
@@ -759,6 +881,12 @@ impl Inner {
         let mut changes = sluice_scheduler::run_due(&mut r, now);
         r.check_modifiable(now)?;
         let new_bw = bw.unwrap_or(r.bw);
+        // A symmetric circuit stays symmetric; an asymmetric one keeps its Z→A rate.
+        let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
+            new_bw
+        } else {
+            r.bw_reverse
+        });
         let new_start = start.unwrap_or(r.window.start);
         let new_end = end.unwrap_or(r.window.end);
         if new_start != r.window.start {
@@ -792,6 +920,7 @@ impl Inner {
             src_vlans: VlanSet::single(r.src.vlan),
             dst_vlans: VlanSet::single(r.dst.vlan),
             bw: new_bw,
+            bw_reverse: new_rev,
             window,
             include: Vec::new(),
             exclude_nodes: Default::default(),
@@ -799,8 +928,8 @@ impl Inner {
             ignore: Some(Arc::from(id)),
         };
         sluice_pce::check_plan(&self.read_index(), &plan, &req, now)?;
-        changes.extend(r.apply_version(new_bw, window, now)?);
-        let usage = plan.usage(new_bw, window, None);
+        changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
+        let usage = plan.usage(new_bw, new_rev, window, None);
         let bookings = self.bookings(&usage);
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer

@@ -135,6 +135,54 @@ pub fn load(path: &Path) -> Result<Topology, TopologyFileError> {
     parse(&name, &text)
 }
 
+/// Writes a topology in the file format `parse` reads (used to save generated test
+/// topologies, e.g. `sluice topology --generate 1000x5000`).
+pub fn to_toml(t: &Topology) -> String {
+    // Strings are written as TOML basic strings via Debug, which escapes the same way
+    // for everything a valid id, name or description can hold.
+    let q = |s: &str| format!("{:?}", s);
+    let mut out = format!(
+        "[domain]\nid = {}\ndescription = {}\n",
+        q(&t.domain),
+        q(&t.description)
+    );
+    for n in t.nodes() {
+        out += &format!("\n[[node]]\nid = {}\nname = {}\n", q(&n.id), q(&n.name));
+        if let Some((lon, lat)) = n.location {
+            out += &format!("location = [{lon}, {lat}]\n");
+        }
+        out += &format!("vlan_translation = {}\nports = [\n", n.vlan_translation);
+        for &p in &n.ports {
+            let port = t.port(p);
+            out += &format!(
+                "  {{ name = {}, vlans = {}, capacity_mbps = {}",
+                q(&port.name),
+                q(&port.vlans.to_string()),
+                port.capacity.0
+            );
+            if let Some(peer) = &port.peer {
+                out += &format!(", peer = {}", q(&peer.stp.to_string()));
+            }
+            out += " },\n";
+        }
+        out += "]\n";
+    }
+    for l in t.links() {
+        out += &format!(
+            "\n[[link]]\nid = {}\na = {}\nb = {}\ncapacity_mbps = {}\n",
+            q(&l.id),
+            q(&t.port_local_name(l.a)),
+            q(&t.port_local_name(l.b)),
+            l.capacity_ab.0
+        );
+        if l.capacity_ba != l.capacity_ab {
+            out += &format!("capacity_ba_mbps = {}\n", l.capacity_ba.0);
+        }
+        out += &format!("metric = {}\n", l.metric);
+    }
+    out
+}
+
 /// The bundled example domain.
 pub fn bundled() -> Topology {
     parse(BUNDLED_NAME, BUNDLED).expect("the bundled topology is valid (tested)")
@@ -274,6 +322,33 @@ fn field_from_toml_message(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_topologies_read_back_the_same() {
+        let generated = sluice_pce::generate::build(&sluice_pce::generate::Params {
+            nodes: 60,
+            links: 200,
+            seed: 7,
+        });
+        let mut all = vec![bundled(), generated];
+        for f in ["garr", "geant", "jgn2plus"] {
+            let path = format!("{}/../topologies/{f}.toml", env!("CARGO_MANIFEST_DIR"));
+            all.push(load(Path::new(&path)).unwrap());
+        }
+        for t in all {
+            let text = to_toml(&t);
+            let back = parse("written", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(to_toml(&back), text, "{}", t.domain);
+            assert_eq!(back.nodes().len(), t.nodes().len());
+            assert_eq!(back.links().len(), t.links().len());
+            for (a, b) in t.links().iter().zip(back.links()) {
+                assert_eq!(
+                    (a.capacity_ab, a.capacity_ba, a.metric),
+                    (b.capacity_ab, b.capacity_ba, b.metric)
+                );
+            }
+        }
+    }
 
     const GOOD: &str = r#"
 [domain]

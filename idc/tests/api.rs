@@ -194,6 +194,7 @@ fn modify(
         capacity_mbps: bw,
         start: start.map(ts),
         end: end.map(ts),
+        reverse_capacity_mbps: None,
     }
 }
 
@@ -1949,7 +1950,7 @@ fn vlan_taken(
     ignore: Option<&str>,
 ) -> bool {
     labels.iter().any(|l| {
-        l.port == port
+        l.resource == format!("port:{port}")
             && l.vlan as u32 == vlan
             && l.start_ms < end
             && start < l.end_ms

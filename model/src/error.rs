@@ -122,6 +122,9 @@ pub struct Error {
     pub field: Option<String>,
     pub message: String,
     pub capacity: Option<CapacityFeedback>,
+    /// When nothing fits: the earliest start at or after the requested one from which
+    /// the whole request (same duration) would fit, if one was found.
+    pub earliest_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Error {
@@ -131,6 +134,7 @@ impl Error {
             field: None,
             message: message.into(),
             capacity: None,
+            earliest_start: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl Error {
             field: Some(field.into()),
             message: message.into(),
             capacity: None,
+            earliest_start: None,
         }
     }
 

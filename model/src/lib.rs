@@ -12,8 +12,8 @@ pub mod units;
 
 pub use error::{CapacityFeedback, Error, ErrorCode};
 pub use reservation::{
-    Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathHop, ProvisionState, Reservation,
-    ReservationState, States,
+    Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathCandidate, PathHop, PathOffers,
+    ProvisionState, Reservation, ReservationState, States,
 };
 pub use stp::{Stp, StpRequest};
 pub use topology::{Direction, Resource, Topology};

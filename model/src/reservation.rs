@@ -210,7 +210,10 @@ pub struct Ero {
 pub struct Criteria {
     pub src: StpRequest,
     pub dst: StpRequest,
+    /// A→Z (src to dst) bandwidth.
     pub bw: Mbps,
+    /// Z→A bandwidth, when it differs from A→Z.
+    pub bw_reverse: Option<Mbps>,
     pub window: TimeWindow,
     pub ero: Ero,
     pub description: String,
@@ -262,6 +265,33 @@ pub struct PathHop {
     pub link: String,
     pub from: String,
     pub to: String,
+    /// The VLAN the circuit uses on this link (absent on paths stored before VLANs were
+    /// recorded per hop: then it is the source VLAN).
+    pub vlan: Option<Vlan>,
+}
+
+/// A path a dry run offers (ComputePaths), with how much room it has for the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathCandidate {
+    pub path: Vec<PathHop>,
+    pub metric: u64,
+    pub src_vlan: Vlan,
+    pub dst_vlan: Vlan,
+    /// The most A→Z bandwidth (at the request's A→Z:Z→A ratio) that fits on it.
+    pub available: Mbps,
+    /// What sets `available`.
+    pub bottlenecks: Vec<String>,
+}
+
+/// What a dry run answers: the path a reservation would get, then alternatives by
+/// metric, and the widest path if asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathOffers {
+    pub requested: Mbps,
+    pub requested_reverse: Mbps,
+    pub best: PathCandidate,
+    pub alternatives: Vec<PathCandidate>,
+    pub widest: Option<PathCandidate>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -271,7 +301,10 @@ pub struct Reservation {
     pub description: String,
     pub src: Endpoint,
     pub dst: Endpoint,
+    /// A→Z bandwidth.
     pub bw: Mbps,
+    /// Z→A bandwidth (equal to `bw` for a symmetric circuit).
+    pub bw_reverse: Mbps,
     pub window: TimeWindow,
     pub ero: Ero,
     pub path: Vec<PathHop>,
@@ -318,6 +351,7 @@ impl Reservation {
                 vlan: dst_vlan,
             },
             bw: criteria.bw,
+            bw_reverse: criteria.bw_reverse.unwrap_or(criteria.bw),
             window: criteria.window,
             ero: criteria.ero.clone(),
             path,
@@ -571,6 +605,7 @@ impl Reservation {
     pub fn apply_version(
         &mut self,
         bw: Mbps,
+        bw_reverse: Mbps,
         window: TimeWindow,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>, Error> {
@@ -590,11 +625,25 @@ impl Reservation {
             &(self.version + 1).to_string(),
             now,
         );
-        version.detail = format!("{} {} → {} {}", self.bw, self.window, bw, window);
+        let rate = |a: Mbps, z: Mbps| {
+            if a == z {
+                a.to_string()
+            } else {
+                format!("{a}/{z}")
+            }
+        };
+        version.detail = format!(
+            "{} {} → {} {}",
+            rate(self.bw, self.bw_reverse),
+            self.window,
+            rate(bw, bw_reverse),
+            window
+        );
         out.push(version);
         self.version += 1;
         self.committed_version = Some(self.version);
         self.bw = bw;
+        self.bw_reverse = bw_reverse;
         self.window = window;
         out.extend(self.sync_data_plane(now));
         self.updated_at = now;
@@ -716,6 +765,7 @@ mod tests {
             src: stp("a"),
             dst: stp("b"),
             bw: Mbps(100),
+            bw_reverse: None,
             window: TimeWindow::new(t(start), t(end)).unwrap(),
             ero: Ero::default(),
             description: "test".into(),
@@ -912,7 +962,7 @@ mod tests {
         );
         r.commit(t(1)).unwrap();
         let w = TimeWindow::new(t(100), t(300)).unwrap();
-        let c = r.apply_version(Mbps(50), w, t(2)).unwrap();
+        let c = r.apply_version(Mbps(50), Mbps(50), w, t(2)).unwrap();
         assert_eq!(r.version, 2);
         assert_eq!(r.committed_version, Some(2));
         assert_eq!(r.bw, Mbps(50));
@@ -940,6 +990,7 @@ mod tests {
                 vlans: None,
             },
             bw: Mbps(0),
+            bw_reverse: None,
             window: r.window,
             ero: Ero::default(),
             description: String::new(),

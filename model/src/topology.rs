@@ -129,6 +129,10 @@ pub struct LinkSpec {
     pub metric: u32,
 }
 
+/// The most ports, and the most links, a domain may have (the path engine packs an index
+/// into 19 bits).
+pub const MAX_PLACES: usize = (1 << 19) - 1;
+
 /// Which spec item a topology error is about, so a file reader can point at its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpecItem {
@@ -184,6 +188,17 @@ impl Topology {
                 SpecItem::Domain,
                 "node",
                 "the topology has no nodes".into(),
+            ));
+        }
+        let ports: usize = nodes.iter().map(|n| n.ports.len()).sum();
+        if ports > MAX_PLACES || links.len() > MAX_PLACES {
+            return Err(err(
+                SpecItem::Domain,
+                "node",
+                format!(
+                    "{ports} ports and {} links: a domain may have at most {MAX_PLACES} of each",
+                    links.len()
+                ),
             ));
         }
         let mut topo = Topology {

@@ -75,7 +75,8 @@ impl VlanSet {
         VlanSet::from_ranges([(lo.0, hi.0)])
     }
 
-    fn from_ranges(ranges: impl IntoIterator<Item = (u16, u16)>) -> VlanSet {
+    /// From inclusive `(lo, hi)` ranges in any order; overlapping ones are merged.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (u16, u16)>) -> VlanSet {
         let mut rs: Vec<(u16, u16)> = ranges.into_iter().filter(|(a, b)| a <= b).collect();
         rs.sort_unstable();
         let mut merged: Vec<(u16, u16)> = Vec::with_capacity(rs.len());
@@ -117,6 +118,11 @@ impl VlanSet {
             ranges.push((lo, hi));
         }
         Ok(VlanSet::from_ranges(ranges))
+    }
+
+    /// The sorted, disjoint inclusive ranges.
+    pub fn ranges(&self) -> &[(u16, u16)] {
+        &self.ranges
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,13 +1,32 @@
-//! Bandwidth calendars: for one resource (a link or port in one direction), the bookings
-//! on it as intervals, answering "peak booked inside [t0, t1)" exactly.
+//! Bandwidth calendars: for one resource (a link or port in one direction), the booked
+//! bandwidth as a step function of time, answering "peak booked inside [t0, t1)" exactly.
+//!
+//! Committed bookings are folded into a sorted vector of change points (time, level): a
+//! peak query is a binary search and a scan of the points inside the window, and adding
+//! or removing a booking moves a few points. Holds are few and short-lived, so they sit
+//! beside it in a small list and are added in at query time while they are still live.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sluice_model::{Mbps, TimeWindow};
 
-/// One booking on a resource. A hold counts only until `hold_until`.
+use crate::weeks::{INDEX_FROM, WeekIndex};
+
+/// Milliseconds since the Unix epoch: the calendars' time axis.
+pub type Millis = i64;
+
+pub fn millis(t: DateTime<Utc>) -> Millis {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
+/// One booking on a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {
     pub start: DateTime<Utc>,
@@ -44,7 +63,9 @@ fn deltas(
     points
 }
 
-/// The highest total of `intervals` at any instant of `window`.
+/// The highest total of `intervals` at any instant of `window`. (The store's re-check
+/// uses this on the rows it reads; it is also the reference the calendar is tested
+/// against.)
 pub fn peak_of(intervals: impl IntoIterator<Item = Interval>, window: &TimeWindow) -> Mbps {
     let mut level = 0i64;
     let mut peak = 0i64;
@@ -81,108 +102,316 @@ fn push_step(steps: &mut Vec<Step>, start: DateTime<Utc>, end: DateTime<Utc>, le
     if start >= end {
         return;
     }
-    let booked = Mbps(level as u64);
+    let booked = Mbps(level.max(0) as u64);
     match steps.last_mut() {
         Some(last) if last.booked == booked && last.end == start => last.end = end,
         _ => steps.push(Step { start, end, booked }),
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    end: DateTime<Utc>,
-    bw: Mbps,
-    hold_until: Option<DateTime<Utc>>,
+/// A reservation's number inside the index (ids are interned once).
+pub type Rid = u32;
+
+/// Booked Mb/s in each direction of a resource: `[forward, reverse]`.
+pub type Pair = [u64; 2];
+
+/// A held booking: it counts until `until` unless committed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub rid: Rid,
+    pub start: Millis,
+    pub end: Millis,
+    pub bw: Pair,
+    pub until: Millis,
 }
 
-/// The bookings of one resource, indexed by start time. Overlap queries look back from
-/// the window's start by the longest booking seen, so they touch only nearby bookings.
+/// A booking a query leaves out: the reservation being modified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    Hold(Rid),
+    Committed {
+        start: Millis,
+        end: Millis,
+        bw: Pair,
+    },
+}
+
+/// The bookings of one resource (a link or an end port), both directions on one time
+/// axis: a circuit books both at once, so they share their change points.
 #[derive(Debug, Default, Clone)]
 pub struct BandwidthCalendar {
-    by_start: BTreeMap<(DateTime<Utc>, Arc<str>), Entry>,
-    starts: HashMap<Arc<str>, DateTime<Utc>>,
-    longest: TimeDelta,
+    /// Change points, strictly increasing; `levels[i]` holds from `times[i]` until the
+    /// next point. Before the first point the level is 0, and the last level is 0.
+    times: Vec<Millis>,
+    levels: Vec<[u32; 2]>,
+    /// Where each week's points begin, so a lookup skips straight to its week.
+    weeks: WeekIndex,
+    holds: Vec<Hold>,
+}
+
+/// Makes room for one more entry, growing by a quarter rather than doubling: calendars
+/// are many and long-lived, and an insert shifts entries anyway.
+pub(crate) fn grow<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.len() / 4 + 4);
+    }
+}
+
+fn to_level(v: i64) -> u32 {
+    debug_assert!(v >= 0, "a calendar level went negative");
+    v.clamp(0, u32::MAX as i64) as u32
+}
+
+fn widen(l: [u32; 2]) -> Pair {
+    [l[0] as u64, l[1] as u64]
+}
+
+fn max2(a: Pair, b: Pair) -> Pair {
+    [a[0].max(b[0]), a[1].max(b[1])]
 }
 
 impl BandwidthCalendar {
-    /// Adds (or replaces) the booking of reservation `id`.
-    pub fn insert(&mut self, id: Arc<str>, iv: Interval, hold_until: Option<DateTime<Utc>>) {
-        self.remove(&id);
-        self.longest = self.longest.max(iv.end - iv.start);
-        self.starts.insert(id.clone(), iv.start);
-        self.by_start.insert(
-            (iv.start, id),
-            Entry {
-                end: iv.end,
-                bw: iv.bw,
-                hold_until,
-            },
-        );
+    /// The index of the first point after `t`.
+    fn after(&self, t: Millis) -> usize {
+        let (lo, hi) = self.weeks.bounds(t, self.times.len());
+        lo + self.times[lo..hi].partition_point(|&x| x <= t)
     }
 
-    pub fn remove(&mut self, id: &str) -> bool {
-        match self.starts.remove(id) {
-            Some(start) => {
-                let key: Arc<str> = Arc::from(id);
-                self.by_start.remove(&(start, key)).is_some()
+    /// The level holding at instant `t`.
+    fn level_at(&self, t: Millis) -> [u32; 2] {
+        let i = self.after(t);
+        if i == 0 { [0, 0] } else { self.levels[i - 1] }
+    }
+
+    /// Index of the change point at `t`, creating it if needed.
+    fn point(&mut self, t: Millis) -> usize {
+        let (lo, hi) = self.weeks.bounds(t, self.times.len());
+        let i = lo + self.times[lo..hi].partition_point(|&x| x < t);
+        if self.times.get(i) != Some(&t) {
+            let level = if i == 0 { [0, 0] } else { self.levels[i - 1] };
+            let times = &self.times;
+            self.weeks
+                .inserted(t, |x| times.partition_point(|&y| y < x));
+            grow(&mut self.times);
+            grow(&mut self.levels);
+            self.times.insert(i, t);
+            self.levels.insert(i, level);
+            if self.weeks.is_empty() && self.times.len() >= INDEX_FROM {
+                self.weeks = WeekIndex::build(self.times.iter().copied());
             }
-            None => false,
+        }
+        i
+    }
+
+    /// Drops the point at `i` if it does not change the level.
+    fn merge(&mut self, i: usize) {
+        if i >= self.times.len() {
+            return;
+        }
+        let before = if i == 0 { [0, 0] } else { self.levels[i - 1] };
+        if self.levels[i] == before {
+            self.weeks.removed(self.times[i]);
+            self.times.remove(i);
+            self.levels.remove(i);
         }
     }
 
-    /// Marks a hold as committed (it counts until its end from now on).
-    pub fn commit(&mut self, id: &str) {
-        if let Some(start) = self.starts.get(id) {
-            let key: Arc<str> = Arc::from(id);
-            if let Some(e) = self.by_start.get_mut(&(*start, key)) {
-                e.hold_until = None;
+    fn add(&mut self, start: Millis, end: Millis, delta: [i64; 2]) {
+        if start >= end || delta == [0, 0] {
+            return;
+        }
+        let i = self.point(start);
+        let j = self.point(end);
+        for level in &mut self.levels[i..j] {
+            for d in 0..2 {
+                level[d] = to_level(level[d] as i64 + delta[d]);
             }
+        }
+        self.merge(j);
+        self.merge(i);
+    }
+
+    pub fn add_committed(&mut self, start: Millis, end: Millis, bw: Pair) {
+        self.add(start, end, [bw[0] as i64, bw[1] as i64]);
+    }
+
+    pub fn remove_committed(&mut self, start: Millis, end: Millis, bw: Pair) {
+        self.add(start, end, [-(bw[0] as i64), -(bw[1] as i64)]);
+    }
+
+    /// Gives back memory the vectors grew into (after a rebuild).
+    pub fn shrink_to_fit(&mut self) {
+        self.times.shrink_to_fit();
+        self.levels.shrink_to_fit();
+        self.weeks.shrink_to_fit();
+        self.holds.shrink_to_fit();
+    }
+
+    pub fn add_hold(&mut self, hold: Hold) {
+        self.remove_hold(hold.rid);
+        self.holds.push(hold);
+    }
+
+    pub fn remove_hold(&mut self, rid: Rid) -> Option<Hold> {
+        let i = self.holds.iter().position(|h| h.rid == rid)?;
+        Some(self.holds.swap_remove(i))
+    }
+
+    /// The hold becomes a commitment: it counts until its end from now on.
+    pub fn commit_hold(&mut self, rid: Rid) {
+        if let Some(h) = self.remove_hold(rid) {
+            self.add_committed(h.start, h.end, h.bw);
         }
     }
 
+    /// Change points held, and holds: a measure of size.
     pub fn len(&self) -> usize {
-        self.by_start.len()
+        self.times.len() + self.holds.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_start.is_empty()
+        self.times.is_empty() && self.holds.is_empty()
     }
 
-    /// Bookings that overlap `window` and count at `now` (live holds and commitments),
-    /// leaving out reservation `ignore` (the one being modified).
-    pub fn overlapping<'a>(
-        &'a self,
-        window: &'a TimeWindow,
-        now: DateTime<Utc>,
-        ignore: Option<&'a str>,
-    ) -> impl Iterator<Item = Interval> + 'a {
-        // Saturating: a query may start near the earliest representable time.
-        let from = window
-            .start
-            .checked_sub_signed(self.longest)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let lo = (from, Arc::<str>::from(""));
-        self.by_start
-            .range(lo..)
-            .take_while(move |((start, _), _)| *start < window.end)
-            .filter(move |((_, id), e)| {
-                e.end > window.start
-                    && e.hold_until.is_none_or(|h| h > now)
-                    && ignore.is_none_or(|ig| &**id != ig)
+    /// Bytes of heap this calendar uses.
+    pub fn heap_bytes(&self) -> usize {
+        self.times.capacity() * size_of::<Millis>()
+            + self.levels.capacity() * size_of::<[u32; 2]>()
+            + self.weeks.heap_bytes()
+            + self.holds.capacity() * size_of::<Hold>()
+    }
+
+    fn live_holds(
+        &self,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        leave: Option<Leave>,
+    ) -> impl Iterator<Item = &Hold> {
+        self.holds.iter().filter(move |h| {
+            h.until > now && h.start < w1 && h.end > w0 && leave != Some(Leave::Hold(h.rid))
+        })
+    }
+
+    /// The highest booked level in each direction at any instant of `[w0, w1)`.
+    pub fn peak(&self, w0: Millis, w1: Millis, now: Millis, leave: Option<Leave>) -> Pair {
+        let simple = match leave {
+            Some(Leave::Committed { start, end, .. }) => start >= w1 || end <= w0,
+            _ => true,
+        } && self.live_holds(w0, w1, now, leave).next().is_none();
+        if simple {
+            let i = self.after(w0);
+            let mut peak = if i == 0 { [0, 0] } else { self.levels[i - 1] };
+            for k in i..self.times.len() {
+                if self.times[k] >= w1 {
+                    break;
+                }
+                let l = self.levels[k];
+                peak = [peak[0].max(l[0]), peak[1].max(l[1])];
+            }
+            return widen(peak);
+        }
+        let mut peak = [0, 0];
+        self.sweep(w0, w1, now, leave, |_, level| peak = max2(peak, level));
+        peak
+    }
+
+    /// Calls `f(t, level)` at `w0` and at every change of the level inside `(w0, w1)`,
+    /// live holds added in and `leave` taken out.
+    fn sweep(
+        &self,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        leave: Option<Leave>,
+        mut f: impl FnMut(Millis, Pair),
+    ) {
+        let mut deltas: Vec<(Millis, [i64; 2])> = Vec::new();
+        let l0 = self.level_at(w0);
+        let mut level = [l0[0] as i64, l0[1] as i64];
+        let i = self.after(w0);
+        for k in i..self.times.len() {
+            if self.times[k] >= w1 {
+                break;
+            }
+            let before = if k == 0 { [0, 0] } else { self.levels[k - 1] };
+            let now_l = self.levels[k];
+            deltas.push((
+                self.times[k],
+                [
+                    now_l[0] as i64 - before[0] as i64,
+                    now_l[1] as i64 - before[1] as i64,
+                ],
+            ));
+        }
+        let mut interval = |start: Millis, end: Millis, bw: [i64; 2]| {
+            if start >= w1 || end <= w0 {
+                return;
+            }
+            if start <= w0 {
+                level = [level[0] + bw[0], level[1] + bw[1]];
+            } else {
+                deltas.push((start, bw));
+            }
+            if end < w1 {
+                deltas.push((end, [-bw[0], -bw[1]]));
+            }
+        };
+        for h in self.live_holds(w0, w1, now, leave) {
+            interval(h.start, h.end, [h.bw[0] as i64, h.bw[1] as i64]);
+        }
+        if let Some(Leave::Committed { start, end, bw }) = leave {
+            interval(start, end, [-(bw[0] as i64), -(bw[1] as i64)]);
+        }
+        deltas.sort_unstable();
+        let clamp = |l: [i64; 2]| [l[0].max(0) as u64, l[1].max(0) as u64];
+        f(w0, clamp(level));
+        let mut k = 0;
+        while k < deltas.len() {
+            let t = deltas[k].0;
+            while k < deltas.len() && deltas[k].0 == t {
+                level = [level[0] + deltas[k].1[0], level[1] + deltas[k].1[1]];
+                k += 1;
+            }
+            f(t, clamp(level));
+        }
+    }
+
+    /// The level in direction `dir` (0 forward, 1 reverse) over `window`, as steps.
+    pub fn steps(&self, dir: usize, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Step> {
+        let (w0, w1) = (millis(window.start), millis(window.end));
+        let mut changes: Vec<(Millis, u64)> = Vec::new();
+        self.sweep(w0, w1, millis(now), None, |t, l| changes.push((t, l[dir])));
+        let mut steps = Vec::with_capacity(changes.len());
+        for (i, &(t, level)) in changes.iter().enumerate() {
+            let end = changes.get(i + 1).map_or(w1, |c| c.0);
+            push_step(&mut steps, from_millis(t), from_millis(end), level as i64);
+        }
+        steps
+    }
+
+    /// The first instant after `t` at which something booked here ends (the level drops
+    /// in some direction, or a live hold ends): the earliest time a later window could
+    /// find more room on this resource.
+    pub fn next_release_after(&self, t: Millis, now: Millis) -> Option<Millis> {
+        let i = self.after(t);
+        let committed = (i..self.times.len())
+            .find(|&k| {
+                k > 0
+                    && (self.levels[k][0] < self.levels[k - 1][0]
+                        || self.levels[k][1] < self.levels[k - 1][1])
             })
-            .map(|((start, _), e)| Interval {
-                start: *start,
-                end: e.end,
-                bw: e.bw,
-            })
-    }
-
-    pub fn peak(&self, window: &TimeWindow, now: DateTime<Utc>, ignore: Option<&str>) -> Mbps {
-        peak_of(self.overlapping(window, now, ignore), window)
-    }
-
-    pub fn steps(&self, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Step> {
-        steps_of(self.overlapping(window, now, None), window)
+            .map(|k| self.times[k]);
+        let held = self
+            .holds
+            .iter()
+            .filter(|h| h.until > now && h.end > t)
+            .map(|h| h.end)
+            .min();
+        match (committed, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -193,6 +422,9 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+    fn ms(s: i64) -> Millis {
+        millis(t(s))
     }
     fn w(a: i64, b: i64) -> TimeWindow {
         TimeWindow::new(t(a), t(b)).unwrap()
@@ -212,6 +444,12 @@ mod tests {
         assert_eq!(peak_of(ivs, &w(5, 15)), Mbps(60));
         // A booking that ends before the window starts does not count.
         assert_eq!(peak_of(ivs, &w(20, 30)), Mbps(0));
+        let mut c = BandwidthCalendar::default();
+        c.add_committed(ms(0), ms(10), [60, 10]);
+        c.add_committed(ms(10), ms(20), [60, 10]);
+        assert_eq!(c.times.len(), 2, "equal neighbours merge into one step");
+        assert_eq!(c.peak(ms(5), ms(15), 0, None), [60, 10]);
+        assert_eq!(c.peak(ms(20), ms(30), 0, None), [0, 0]);
     }
 
     #[test]
@@ -220,6 +458,11 @@ mod tests {
         let ivs = [iv(0, 10, 30), iv(5, 15, 30), iv(12, 20, 30)];
         assert_eq!(peak_of(ivs, &w(0, 20)), Mbps(60));
         assert_eq!(peak_of(ivs, &w(10, 12)), Mbps(30));
+        let mut c = BandwidthCalendar::default();
+        for (a, b) in [(0, 10), (5, 15), (12, 20)] {
+            c.add_committed(ms(a), ms(b), [30, 0]);
+        }
+        assert_eq!(c.peak(ms(0), ms(20), 0, None), [60, 0]);
     }
 
     #[test]
@@ -227,70 +470,154 @@ mod tests {
         let ivs = [iv(0, 10, 30), iv(5, 15, 20)];
         let s = steps_of(ivs, &w(-5, 20));
         let got: Vec<_> = s.iter().map(|s| (s.start, s.end, s.booked.0)).collect();
-        assert_eq!(
-            got,
-            vec![
-                (t(-5), t(0), 0),
-                (t(0), t(5), 30),
-                (t(5), t(10), 50),
-                (t(10), t(15), 20),
-                (t(15), t(20), 0),
-            ]
-        );
+        let want = vec![
+            (t(-5), t(0), 0),
+            (t(0), t(5), 30),
+            (t(5), t(10), 50),
+            (t(10), t(15), 20),
+            (t(15), t(20), 0),
+        ];
+        assert_eq!(got, want);
+        let mut c = BandwidthCalendar::default();
+        c.add_committed(ms(0), ms(10), [30, 1]);
+        c.add_committed(ms(5), ms(15), [20, 1]);
+        let got: Vec<_> = c
+            .steps(0, &w(-5, 20), t(0))
+            .iter()
+            .map(|s| (s.start, s.end, s.booked.0))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
-    fn calendar_ignores_expired_holds_and_the_modified_booking() {
+    fn holds_count_until_they_expire_and_leave_takes_a_booking_out() {
         let mut c = BandwidthCalendar::default();
-        c.insert("a".into(), iv(0, 100, 40), Some(t(5)));
-        c.insert("b".into(), iv(50, 60, 10), None);
-        assert_eq!(c.peak(&w(0, 100), t(0), None), Mbps(50));
-        assert_eq!(c.peak(&w(0, 100), t(5), None), Mbps(10), "hold expired");
-        assert_eq!(c.peak(&w(0, 100), t(0), Some("a")), Mbps(10));
-        c.commit("a");
-        assert_eq!(c.peak(&w(0, 100), t(50), None), Mbps(50));
-        assert!(c.remove("a"));
-        assert!(!c.remove("a"));
-        assert_eq!(c.peak(&w(0, 100), t(0), None), Mbps(10));
-        // Replacing a booking moves it.
-        c.insert("b".into(), iv(200, 300, 10), None);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c.peak(&w(0, 100), t(0), None), Mbps(0));
+        c.add_hold(Hold {
+            rid: 1,
+            start: ms(0),
+            end: ms(100),
+            bw: [40, 40],
+            until: ms(5),
+        });
+        c.add_committed(ms(50), ms(60), [10, 10]);
+        assert_eq!(c.peak(ms(0), ms(100), ms(0), None), [50, 50]);
+        assert_eq!(
+            c.peak(ms(0), ms(100), ms(5), None),
+            [10, 10],
+            "hold expired"
+        );
+        assert_eq!(
+            c.peak(ms(0), ms(100), ms(0), Some(Leave::Hold(1))),
+            [10, 10]
+        );
+        let without = Leave::Committed {
+            start: ms(50),
+            end: ms(60),
+            bw: [10, 10],
+        };
+        assert_eq!(c.peak(ms(0), ms(100), ms(0), Some(without)), [40, 40]);
+        c.commit_hold(1);
+        assert_eq!(c.peak(ms(0), ms(100), ms(50), None), [50, 50]);
+        c.remove_committed(ms(0), ms(100), [40, 40]);
+        c.remove_committed(ms(50), ms(60), [10, 10]);
+        assert!(c.is_empty(), "removing everything leaves no points");
+    }
+
+    #[test]
+    fn next_release_is_where_the_level_drops() {
+        let mut c = BandwidthCalendar::default();
+        c.add_committed(ms(0), ms(10), [30, 30]);
+        c.add_committed(ms(5), ms(20), [20, 20]);
+        assert_eq!(c.next_release_after(ms(0), 0), Some(ms(10)));
+        assert_eq!(c.next_release_after(ms(10), 0), Some(ms(20)));
+        assert_eq!(c.next_release_after(ms(20), 0), None);
     }
 
     #[test]
     fn a_window_at_the_edge_of_time_does_not_overflow() {
         let mut c = BandwidthCalendar::default();
-        c.insert("a".into(), iv(0, 100, 40), None);
+        c.add_committed(ms(0), ms(100), [40, 40]);
         let edge = TimeWindow::new(DateTime::<Utc>::MIN_UTC, t(50)).unwrap();
-        assert_eq!(c.peak(&edge, t(0), None), Mbps(40));
-        assert_eq!(c.steps(&edge, t(0)).len(), 2);
+        assert_eq!(
+            c.peak(millis(edge.start), millis(edge.end), 0, None),
+            [40, 40]
+        );
+        assert_eq!(c.steps(0, &edge, t(0)).len(), 2);
     }
 
+    /// (start, length, forward, reverse, hold until)
+    type B = (i64, i64, u64, u64, Option<i64>);
+
     proptest! {
-        /// The indexed query agrees with checking every instant by brute force.
+        /// The calendar agrees with checking every instant by brute force, through any
+        /// sequence of adds, holds, removes and commits, leaving any one booking out.
         #[test]
         fn peak_matches_brute_force(
-            bookings in prop::collection::vec((0i64..50, 1i64..20, 1u64..100, prop::option::of(0i64..10)), 0..25),
+            bookings in prop::collection::vec(
+                (0i64..50, 1i64..20, 0u64..100, 0u64..100, prop::option::of(0i64..10)), 0..25),
+            removed in prop::collection::vec(any::<bool>(), 25),
+            committed in prop::collection::vec(any::<bool>(), 25),
             a in 0i64..60, len in 1i64..30, now in 0i64..10,
+            leave in prop::option::of(0usize..25),
+            unit in prop::sample::select(vec![1i64, 86_400]),
         ) {
+            // Seconds, or days: with days the bookings cross week boundaries.
+            let ms = |x: i64| ms(x * unit);
+            let t = |x: i64| t(x * unit);
+            let w = |a: i64, b: i64| TimeWindow::new(t(a), t(b)).unwrap();
+            let bookings: Vec<B> = bookings;
             let mut c = BandwidthCalendar::default();
-            for (i, (s, l, bw, hold)) in bookings.iter().enumerate() {
-                c.insert(Arc::from(i.to_string()), iv(*s, s + l, *bw), hold.map(t));
+            for (i, &(s, l, f, r, hold)) in bookings.iter().enumerate() {
+                match hold {
+                    Some(h) => c.add_hold(Hold { rid: i as Rid, start: ms(s), end: ms(s + l), bw: [f, r], until: ms(h) }),
+                    None => c.add_committed(ms(s), ms(s + l), [f, r]),
+                }
             }
-            let window = w(a, a + len);
-            let mut brute = 0;
+            // Bookings still there, with their hold expiry (None once committed).
+            let mut kept: Vec<(usize, B)> = Vec::new();
+            for (i, &(s, l, f, r, hold)) in bookings.iter().enumerate() {
+                if removed[i] {
+                    match hold {
+                        Some(_) => { c.remove_hold(i as Rid); }
+                        None => c.remove_committed(ms(s), ms(s + l), [f, r]),
+                    }
+                } else if hold.is_some() && committed[i] {
+                    c.commit_hold(i as Rid);
+                    kept.push((i, (s, l, f, r, None)));
+                } else {
+                    kept.push((i, (s, l, f, r, hold)));
+                }
+            }
+            let leave_i = leave.filter(|&i| kept.iter().any(|(k, _)| *k == i));
+            let leave = leave_i.map(|i| {
+                let (_, (s, l, f, r, hold)) = kept.iter().find(|(k, _)| *k == i).unwrap();
+                match hold {
+                    Some(_) => Leave::Hold(i as Rid),
+                    None => Leave::Committed { start: ms(*s), end: ms(s + l), bw: [*f, *r] },
+                }
+            });
+            let mut brute = [0u64, 0];
             for x in a..a + len {
-                let level: u64 = bookings.iter()
-                    .filter(|(s, l, _, hold)| *s <= x && x < s + l && hold.is_none_or(|h| h > now))
-                    .map(|b| b.2).sum();
-                brute = brute.max(level);
+                for (d, peak) in brute.iter_mut().enumerate() {
+                    let level: u64 = kept.iter()
+                        .filter(|(i, (s, l, _, _, hold))| Some(*i) != leave_i
+                            && *s <= x && x < s + l && hold.is_none_or(|h| h > now))
+                        .map(|(_, b)| if d == 0 { b.2 } else { b.3 }).sum();
+                    *peak = (*peak).max(level);
+                }
             }
-            prop_assert_eq!(c.peak(&window, t(now), None), Mbps(brute));
-            let steps = c.steps(&window, t(now));
-            prop_assert_eq!(steps.first().unwrap().start, window.start);
-            prop_assert_eq!(steps.last().unwrap().end, window.end);
-            prop_assert_eq!(steps.iter().map(|s| s.booked).max().unwrap(), Mbps(brute));
+            prop_assert_eq!(c.peak(ms(a), ms(a + len), ms(now), leave), brute);
+            if leave.is_none() {
+                for (d, peak) in brute.iter().enumerate() {
+                    let steps = c.steps(d, &w(a, a + len), t(now));
+                    prop_assert_eq!(steps.first().unwrap().start, t(a));
+                    prop_assert_eq!(steps.last().unwrap().end, t(a + len));
+                    prop_assert_eq!(steps.iter().map(|s| s.booked.0).max().unwrap(), *peak);
+                }
+            }
+            if removed.iter().take(bookings.len()).all(|r| *r) {
+                prop_assert!(c.is_empty());
+            }
         }
     }
 }

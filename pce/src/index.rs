@@ -1,17 +1,26 @@
-//! The in-memory index of every booking in a domain: one bandwidth calendar per resource
-//! direction and one label calendar per port. A cache of the store, rebuilt at start and
-//! kept current on every change; the store re-checks at write time, so a stale index can
-//! cost a retry but never an over-booking.
+//! The in-memory index of every booking in a domain: one bandwidth calendar per link and
+//! per end port (both directions on one time axis) and one label calendar per link and
+//! per end port. A cache of the store, rebuilt at start and kept current on every change;
+//! the store re-checks at write time, so a stale index can cost a retry but never an
+//! over-booking.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
-use sluice_model::topology::PortIdx;
-use sluice_model::{Direction, Mbps, Resource, TimeWindow, Topology, Vlan, VlanSet};
+use sluice_model::topology::{LinkIdx, NodeIdx, PortIdx};
+use sluice_model::{Direction, Mbps, Resource, TimeWindow, Topology, Vlan};
 
-use crate::calendar::{BandwidthCalendar, Interval, Step};
-use crate::labels::LabelCalendar;
+use crate::calendar::{BandwidthCalendar, Hold, Leave, Millis, Pair, Rid, Step, millis};
+use crate::labels::{LabelCalendar, LabelHold, LeaveLabel, VlanBits};
+
+/// Where bandwidth or a VLAN is booked: an end port, or a link (whose two ports carry
+/// the same VLAN, so they share one label calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    Port(PortIdx),
+    Link(LinkIdx),
+}
 
 /// What one reservation occupies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +29,7 @@ pub struct Usage {
     /// Set while the reservation is only held.
     pub hold_until: Option<DateTime<Utc>>,
     pub bandwidth: Vec<(Resource, Mbps)>,
-    pub labels: Vec<(PortIdx, Vlan)>,
+    pub labels: Vec<(Place, Vlan)>,
 }
 
 impl Usage {
@@ -34,24 +43,204 @@ impl Usage {
         let mut bandwidth: Vec<_> = sums.into_iter().collect();
         bandwidth.sort();
         self.bandwidth = bandwidth;
+        self.labels.sort();
+        self.labels.dedup();
         self
     }
 }
 
+fn place_of(r: Resource) -> (Place, usize) {
+    let d = |d: Direction| match d {
+        Direction::Forward => 0,
+        Direction::Reverse => 1,
+    };
+    match r {
+        Resource::Link(l, dir) => (Place::Link(l), d(dir)),
+        Resource::Port(p, dir) => (Place::Port(p), d(dir)),
+    }
+}
+
+/// What one reservation books on one place, in 12 bytes (there are about ten per
+/// reservation and a hundred thousand reservations).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Bits 0-18: the port or link index (`MAX_PLACES`); bit 19: a link; bits 20-31:
+    /// the VLAN used there (0 for none).
+    packed: u32,
+    /// Mb/s `[forward, reverse]`.
+    bw: [u32; 2],
+}
+
+const INDEX_BITS: u32 = (1 << 19) - 1;
+const LINK_BIT: u32 = 1 << 19;
+const VLAN_SHIFT: u32 = 20;
+
+impl Slot {
+    fn new(place: Place) -> Slot {
+        let packed = match place {
+            Place::Port(p) => p as u32,
+            Place::Link(l) => l as u32 | LINK_BIT,
+        };
+        Slot { packed, bw: [0, 0] }
+    }
+
+    /// The place bits, without the VLAN.
+    fn key(&self) -> u32 {
+        self.packed & (INDEX_BITS | LINK_BIT)
+    }
+
+    fn place(&self) -> Place {
+        let i = (self.packed & INDEX_BITS) as usize;
+        if self.packed & LINK_BIT != 0 {
+            Place::Link(i)
+        } else {
+            Place::Port(i)
+        }
+    }
+
+    fn bw(&self) -> Pair {
+        [self.bw[0] as u64, self.bw[1] as u64]
+    }
+
+    fn vlan(&self) -> Option<Vlan> {
+        Vlan::new((self.packed >> VLAN_SHIFT) as u16)
+    }
+
+    fn set_vlan(&mut self, vlan: Vlan) {
+        self.packed = self.key() | (vlan.id() as u32) << VLAN_SHIFT;
+    }
+}
+
+/// What the index remembers of one reservation: enough to take it out again.
+#[derive(Debug)]
+struct Booked {
+    rid: Rid,
+    held: bool,
+    start: Millis,
+    end: Millis,
+    slots: Box<[Slot]>,
+}
+
+/// A reservation a query leaves out (the one being modified), resolved once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ignore<'a> {
+    booked: Option<&'a Booked>,
+}
+
+impl Ignore<'_> {
+    fn bandwidth(&self, place: Place) -> Option<Leave> {
+        let b = self.booked?;
+        if b.held {
+            return Some(Leave::Hold(b.rid));
+        }
+        let slot = b.slots.iter().find(|s| s.place() == place)?;
+        Some(Leave::Committed {
+            start: b.start,
+            end: b.end,
+            bw: slot.bw(),
+        })
+    }
+
+    fn label(&self, place: Place) -> Option<LeaveLabel> {
+        let b = self.booked?;
+        if b.held {
+            return Some(LeaveLabel::Hold(b.rid));
+        }
+        let vlan = b.slots.iter().find(|s| s.place() == place)?.vlan()?;
+        Some(LeaveLabel::Committed {
+            start: b.start,
+            vlan,
+        })
+    }
+}
+
+/// One step out of a node, as the search reads it: where it leads, over which link in
+/// which direction (`1 + 2 * link + direction`), at what metric. Kept contiguous per node
+/// so a search step reads one short slice instead of chasing links and ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Edge {
+    pub head: u32,
+    pub via: u32,
+    pub metric: u32,
+}
+
 pub struct Index {
     topo: Arc<Topology>,
-    bandwidth: Vec<BandwidthCalendar>,
-    labels: Vec<LabelCalendar>,
-    booked: HashMap<Arc<str>, (Vec<usize>, Vec<PortIdx>)>,
+    /// `edges[edge_from[n]..edge_from[n + 1]]`: the steps out of node `n`.
+    edge_from: Vec<u32>,
+    edges: Vec<Edge>,
+    link_bw: Vec<BandwidthCalendar>,
+    port_bw: Vec<BandwidthCalendar>,
+    link_labels: Vec<LabelCalendar>,
+    port_labels: Vec<LabelCalendar>,
+    /// The VLANs each link can carry (the intersection of its two ports' ranges) and
+    /// each port can: indices into `vlan_sets`, which holds each distinct set once (a
+    /// topology has thousands of ports and a handful of ranges).
+    link_vlans: Vec<u32>,
+    port_vlans: Vec<u32>,
+    vlan_sets: Vec<VlanBits>,
+    booked: HashMap<Box<str>, Booked>,
+    free_rids: Vec<Rid>,
+    next_rid: Rid,
+    /// Per target node, the metric of the shortest path to it from every node with no
+    /// calendar in the way: an exact lower bound for goal-directed search, which only
+    /// changes with the topology. Filled on first use; `u32::MAX` is unreachable, and
+    /// larger sums are capped below it (still a lower bound, still consistent).
+    to_target: Vec<OnceLock<Box<[u32]>>>,
 }
+
+/// Where `distances_to` says a node cannot reach the target.
+pub const UNREACHABLE: u32 = u32::MAX;
 
 impl Index {
     pub fn new(topo: Arc<Topology>) -> Index {
-        let slots = 2 * (topo.links().len() + topo.ports().len());
+        let (nl, np, nn) = (topo.links().len(), topo.ports().len(), topo.nodes().len());
+        let mut vlan_sets: Vec<VlanBits> = Vec::new();
+        let mut known: HashMap<VlanBits, u32> = HashMap::new();
+        let mut intern = |b: VlanBits| -> u32 {
+            *known.entry(b.clone()).or_insert_with(|| {
+                vlan_sets.push(b);
+                vlan_sets.len() as u32 - 1
+            })
+        };
+        let port_bits: Vec<VlanBits> = topo
+            .ports()
+            .iter()
+            .map(|p| VlanBits::from_set(&p.vlans))
+            .collect();
+        let link_vlans = topo
+            .links()
+            .iter()
+            .map(|l| intern(port_bits[l.a].and(&port_bits[l.b])))
+            .collect();
+        let port_vlans = port_bits.into_iter().map(&mut intern).collect();
+        let mut edge_from = Vec::with_capacity(nn + 1);
+        let mut edges = Vec::new();
+        for n in 0..nn {
+            edge_from.push(edges.len() as u32);
+            for &(l, d) in topo.adjacent(n) {
+                edges.push(Edge {
+                    head: topo.link_head(l, d) as u32,
+                    via: 1 + 2 * l as u32 + matches!(d, Direction::Reverse) as u32,
+                    metric: topo.link(l).metric,
+                });
+            }
+        }
+        edge_from.push(edges.len() as u32);
         Index {
-            bandwidth: vec![BandwidthCalendar::default(); slots],
-            labels: vec![LabelCalendar::default(); topo.ports().len()],
+            edge_from,
+            edges,
+            link_bw: vec![BandwidthCalendar::default(); nl],
+            port_bw: vec![BandwidthCalendar::default(); np],
+            link_labels: vec![LabelCalendar::default(); nl],
+            port_labels: vec![LabelCalendar::default(); np],
+            link_vlans,
+            port_vlans,
+            vlan_sets,
             booked: HashMap::new(),
+            free_rids: Vec::new(),
+            next_rid: 0,
+            to_target: (0..nn).map(|_| OnceLock::new()).collect(),
             topo,
         }
     }
@@ -60,63 +249,163 @@ impl Index {
         &self.topo
     }
 
-    fn slot(&self, r: Resource) -> usize {
-        let d = |d: Direction| match d {
-            Direction::Forward => 0,
-            Direction::Reverse => 1,
-        };
-        match r {
-            Resource::Link(l, dir) => 2 * l + d(dir),
-            Resource::Port(p, dir) => 2 * self.topo.links().len() + 2 * p + d(dir),
+    /// The steps out of node `n`.
+    pub fn edges_from(&self, n: NodeIdx) -> &[Edge] {
+        &self.edges[self.edge_from[n] as usize..self.edge_from[n + 1] as usize]
+    }
+
+    fn bw_cal(&self, place: Place) -> &BandwidthCalendar {
+        match place {
+            Place::Port(p) => &self.port_bw[p],
+            Place::Link(l) => &self.link_bw[l],
         }
+    }
+
+    fn bw_cal_mut(&mut self, place: Place) -> &mut BandwidthCalendar {
+        match place {
+            Place::Port(p) => &mut self.port_bw[p],
+            Place::Link(l) => &mut self.link_bw[l],
+        }
+    }
+
+    fn label_cal(&self, place: Place) -> &LabelCalendar {
+        match place {
+            Place::Port(p) => &self.port_labels[p],
+            Place::Link(l) => &self.link_labels[l],
+        }
+    }
+
+    fn label_cal_mut(&mut self, place: Place) -> &mut LabelCalendar {
+        match place {
+            Place::Port(p) => &mut self.port_labels[p],
+            Place::Link(l) => &mut self.link_labels[l],
+        }
+    }
+
+    /// The VLANs a place can carry at all.
+    pub fn vlan_range(&self, place: Place) -> &VlanBits {
+        let i = match place {
+            Place::Port(p) => self.port_vlans[p],
+            Place::Link(l) => self.link_vlans[l],
+        };
+        &self.vlan_sets[i as usize]
     }
 
     /// Adds or replaces the bookings of reservation `id`.
     pub fn insert(&mut self, id: &str, usage: &Usage) {
         self.remove(id);
-        let id: Arc<str> = Arc::from(id);
-        let usage = usage.clone().normalized();
-        let mut slots = Vec::with_capacity(usage.bandwidth.len());
-        for (r, bw) in &usage.bandwidth {
-            let s = self.slot(*r);
-            self.bandwidth[s].insert(
-                id.clone(),
-                Interval {
-                    start: usage.window.start,
-                    end: usage.window.end,
-                    bw: *bw,
-                },
-                usage.hold_until,
-            );
-            slots.push(s);
+        let rid = self.free_rids.pop().unwrap_or_else(|| {
+            self.next_rid += 1;
+            self.next_rid - 1
+        });
+        let (start, end) = (millis(usage.window.start), millis(usage.window.end));
+        let mut slots: Vec<Slot> = Vec::with_capacity(usage.bandwidth.len());
+        let slot_of = |slots: &mut Vec<Slot>, place: Place| -> usize {
+            let key = Slot::new(place).key();
+            match slots.iter().position(|s| s.key() == key) {
+                Some(i) => i,
+                None => {
+                    slots.push(Slot::new(place));
+                    slots.len() - 1
+                }
+            }
+        };
+        for &(r, bw) in &usage.bandwidth {
+            let (place, d) = place_of(r);
+            let i = slot_of(&mut slots, place);
+            let sum = slots[i].bw[d] as u64 + bw.0;
+            slots[i].bw[d] = sum.min(u32::MAX as u64) as u32;
         }
-        let mut ports = Vec::with_capacity(usage.labels.len());
-        for (p, vlan) in &usage.labels {
-            self.labels[*p].insert(id.clone(), *vlan, usage.window, usage.hold_until);
-            ports.push(*p);
+        for &(place, vlan) in &usage.labels {
+            let i = slot_of(&mut slots, place);
+            slots[i].set_vlan(vlan);
         }
-        self.booked.insert(id, (slots, ports));
+        let until = usage.hold_until.map(millis);
+        for slot in &slots {
+            let place = slot.place();
+            let bw = slot.bw();
+            if bw != [0, 0] {
+                let cal = self.bw_cal_mut(place);
+                match until {
+                    Some(until) => cal.add_hold(Hold {
+                        rid,
+                        start,
+                        end,
+                        bw,
+                        until,
+                    }),
+                    None => cal.add_committed(start, end, bw),
+                }
+            }
+            if let Some(vlan) = slot.vlan() {
+                let cal = self.label_cal_mut(place);
+                match until {
+                    Some(until) => cal.add_hold(LabelHold {
+                        rid,
+                        start,
+                        end,
+                        vlan,
+                        until,
+                    }),
+                    None => cal.add_committed(start, end, vlan),
+                }
+            }
+        }
+        self.booked.insert(
+            id.into(),
+            Booked {
+                rid,
+                held: until.is_some(),
+                start,
+                end,
+                slots: slots.into_boxed_slice(),
+            },
+        );
     }
 
     pub fn remove(&mut self, id: &str) {
-        if let Some((slots, ports)) = self.booked.remove(id) {
-            for s in slots {
-                self.bandwidth[s].remove(id);
+        let Some(b) = self.booked.remove(id) else {
+            return;
+        };
+        for slot in b.slots.iter() {
+            let place = slot.place();
+            if slot.bw != [0, 0] {
+                let cal = self.bw_cal_mut(place);
+                if b.held {
+                    cal.remove_hold(b.rid);
+                } else {
+                    cal.remove_committed(b.start, b.end, slot.bw());
+                }
             }
-            for p in ports {
-                self.labels[p].remove(id);
+            if let Some(vlan) = slot.vlan() {
+                let cal = self.label_cal_mut(place);
+                if b.held {
+                    cal.remove_hold(b.rid);
+                } else {
+                    cal.remove_committed(b.start, vlan);
+                }
             }
         }
+        self.free_rids.push(b.rid);
     }
 
     /// The hold of `id` became a commitment.
     pub fn commit(&mut self, id: &str) {
-        if let Some((slots, ports)) = self.booked.get(id) {
-            for &s in slots {
-                self.bandwidth[s].commit(id);
+        let Some(b) = self.booked.get_mut(id) else {
+            return;
+        };
+        if !b.held {
+            return;
+        }
+        b.held = false;
+        let (rid, slots) = (b.rid, b.slots.clone());
+        for slot in slots.iter() {
+            let place = slot.place();
+            if slot.bw != [0, 0] {
+                self.bw_cal_mut(place).commit_hold(rid);
             }
-            for &p in ports {
-                self.labels[p].commit(id);
+            if slot.vlan().is_some() {
+                self.label_cal_mut(place).commit_hold(rid);
             }
         }
     }
@@ -125,50 +414,206 @@ impl Index {
         self.booked.len()
     }
 
-    pub fn peak(
-        &self,
-        r: Resource,
-        window: &TimeWindow,
-        now: DateTime<Utc>,
-        ignore: Option<&str>,
-    ) -> Mbps {
-        self.bandwidth[self.slot(r)].peak(window, now, ignore)
+    /// Gives back memory the calendars grew into; for after a rebuild.
+    pub fn shrink_to_fit(&mut self) {
+        for c in self.link_bw.iter_mut().chain(&mut self.port_bw) {
+            c.shrink_to_fit();
+        }
+        for c in self.link_labels.iter_mut().chain(&mut self.port_labels) {
+            c.shrink_to_fit();
+        }
+        self.booked.shrink_to_fit();
     }
 
-    /// Capacity minus the peak booked inside `window`.
+    /// Bytes of heap the calendars use (not counting the per-reservation bookkeeping).
+    pub fn calendar_bytes(&self) -> usize {
+        let bw: usize = self
+            .link_bw
+            .iter()
+            .chain(&self.port_bw)
+            .map(|c| c.heap_bytes() + size_of::<BandwidthCalendar>())
+            .sum();
+        let labels: usize = self
+            .link_labels
+            .iter()
+            .chain(&self.port_labels)
+            .map(|c| c.heap_bytes() + size_of::<LabelCalendar>())
+            .sum();
+        bw + labels
+    }
+
+    /// Bytes of heap the per-reservation bookkeeping uses (an estimate: the map's own
+    /// table plus each entry's boxes).
+    pub fn bookkeeping_bytes(&self) -> usize {
+        self.booked.capacity() * (size_of::<Box<str>>() + size_of::<Booked>() + 1)
+            + self
+                .booked
+                .iter()
+                .map(|(k, b)| k.len() + b.slots.len() * size_of::<Slot>())
+                .sum::<usize>()
+    }
+
+    /// Resolves the reservation a query leaves out.
+    pub fn ignore(&self, id: Option<&str>) -> Ignore<'_> {
+        Ignore {
+            booked: id.and_then(|id| self.booked.get(id)),
+        }
+    }
+
+    /// Booked Mb/s `[forward, reverse]` at the peak of `window`.
+    pub fn peak(&self, place: Place, window: &TimeWindow, now: DateTime<Utc>, ig: Ignore) -> Pair {
+        self.bw_cal(place).peak(
+            millis(window.start),
+            millis(window.end),
+            millis(now),
+            ig.bandwidth(place),
+        )
+    }
+
+    pub(crate) fn peak_ms(
+        &self,
+        place: Place,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        ig: Ignore,
+    ) -> Pair {
+        self.bw_cal(place).peak(w0, w1, now, ig.bandwidth(place))
+    }
+
+    /// Capacity minus the peak booked inside `window`, for one resource direction.
     pub fn available(
         &self,
         r: Resource,
         window: &TimeWindow,
         now: DateTime<Utc>,
-        ignore: Option<&str>,
+        ig: Ignore,
     ) -> Mbps {
+        let (place, d) = place_of(r);
         self.topo
             .capacity(r)
-            .saturating_sub(self.peak(r, window, now, ignore))
+            .saturating_sub(Mbps(self.peak(place, window, now, ig)[d]))
     }
 
     pub fn steps(&self, r: Resource, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Step> {
-        self.bandwidth[self.slot(r)].steps(window, now)
+        let (place, d) = place_of(r);
+        self.bw_cal(place).steps(d, window, now)
     }
 
-    pub fn free_vlans(
+    /// The VLANs of the place's range that are free for the whole of `[w0, w1)`.
+    pub(crate) fn free_labels_ms(
         &self,
-        port: PortIdx,
-        wanted: &VlanSet,
-        window: &TimeWindow,
-        now: DateTime<Utc>,
-        ignore: Option<&str>,
-    ) -> VlanSet {
-        self.labels[port].free(wanted, window, now, ignore)
+        place: Place,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        ig: Ignore,
+    ) -> VlanBits {
+        let cal = self.label_cal(place);
+        let range = self.vlan_range(place);
+        if cal.is_empty() {
+            return range.clone();
+        }
+        range.and_not(&cal.taken(w0, w1, now, ig.label(place)))
     }
 
-    pub fn vlans_in_use(
+    pub fn free_labels(
         &self,
-        port: PortIdx,
+        place: Place,
         window: &TimeWindow,
         now: DateTime<Utc>,
-    ) -> Vec<Vlan> {
-        self.labels[port].in_use(window, now)
+        ig: Ignore,
+    ) -> VlanBits {
+        self.free_labels_ms(
+            place,
+            millis(window.start),
+            millis(window.end),
+            millis(now),
+            ig,
+        )
+    }
+
+    pub fn vlans_in_use(&self, place: Place, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Vlan> {
+        self.label_cal(place)
+            .taken(millis(window.start), millis(window.end), millis(now), None)
+            .to_set()
+            .iter()
+            .collect()
+    }
+
+    /// The first instant after `t` at which bandwidth or a VLAN booked on `place` is
+    /// released.
+    pub(crate) fn next_release_after(
+        &self,
+        place: Place,
+        t: Millis,
+        now: Millis,
+    ) -> Option<Millis> {
+        let a = self.bw_cal(place).next_release_after(t, now);
+        let b = self.label_cal(place).next_release_after(t, now);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Lowest possible metric from every node to `target`, ignoring bookings
+    /// (`UNREACHABLE` where there is no path).
+    pub fn distances_to(&self, target: NodeIdx) -> &[u32] {
+        self.to_target[target].get_or_init(|| {
+            let topo = &self.topo;
+            let mut dist = vec![u64::MAX; topo.nodes().len()];
+            let mut heap = std::collections::BinaryHeap::new();
+            dist[target] = 0;
+            heap.push(std::cmp::Reverse((0u64, target)));
+            while let Some(std::cmp::Reverse((d, u))) = heap.pop() {
+                if d > dist[u] {
+                    continue;
+                }
+                // Links carry traffic both ways with one metric, so the reverse graph
+                // is the graph.
+                for &(l, dir) in topo.adjacent(u) {
+                    let v = topo.link_head(l, dir);
+                    let nd = d + topo.link(l).metric as u64;
+                    if nd < dist[v] {
+                        dist[v] = nd;
+                        heap.push(std::cmp::Reverse((nd, v)));
+                    }
+                }
+            }
+            dist.into_iter()
+                .map(|d| {
+                    if d == u64::MAX {
+                        UNREACHABLE
+                    } else {
+                        d.min(UNREACHABLE as u64 - 1) as u32
+                    }
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_packs_place_and_vlan_in_twelve_bytes() {
+        assert_eq!(size_of::<Slot>(), 12);
+        let max = sluice_model::topology::MAX_PLACES;
+        for place in [
+            Place::Port(0),
+            Place::Link(0),
+            Place::Port(max),
+            Place::Link(max),
+        ] {
+            let mut s = Slot::new(place);
+            assert_eq!((s.place(), s.vlan()), (place, None));
+            s.set_vlan(Vlan::new(4094).unwrap());
+            assert_eq!((s.place(), s.vlan()), (place, Vlan::new(4094)));
+            s.set_vlan(Vlan::new(2).unwrap());
+            assert_eq!((s.place(), s.vlan()), (place, Vlan::new(2)));
+        }
     }
 }

@@ -1,171 +1,479 @@
-//! Label calendars: which VLANs of a port are taken when.
+//! Label calendars: which VLANs of a port (or of a link, whose two ports carry the same
+//! VLAN) are taken when; and `VlanBits`, the fixed-size VLAN set the path search carries.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use sluice_model::{Vlan, VlanSet};
 
-use chrono::{DateTime, TimeDelta, Utc};
-use sluice_model::{TimeWindow, Vlan, VlanSet};
+use crate::calendar::grow;
+use crate::calendar::{Millis, Rid};
+use crate::weeks::{INDEX_FROM, WeekIndex};
 
-#[derive(Debug, Clone, Copy)]
-struct Use {
-    end: DateTime<Utc>,
-    hold_until: Option<DateTime<Utc>>,
+/// A set of VLAN ids 0..4096 as a bit set: intersections in a few dozen instructions.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct VlanBits([u64; 64]);
+
+impl std::fmt::Debug for VlanBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VlanBits({})", self.to_set())
+    }
 }
 
-/// The VLAN bookings of one port: per VLAN, indexed by start time (like the bandwidth
-/// calendar), so a check touches only bookings near the window.
-/// One VLAN's bookings, by (start, reservation).
-type Uses = BTreeMap<(DateTime<Utc>, Arc<str>), Use>;
+impl VlanBits {
+    pub const EMPTY: VlanBits = VlanBits([0; 64]);
 
+    pub fn from_set(set: &VlanSet) -> VlanBits {
+        let mut b = VlanBits::EMPTY;
+        for &(lo, hi) in set.ranges() {
+            // Whole words at a time: a topology has thousands of 2-4094 ranges.
+            let (lo, hi) = (lo as usize, (hi as usize).min(4095));
+            for word in lo / 64..=hi / 64 {
+                let first = if word == lo / 64 { lo % 64 } else { 0 };
+                let last = if word == hi / 64 { hi % 64 } else { 63 };
+                let bits = (u64::MAX >> (63 - last)) & (u64::MAX << first);
+                b.0[word] |= bits;
+            }
+        }
+        b
+    }
+
+    pub fn to_set(&self) -> VlanSet {
+        let mut ranges = Vec::new();
+        let mut v = 0u16;
+        while let Some(lo) = self.next_at_or_after(v) {
+            let mut hi = lo;
+            while hi < 4095 && self.contains(hi + 1) {
+                hi += 1;
+            }
+            ranges.push((lo, hi));
+            if hi == 4095 {
+                break;
+            }
+            v = hi + 1;
+        }
+        VlanSet::from_ranges(ranges)
+    }
+
+    pub fn insert(&mut self, v: u16) {
+        self.0[(v / 64) as usize & 63] |= 1 << (v % 64);
+    }
+
+    pub fn remove(&mut self, v: u16) {
+        self.0[(v / 64) as usize & 63] &= !(1 << (v % 64));
+    }
+
+    pub fn contains(&self, v: u16) -> bool {
+        self.0[(v / 64) as usize & 63] & (1 << (v % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn and(&self, other: &VlanBits) -> VlanBits {
+        let mut out = VlanBits::EMPTY;
+        for i in 0..64 {
+            out.0[i] = self.0[i] & other.0[i];
+        }
+        out
+    }
+
+    pub fn and_not(&self, other: &VlanBits) -> VlanBits {
+        let mut out = VlanBits::EMPTY;
+        for i in 0..64 {
+            out.0[i] = self.0[i] & !other.0[i];
+        }
+        out
+    }
+
+    /// Every member of `self` is in `other`.
+    pub fn is_subset_of(&self, other: &VlanBits) -> bool {
+        (0..64).all(|i| self.0[i] & !other.0[i] == 0)
+    }
+
+    fn next_at_or_after(&self, v: u16) -> Option<u16> {
+        let mut word = (v / 64) as usize;
+        if word >= 64 {
+            return None;
+        }
+        let mut bits = self.0[word] & (u64::MAX << (v % 64));
+        loop {
+            if bits != 0 {
+                return Some(word as u16 * 64 + bits.trailing_zeros() as u16);
+            }
+            word += 1;
+            if word == 64 {
+                return None;
+            }
+            bits = self.0[word];
+        }
+    }
+
+    /// The lowest VLAN in the set.
+    pub fn first(&self) -> Option<Vlan> {
+        self.next_at_or_after(0).and_then(Vlan::new)
+    }
+}
+
+/// One committed VLAN use no longer than `SHORT`: 16 bytes, as there are many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ShortUse {
+    start: Millis,
+    len: u32,
+    vlan: u16,
+}
+
+/// A committed VLAN use longer than `SHORT`. Kept apart so that the look-back of a query
+/// over short uses stays short (a window can only overlap uses that started at most the
+/// longest use earlier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LongUse {
+    start: Millis,
+    end: Millis,
+    vlan: u16,
+}
+
+/// Uses up to eight days long are short.
+const SHORT: Millis = 8 * 24 * 3600 * 1000;
+
+/// A held VLAN use: counts until `until` unless committed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelHold {
+    pub rid: Rid,
+    pub start: Millis,
+    pub end: Millis,
+    pub vlan: Vlan,
+    pub until: Millis,
+}
+
+/// A VLAN use a query leaves out: the reservation being modified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveLabel {
+    Hold(Rid),
+    /// Two uses of one VLAN on one port never overlap, so (start, VLAN) names one.
+    Committed {
+        start: Millis,
+        vlan: Vlan,
+    },
+}
+
+/// The VLAN bookings of one port or link, by start time. A check looks back from the
+/// window's start by the longest booking seen, so it touches only nearby bookings.
 #[derive(Debug, Default, Clone)]
 pub struct LabelCalendar {
-    by_vlan: BTreeMap<Vlan, Uses>,
-    keys: HashMap<Arc<str>, (Vlan, DateTime<Utc>)>,
-    longest: TimeDelta,
+    /// By (start, VLAN).
+    short: Vec<ShortUse>,
+    /// Where each week's short uses begin (by start).
+    weeks: WeekIndex,
+    longest_short: Millis,
+    /// By (start, VLAN).
+    long: Vec<LongUse>,
+    longest_long: Millis,
+    holds: Vec<LabelHold>,
 }
 
 impl LabelCalendar {
-    pub fn insert(
-        &mut self,
-        id: Arc<str>,
-        vlan: Vlan,
-        window: TimeWindow,
-        hold_until: Option<DateTime<Utc>>,
-    ) {
-        self.remove(&id);
-        self.longest = self.longest.max(window.end - window.start);
-        self.keys.insert(id.clone(), (vlan, window.start));
-        self.by_vlan.entry(vlan).or_default().insert(
-            (window.start, id),
-            Use {
-                end: window.end,
-                hold_until,
-            },
-        );
+    /// Where a short use of `vlan` from `start` is, or would go.
+    fn short_index(&self, start: Millis, vlan: u16) -> usize {
+        let (lo, hi) = self.weeks.bounds(start, self.short.len());
+        lo + self.short[lo..hi].partition_point(|x| (x.start, x.vlan) < (start, vlan))
     }
 
-    pub fn remove(&mut self, id: &str) {
-        let Some((vlan, start)) = self.keys.remove(id) else {
-            return;
-        };
-        if let Some(uses) = self.by_vlan.get_mut(&vlan) {
-            uses.remove(&(start, Arc::from(id)));
-            if uses.is_empty() {
-                self.by_vlan.remove(&vlan);
+    pub fn add_committed(&mut self, start: Millis, end: Millis, vlan: Vlan) {
+        let (len, v) = (end - start, vlan.id());
+        if len <= SHORT {
+            self.longest_short = self.longest_short.max(len);
+            let i = self.short_index(start, v);
+            let short = &self.short;
+            self.weeks
+                .inserted(start, |x| short.partition_point(|u| u.start < x));
+            grow(&mut self.short);
+            let len = len as u32;
+            self.short.insert(
+                i,
+                ShortUse {
+                    start,
+                    len,
+                    vlan: v,
+                },
+            );
+            if self.weeks.is_empty() && self.short.len() >= INDEX_FROM {
+                self.weeks = WeekIndex::build(self.short.iter().map(|u| u.start));
             }
+        } else {
+            self.longest_long = self.longest_long.max(len);
+            let i = self
+                .long
+                .partition_point(|x| (x.start, x.vlan) < (start, v));
+            self.long.insert(
+                i,
+                LongUse {
+                    start,
+                    end,
+                    vlan: v,
+                },
+            );
         }
     }
 
-    pub fn commit(&mut self, id: &str) {
-        if let Some((vlan, start)) = self.keys.get(id)
-            && let Some(u) = self
-                .by_vlan
-                .get_mut(vlan)
-                .and_then(|uses| uses.get_mut(&(*start, Arc::from(id))))
+    pub fn remove_committed(&mut self, start: Millis, vlan: Vlan) -> bool {
+        let v = vlan.id();
+        let i = self.short_index(start, v);
+        if self
+            .short
+            .get(i)
+            .is_some_and(|u| u.start == start && u.vlan == v)
         {
-            u.hold_until = None;
+            self.weeks.removed(start);
+            self.short.remove(i);
+            return true;
+        }
+        let i = self
+            .long
+            .partition_point(|x| (x.start, x.vlan) < (start, v));
+        if self
+            .long
+            .get(i)
+            .is_some_and(|u| u.start == start && u.vlan == v)
+        {
+            self.long.remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Gives back memory the vectors grew into (after a rebuild).
+    pub fn shrink_to_fit(&mut self) {
+        self.short.shrink_to_fit();
+        self.weeks.shrink_to_fit();
+        self.long.shrink_to_fit();
+        self.holds.shrink_to_fit();
+    }
+
+    pub fn add_hold(&mut self, hold: LabelHold) {
+        self.remove_hold(hold.rid);
+        self.holds.push(hold);
+    }
+
+    pub fn remove_hold(&mut self, rid: Rid) -> Option<LabelHold> {
+        let i = self.holds.iter().position(|h| h.rid == rid)?;
+        Some(self.holds.swap_remove(i))
+    }
+
+    pub fn commit_hold(&mut self, rid: Rid) {
+        if let Some(h) = self.remove_hold(rid) {
+            self.add_committed(h.start, h.end, h.vlan);
         }
     }
 
-    /// Is `vlan` taken at some instant of `window` by a booking other than `ignore`?
-    pub fn is_taken(
-        &self,
-        vlan: Vlan,
-        window: &TimeWindow,
-        now: DateTime<Utc>,
-        ignore: Option<&str>,
-    ) -> bool {
-        let Some(uses) = self.by_vlan.get(&vlan) else {
-            return false;
-        };
-        // Saturating: a query may start near the earliest representable time.
-        let lookback = window
-            .start
-            .checked_sub_signed(self.longest)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let from = (lookback, Arc::<str>::from(""));
-        uses.range(from..)
-            .take_while(|((start, _), _)| *start < window.end)
-            .any(|((_, id), u)| {
-                u.end > window.start
-                    && u.hold_until.is_none_or(|h| h > now)
-                    && ignore.is_none_or(|ig| &**id != ig)
-            })
+    pub fn len(&self) -> usize {
+        self.short.len() + self.long.len() + self.holds.len()
     }
 
-    /// The VLANs of `wanted` that are free for the whole of `window`.
-    pub fn free(
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.short.capacity() * size_of::<ShortUse>()
+            + self.weeks.heap_bytes()
+            + self.long.capacity() * size_of::<LongUse>()
+            + self.holds.capacity() * size_of::<LabelHold>()
+    }
+
+    /// Committed uses that overlap `[w0, w1)`, as (start, end, VLAN).
+    fn overlapping(&self, w0: Millis, w1: Millis) -> impl Iterator<Item = (Millis, Millis, u16)> {
+        let from = w0.saturating_sub(self.longest_short);
+        let (lo, hi) = self.weeks.bounds(from, self.short.len());
+        let i = lo + self.short[lo..hi].partition_point(|u| u.start < from);
+        let short = self.short[i..]
+            .iter()
+            .take_while(move |u| u.start < w1)
+            .map(|u| (u.start, u.start + u.len as Millis, u.vlan));
+        let from = w0.saturating_sub(self.longest_long);
+        let i = self.long.partition_point(|u| u.start < from);
+        let long = self.long[i..]
+            .iter()
+            .take_while(move |u| u.start < w1)
+            .map(|u| (u.start, u.end, u.vlan));
+        short.chain(long).filter(move |u| u.1 > w0)
+    }
+
+    /// Calls `f` with every VLAN taken at some instant of `[w0, w1)` (repeats possible).
+    fn for_each_taken(
         &self,
-        wanted: &VlanSet,
-        window: &TimeWindow,
-        now: DateTime<Utc>,
-        ignore: Option<&str>,
-    ) -> VlanSet {
-        let mut free = wanted.clone();
-        for &vlan in self.by_vlan.keys() {
-            if wanted.contains(vlan) && self.is_taken(vlan, window, now, ignore) {
-                free.remove(vlan);
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        leave: Option<LeaveLabel>,
+        mut f: impl FnMut(u16),
+    ) {
+        let skip = match leave {
+            Some(LeaveLabel::Committed { start, vlan }) => Some((start, vlan.id())),
+            _ => None,
+        };
+        for (start, _, vlan) in self.overlapping(w0, w1) {
+            if skip != Some((start, vlan)) {
+                f(vlan);
             }
         }
-        free
+        for h in &self.holds {
+            if h.until > now && h.start < w1 && h.end > w0 && leave != Some(LeaveLabel::Hold(h.rid))
+            {
+                f(h.vlan.id());
+            }
+        }
     }
 
-    /// VLANs booked at some instant of `window`.
-    pub fn in_use(&self, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Vlan> {
-        self.by_vlan
-            .keys()
-            .copied()
-            .filter(|&v| self.is_taken(v, window, now, None))
-            .collect()
+    /// The VLANs taken at some instant of `[w0, w1)`.
+    pub fn taken(
+        &self,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        leave: Option<LeaveLabel>,
+    ) -> VlanBits {
+        let mut out = VlanBits::EMPTY;
+        self.for_each_taken(w0, w1, now, leave, |v| out.insert(v));
+        out
+    }
+
+    /// Nothing at all is booked in `[w0, w1)`: the common case, answered without a set.
+    pub fn is_free_in(
+        &self,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        leave: Option<LeaveLabel>,
+    ) -> bool {
+        let mut any = false;
+        self.for_each_taken(w0, w1, now, leave, |_| any = true);
+        !any
+    }
+
+    /// The first instant after `t` at which a VLAN booked here is released.
+    pub fn next_release_after(&self, t: Millis, now: Millis) -> Option<Millis> {
+        let committed = self
+            .overlapping(t, Millis::MAX)
+            .map(|u| u.1)
+            .filter(|&e| e > t)
+            .min();
+        let held = self
+            .holds
+            .iter()
+            .filter(|h| h.until > now && h.end > t)
+            .map(|h| h.end)
+            .min();
+        match (committed, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn t(s: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
-    }
-    fn w(a: i64, b: i64) -> TimeWindow {
-        TimeWindow::new(t(a), t(b)).unwrap()
-    }
     fn v(n: u16) -> Vlan {
         Vlan::new(n).unwrap()
     }
 
     #[test]
-    fn a_window_at_the_edge_of_time_does_not_overflow() {
+    fn a_vlan_is_free_outside_its_bookings() {
         let mut c = LabelCalendar::default();
-        c.insert("a".into(), v(100), w(0, 10), None);
-        let edge = TimeWindow::new(DateTime::<Utc>::MIN_UTC, t(5)).unwrap();
-        assert!(c.is_taken(v(100), &edge, t(0), None));
-        assert_eq!(c.in_use(&edge, t(0)), vec![v(100)]);
+        c.add_committed(0, 10, v(100));
+        c.add_hold(LabelHold {
+            rid: 7,
+            start: 0,
+            end: 10,
+            vlan: v(101),
+            until: 3,
+        });
+        let wanted = VlanBits::from_set(&VlanSet::parse("100-102").unwrap());
+        let free = |w0, w1, now, leave| {
+            wanted
+                .and_not(&c.taken(w0, w1, now, leave))
+                .to_set()
+                .to_string()
+        };
+        assert_eq!(free(5, 15, 0, None), "102");
+        assert_eq!(free(5, 15, 3, None), "101-102", "the hold expired at 3");
+        assert_eq!(free(10, 15, 0, None), "100-102", "half-open windows");
+        let leave = LeaveLabel::Committed {
+            start: 0,
+            vlan: v(100),
+        };
+        assert_eq!(free(5, 15, 0, Some(leave)), "100,102");
+        assert_eq!(free(5, 15, 0, Some(LeaveLabel::Hold(7))), "101-102");
+        assert!(!c.is_free_in(0, 5, 0, None));
+        assert!(c.is_free_in(10, 20, 0, None));
+        c.commit_hold(7);
+        assert!(c.taken(5, 6, 9, None).contains(101), "committed: no expiry");
+        assert!(c.remove_committed(0, v(100)));
+        assert!(!c.remove_committed(0, v(100)));
+        assert_eq!(c.next_release_after(0, 0), Some(10));
     }
 
     #[test]
-    fn a_vlan_is_free_outside_its_bookings() {
-        let mut c = LabelCalendar::default();
-        c.insert("a".into(), v(100), w(0, 10), None);
-        c.insert("b".into(), v(101), w(0, 10), Some(t(3)));
-        let wanted = VlanSet::parse("100-102").unwrap();
-        assert_eq!(c.free(&wanted, &w(5, 15), t(0), None).to_string(), "102");
-        assert_eq!(
-            c.free(&wanted, &w(5, 15), t(3), None).to_string(),
-            "101-102"
-        );
-        assert_eq!(
-            c.free(&wanted, &w(10, 15), t(0), None).to_string(),
-            "100-102"
-        );
-        assert_eq!(
-            c.free(&wanted, &w(5, 15), t(0), Some("a")).to_string(),
-            "100,102"
-        );
-        assert_eq!(c.in_use(&w(0, 5), t(0)), vec![v(100), v(101)]);
-        c.commit("b");
-        assert!(c.is_taken(v(101), &w(5, 6), t(9), None));
-        c.remove("a");
-        assert!(!c.is_taken(v(100), &w(0, 10), t(0), None));
+    fn bits_round_trip_and_find_the_lowest() {
+        let set = VlanSet::parse("2-5,63-65,4094").unwrap();
+        let b = VlanBits::from_set(&set);
+        assert_eq!(b.to_set(), set);
+        assert_eq!(b.len(), 8);
+        assert_eq!(b.first(), Some(v(2)));
+        assert_eq!(VlanBits::EMPTY.first(), None);
+        let other = VlanBits::from_set(&VlanSet::parse("64-100").unwrap());
+        assert_eq!(b.and(&other).to_set().to_string(), "64-65");
+        assert!(b.and(&other).is_subset_of(&b));
+        assert!(!b.is_subset_of(&other));
+    }
+
+    proptest! {
+        #[test]
+        fn bits_and_sets_agree(ranges in prop::collection::vec((1u16..4095, 0u16..200), 0..6)) {
+            let set = VlanSet::from_ranges(ranges.iter().map(|&(a, l)| (a, a.saturating_add(l).min(4094))));
+            let bits = VlanBits::from_set(&set);
+            prop_assert_eq!(bits.to_set(), set.clone());
+            prop_assert_eq!(bits.len(), set.len());
+            for v in [1u16, 63, 64, 65, 127, 128, 4094] {
+                prop_assert_eq!(bits.contains(v), set.contains(Vlan::new(v).unwrap()));
+            }
+        }
+
+        #[test]
+        fn taken_matches_brute_force(
+            uses in prop::collection::vec((0i64..50, 1i64..20, 1u16..6), 0..20),
+            removed in prop::collection::vec(any::<bool>(), 20),
+            a in 0i64..60, len in 1i64..30,
+            unit in prop::sample::select(vec![1i64, SHORT / 8]),
+        ) {
+            // With the larger unit some uses are long (over SHORT), some short.
+            let mut c = LabelCalendar::default();
+            let mut kept = Vec::new();
+            for (i, &(s, l, vlan)) in uses.iter().enumerate() {
+                let (s, e) = (s * unit, (s + l) * unit);
+                // Admission never books one VLAN twice at once.
+                if kept.iter().any(|&(s2, e2, v2)| v2 == vlan && s < e2 && s2 < e) {
+                    continue;
+                }
+                c.add_committed(s, e, v(vlan));
+                if removed[i] {
+                    prop_assert!(c.remove_committed(s, v(vlan)));
+                } else {
+                    kept.push((s, e, vlan));
+                }
+            }
+            let (a, b) = (a * unit, (a + len) * unit);
+            let got = c.taken(a, b, 0, None);
+            for vlan in 1u16..6 {
+                let brute = kept.iter().any(|&(s, e, v2)| v2 == vlan && s < b && a < e);
+                prop_assert_eq!(got.contains(vlan), brute);
+            }
+            prop_assert_eq!(c.len(), kept.len());
+        }
     }
 }

@@ -5,11 +5,16 @@
 //! tonic or diesel. The IDC owns the index and keeps it in step with the store.
 
 pub mod calendar;
+pub mod generate;
 pub mod index;
 pub mod labels;
 pub mod path;
+pub mod weeks;
 
 pub use calendar::{BandwidthCalendar, Interval, Step, peak_of, steps_of};
-pub use index::{Index, Usage};
-pub use labels::LabelCalendar;
-pub use path::{PathPlan, PathRequest, check_plan, find_path, resolve};
+pub use index::{Index, Place, Usage};
+pub use labels::{LabelCalendar, VlanBits};
+pub use path::{
+    Candidate, Computed, Hop, PathPlan, PathRequest, Route, Waypoint, check_plan, compute,
+    find_path, find_path_in_all, resolve,
+};

@@ -65,11 +65,26 @@ pub fn capacity(mbps: i64, field: &str) -> Result<Mbps, Error> {
     Ok(Mbps(mbps as u64))
 }
 
+/// Z→A bandwidth: zero is allowed (a one-way circuit).
+pub fn reverse_capacity(mbps: i64, field: &str) -> Result<Mbps, Error> {
+    if mbps < 0 {
+        return Err(Error::invalid(
+            field,
+            format!("capacity must not be negative, got {mbps}"),
+        ));
+    }
+    Ok(Mbps(mbps as u64))
+}
+
 /// The request's criteria; an absent start means `now`.
 pub fn criteria(c: &v1::Criteria, now: DateTime<Utc>) -> Result<m::Criteria, Error> {
     let src = end_point(&c.src, &c.src_vlan, "src")?;
     let dst = end_point(&c.dst, &c.dst_vlan, "dst")?;
     let bw = capacity(c.capacity_mbps, "capacity_mbps")?;
+    let bw_reverse = c
+        .reverse_capacity_mbps
+        .map(|r| reverse_capacity(r, "reverse_capacity_mbps"))
+        .transpose()?;
     let start = opt_timestamp(&c.start, "start")?.unwrap_or(now);
     let end = opt_timestamp(&c.end, "end")?.ok_or_else(|| Error::missing("end"))?;
     let window = TimeWindow::new(start, end)?;
@@ -77,6 +92,7 @@ pub fn criteria(c: &v1::Criteria, now: DateTime<Utc>) -> Result<m::Criteria, Err
         src,
         dst,
         bw,
+        bw_reverse,
         window,
         ero: m::Ero {
             include: c.ero_include.clone(),
@@ -161,15 +177,7 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         capacity_mbps: r.bw.0,
         start: Some(timestamp(r.window.start)),
         end: Some(timestamp(r.window.end)),
-        path: r
-            .path
-            .iter()
-            .map(|h| v1::PathHop {
-                link: h.link.clone(),
-                from: h.from.clone(),
-                to: h.to.clone(),
-            })
-            .collect(),
+        path: r.path.iter().map(path_hop).collect(),
         version: r.version,
         committed_version: r.committed_version,
         states: Some(v1::States {
@@ -189,6 +197,37 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         updated_at: Some(timestamp(r.updated_at)),
         ero_include: r.ero.include.clone(),
         ero_exclude: r.ero.exclude.clone(),
+        reverse_capacity_mbps: r.bw_reverse.0,
+    }
+}
+
+pub fn path_hop(h: &m::PathHop) -> v1::PathHop {
+    v1::PathHop {
+        link: h.link.clone(),
+        from: h.from.clone(),
+        to: h.to.clone(),
+        vlan: h.vlan.map_or(0, |v| v.id() as u32),
+    }
+}
+
+pub fn candidate(c: &m::PathCandidate) -> v1::Candidate {
+    v1::Candidate {
+        path: c.path.iter().map(path_hop).collect(),
+        metric: c.metric,
+        src_vlan: c.src_vlan.id() as u32,
+        dst_vlan: c.dst_vlan.id() as u32,
+        available_mbps: c.available.0,
+        bottlenecks: c.bottlenecks.clone(),
+    }
+}
+
+pub fn path_offers(o: &m::PathOffers) -> v1::ComputePathsReply {
+    v1::ComputePathsReply {
+        best: Some(candidate(&o.best)),
+        alternatives: o.alternatives.iter().map(candidate).collect(),
+        widest: o.widest.as_ref().map(candidate),
+        requested_mbps: o.requested.0,
+        reverse_requested_mbps: o.requested_reverse.0,
     }
 }
 

@@ -34,6 +34,12 @@ pub fn to_status(e: &Error) -> Status {
         metadata.insert("available_mbps".into(), c.available.0.to_string());
         metadata.insert("bottlenecks".into(), c.bottlenecks.join("; "));
     }
+    if let Some(t) = e.earliest_start {
+        metadata.insert(
+            "earliest_start".into(),
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+    }
     let mut details = ErrorDetails::with_error_info(e.code.name(), DOMAIN, metadata);
     if let Some(f) = &e.field {
         details.add_bad_request_violation(f.clone(), e.message.clone());
@@ -75,6 +81,11 @@ pub fn from_status(s: &Status) -> Error {
         field: info.metadata.get("field").cloned(),
         message: s.message().to_string(),
         capacity,
+        earliest_start: info
+            .metadata
+            .get("earliest_start")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc)),
     }
 }
 
@@ -92,6 +103,7 @@ mod tests {
                     available: Mbps(2_500),
                     bottlenecks: vec!["link a-b (a→b)".into(), "port x:y (in)".into()],
                 });
+                e.earliest_start = chrono::DateTime::from_timestamp_millis(1_800_000_000_123);
             }
             let status = to_status(&e);
             assert_eq!(status.code(), grpc_code(code));

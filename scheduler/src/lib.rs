@@ -63,6 +63,7 @@ mod tests {
             src: end("a"),
             dst: end("b"),
             bw: Mbps(10),
+            bw_reverse: None,
             window: TimeWindow::new(t(1000), t(2000)).unwrap(),
             ero: Ero::default(),
             description: String::new(),

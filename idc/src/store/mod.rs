@@ -68,7 +68,7 @@ pub enum Conflict {
         available: Mbps,
     },
     Label {
-        port: String,
+        resource: String,
         vlan: Vlan,
     },
 }
@@ -86,7 +86,7 @@ impl std::fmt::Display for Conflict {
                 "{resource} ({direction}): requested {}, available {}",
                 requested.0, available.0
             ),
-            Conflict::Label { port, vlan } => write!(f, "VLAN {vlan} on {port} is taken"),
+            Conflict::Label { resource, vlan } => write!(f, "VLAN {vlan} on {resource} is taken"),
         }
     }
 }
@@ -100,9 +100,11 @@ pub struct BandwidthBooking {
     pub capacity: Mbps,
 }
 
+/// A VLAN a reservation uses on a resource: an end port (`port:node:port`) or a link
+/// (`link:id`, whose two ports carry the same VLAN).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelBooking {
-    pub port: String,
+    pub resource: String,
     pub vlan: Vlan,
 }
 
@@ -486,6 +488,30 @@ impl Store {
         Ok(split_rows(rows))
     }
 
+    /// Every row of the reservations that have a booking counting at `now` (or later) on
+    /// one of `resources`: to bring the index up to date where it was found stale.
+    pub fn live_bookings_on(
+        &self,
+        resources: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<BandwidthRow>, Vec<LabelRow>), StoreError> {
+        let mut conn = self.reader()?;
+        let now = ms(now);
+        let ids: Vec<String> = bookings::table
+            .filter(bookings::resource.eq_any(resources))
+            .filter(bookings::end_ms.gt(now))
+            .select(bookings::reservation_id)
+            .distinct()
+            .load(&mut conn)?;
+        let rows = bookings::table
+            .inner_join(reservations::table)
+            .filter(bookings::reservation_id.eq_any(&ids))
+            .filter(counts_at(now))
+            .select(JoinedBooking::as_select())
+            .load(&mut conn)?;
+        Ok(split_rows(rows))
+    }
+
     /// Every bandwidth booking row, for audits and tests.
     pub fn all_bandwidth_bookings(&self) -> Result<Vec<BandwidthRow>, StoreError> {
         let mut conn = self.reader()?;
@@ -543,11 +569,7 @@ fn split_rows(rows: Vec<JoinedBooking>) -> (Vec<BandwidthRow>, Vec<LabelRow>) {
         if let Some(vlan) = r.vlan {
             labels.push(LabelRow {
                 reservation_id: r.reservation_id,
-                port: r
-                    .resource
-                    .strip_prefix(PORT_PREFIX)
-                    .unwrap_or(&r.resource)
-                    .to_string(),
+                resource: r.resource,
                 vlan,
                 start_ms: r.start_ms,
                 end_ms: r.end_ms,
@@ -570,9 +592,6 @@ type CountsAt = diesel::dsl::Or<
     diesel::dsl::IsNull<reservations::hold_expires_ms>,
     diesel::dsl::Gt<reservations::hold_expires_ms, i64>,
 >;
-
-/// Label bookings name a port as `node:port`; its bookings live under `port:node:port`.
-const PORT_PREFIX: &str = "port:";
 
 fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, StoreError> {
     reservations::table
@@ -681,7 +700,7 @@ fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Resul
             ))
             .execute(conn)?;
     }
-    // One row per resource: both directions, and the VLAN on an end port. One row per
+    // One row per resource: both directions, and the VLAN on it. One row per
     // statement, so the statement stays the same and diesel prepares it once.
     /// (resource, Mb/s forward, Mb/s reverse, VLAN)
     type Row = (String, i64, i64, Option<i32>);
@@ -704,7 +723,7 @@ fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Resul
         }
     }
     for x in &b.labels {
-        row_for(&mut rows, format!("{PORT_PREFIX}{}", x.port)).3 = Some(x.vlan.id() as i32);
+        row_for(&mut rows, x.resource.clone()).3 = Some(x.vlan.id() as i32);
     }
     for (resource, fwd, rev, vlan) in rows {
         diesel::insert_into(bookings::table)
@@ -765,16 +784,11 @@ fn recheck(
     // Nothing that starts before this can still be running at `start`.
     let lookback = start - longest_booking(conn)?;
     let ignore = ignore.unwrap_or("");
-    let label_resources: Vec<String> = b
-        .labels
-        .iter()
-        .map(|l| format!("{PORT_PREFIX}{}", l.port))
-        .collect();
     let mut resources: Vec<&str> = b
         .bandwidth
         .iter()
         .map(|x| x.resource.as_str())
-        .chain(label_resources.iter().map(String::as_str))
+        .chain(b.labels.iter().map(|l| l.resource.as_str()))
         .collect();
     resources.sort_unstable();
     resources.dedup();
@@ -820,11 +834,10 @@ fn recheck(
                 }));
             }
         }
-        for (want, key) in b.labels.iter().zip(&label_resources) {
-            let taken = *key == resource && rows.iter().any(|r| r.4 == Some(want.vlan.id() as i32));
-            if taken {
+        for want in b.labels.iter().filter(|l| l.resource == resource) {
+            if rows.iter().any(|r| r.4 == Some(want.vlan.id() as i32)) {
                 return Err(StoreError::Conflict(Conflict::Label {
-                    port: want.port.clone(),
+                    resource: want.resource.clone(),
                     vlan: want.vlan,
                 }));
             }

@@ -49,6 +49,8 @@ pub struct ReservationRow {
     pub next_deadline_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Z→A when it differs from `bw_mbps`.
+    pub bw_rev_mbps: Option<i64>,
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
@@ -73,7 +75,10 @@ impl ReservationRow {
             path: r
                 .path
                 .iter()
-                .map(|h| format!("{} {} {}", h.link, h.from, h.to))
+                .map(|h| match h.vlan {
+                    Some(v) => format!("{} {} {} {v}", h.link, h.from, h.to),
+                    None => format!("{} {} {}", h.link, h.from, h.to),
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
             version: r.version as i32,
@@ -87,6 +92,7 @@ impl ReservationRow {
             next_deadline_ms: next_deadline.map(ms),
             created_ms: ms(r.created_at),
             updated_ms: ms(r.updated_at),
+            bw_rev_mbps: (r.bw_reverse != r.bw).then_some(r.bw_reverse.0 as i64),
         }
     }
 
@@ -111,13 +117,22 @@ impl ReservationRow {
             .filter(|l| !l.is_empty())
             .map(|l| {
                 let mut parts = l.split(' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(link), Some(from), Some(to)) => Ok(PathHop {
+                let hop = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(link), Some(from), Some(to)) => PathHop {
                         link: link.into(),
                         from: from.into(),
                         to: to.into(),
+                        vlan: None,
+                    },
+                    _ => return Err(corrupt(&id, "path hop", l)),
+                };
+                // Hops written before VLANs were kept per hop have three words.
+                match parts.next() {
+                    None => Ok(hop),
+                    Some(v) => Ok(PathHop {
+                        vlan: Some(vlan(v.parse().unwrap_or(-1))?),
+                        ..hop
                     }),
-                    _ => Err(corrupt(&id, "path hop", l)),
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -139,6 +154,7 @@ impl ReservationRow {
                 vlan: vlan(self.dst_vlan)?,
             },
             bw: Mbps(self.bw_mbps as u64),
+            bw_reverse: Mbps(self.bw_rev_mbps.unwrap_or(self.bw_mbps) as u64),
             window,
             ero: Ero {
                 include: lines(&self.ero_include),
@@ -180,11 +196,12 @@ pub struct BandwidthRow {
     pub hold_expires_ms: Option<i64>,
 }
 
-/// One VLAN booked on a port, with the hold expiry of its reservation.
+/// One VLAN booked on a port or link, with the hold expiry of its reservation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelRow {
     pub reservation_id: String,
-    pub port: String,
+    /// `port:node:port` or `link:id`.
+    pub resource: String,
     pub vlan: i32,
     pub start_ms: i64,
     pub end_ms: i64,

@@ -33,6 +33,7 @@ diesel::table! {
         next_deadline_ms -> Nullable<BigInt>,
         created_ms -> BigInt,
         updated_ms -> BigInt,
+        bw_rev_mbps -> Nullable<BigInt>,
     }
 }
 

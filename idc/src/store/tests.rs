@@ -35,6 +35,7 @@ fn held(id: &str, window: TimeWindow, now: DateTime<Utc>) -> (Reservation, Vec<C
         src: end("a"),
         dst: end("b"),
         bw: Mbps(10),
+        bw_reverse: None,
         window,
         ero: Ero::default(),
         description: format!("test {id}"),
@@ -50,6 +51,7 @@ fn held(id: &str, window: TimeWindow, now: DateTime<Utc>) -> (Reservation, Vec<C
             link: "a-b".into(),
             from: "a".into(),
             to: "b".into(),
+            vlan: Some(vlan(100)),
         }],
         now,
         TimeDelta::seconds(120),
@@ -68,7 +70,7 @@ fn on_link(window: TimeWindow, hold_until: Option<DateTime<Utc>>, bw: u64, v: u1
             capacity: Mbps(100),
         }],
         labels: vec![LabelBooking {
-            port: "a:p0".into(),
+            resource: "port:a:p0".into(),
             vlan: vlan(v),
         }],
     }
@@ -168,6 +170,7 @@ fn a_reservation_round_trips_with_every_field() {
     };
     r.src.vlan = vlan(2);
     r.bw = Mbps(123_456);
+    r.bw_reverse = Mbps(1_000);
     r.ero = Ero {
         include: vec!["b".into(), "c".into()],
         exclude: vec!["x".into(), "y-z".into()],
@@ -177,11 +180,14 @@ fn a_reservation_round_trips_with_every_field() {
             link: "a-b".into(),
             from: "a".into(),
             to: "b".into(),
+            vlan: Some(vlan(4094)),
         },
+        // As written before VLANs were kept per hop.
         PathHop {
             link: "b-c".into(),
             from: "b".into(),
             to: "c".into(),
+            vlan: None,
         },
     ];
     r.version = 3;
@@ -287,8 +293,8 @@ fn the_recheck_refuses_a_taken_label_but_not_outside_its_window() {
     insert(&store, "d-1", &on_link(w(0, 100), None, 1, 100), t(-10)).unwrap();
     let err = insert(&store, "d-2", &on_link(w(99, 200), None, 1, 100), t(-10)).unwrap_err();
     match err {
-        StoreError::Conflict(Conflict::Label { port, vlan: v }) => {
-            assert_eq!((port.as_str(), v), ("a:p0", vlan(100)));
+        StoreError::Conflict(Conflict::Label { resource, vlan: v }) => {
+            assert_eq!((resource.as_str(), v), ("port:a:p0", vlan(100)));
         }
         other => panic!("expected a label conflict, got {other}"),
     }
@@ -297,8 +303,24 @@ fn the_recheck_refuses_a_taken_label_but_not_outside_its_window() {
     insert(&store, "d-3", &on_link(w(100, 200), None, 1, 100), t(-10)).unwrap();
     insert(&store, "d-4", &on_link(w(0, 100), None, 1, 101), t(-10)).unwrap();
     let mut other_port = on_link(w(0, 100), None, 1, 100);
-    other_port.labels[0].port = "b:p0".into();
+    other_port.labels[0].resource = "port:b:p0".into();
     insert(&store, "d-5", &other_port, t(-10)).unwrap();
+    // A link carries a VLAN too, in the same row as its bandwidth.
+    let mut on_the_link = on_link(w(0, 100), None, 1, 300);
+    on_the_link.labels[0].resource = "link:a-b".into();
+    insert(&store, "d-6", &on_the_link, t(-10)).unwrap();
+    let mut again = on_link(w(50, 60), None, 1, 301);
+    again.labels.push(LabelBooking {
+        resource: "link:a-b".into(),
+        vlan: vlan(300),
+    });
+    match insert(&store, "d-7", &again, t(-10)).unwrap_err() {
+        StoreError::Conflict(Conflict::Label { resource, vlan: v }) => {
+            assert_eq!((resource.as_str(), v), ("link:a-b", vlan(300)));
+        }
+        other => panic!("expected a label conflict on the link, got {other}"),
+    }
+    assert_eq!(store.get("d-7").unwrap(), None);
 }
 
 #[test]

@@ -1,0 +1,179 @@
+//! A coarse index over a vector sorted by time: for each week, where its entries begin.
+//! A lookup goes straight to the week and searches only inside it, instead of binary
+//! searching a year of entries (a dozen cache misses on a busy link); an insert or
+//! remove adjusts one counter per later week.
+
+use crate::calendar::Millis;
+
+const WEEK: Millis = 7 * 24 * 3600 * 1000;
+
+fn week(t: Millis) -> i64 {
+    t.div_euclid(WEEK)
+}
+
+/// At most this many weeks (ten years) are indexed; entries outside the span are still
+/// found, by a wider search.
+const MAX_WEEKS: usize = 520;
+
+/// Vectors shorter than this are binary searched whole: a few cache lines, and no index
+/// to keep (most calendars stay this small). Unit tests index from a handful of entries,
+/// so their small random calendars exercise the index.
+pub const INDEX_FROM: usize = if cfg!(test) { 4 } else { 256 };
+
+#[derive(Debug, Default, Clone)]
+pub struct WeekIndex {
+    /// The week of `first[0]`.
+    base: i64,
+    /// `first[k]`: the index of the first entry in week `base + k` or later.
+    first: Vec<u32>,
+}
+
+impl WeekIndex {
+    /// Where to search for `t` in a vector of `len` entries sorted by time: every entry
+    /// before `lo` is in an earlier week than `t`, every entry from `hi` on in a later
+    /// one. (Usually `[lo, hi)` is exactly `t`'s week.)
+    pub fn bounds(&self, t: Millis, len: usize) -> (usize, usize) {
+        if self.first.is_empty() {
+            return (0, len);
+        }
+        let k = week(t) - self.base;
+        if k < 0 {
+            return (0, self.first[0] as usize);
+        }
+        let k = k as usize;
+        if k >= self.first.len() {
+            return (*self.first.last().expect("not empty") as usize, len);
+        }
+        let hi = self.first.get(k + 1).map_or(len, |&f| f as usize);
+        (self.first[k] as usize, hi)
+    }
+
+    /// An index over `times` (sorted), from the first entry's week to the last's.
+    pub fn build(times: impl ExactSizeIterator<Item = Millis> + Clone) -> WeekIndex {
+        let mut all = times.clone();
+        let (Some(first), Some(last)) = (all.next(), times.clone().last()) else {
+            return WeekIndex::default();
+        };
+        let base = week(first);
+        let span = ((week(last) - base) as usize + 1).min(MAX_WEEKS);
+        let mut index = WeekIndex {
+            base,
+            first: Vec::with_capacity(span),
+        };
+        let mut seen = 0usize;
+        let mut it = times.peekable();
+        for k in 0..span as i64 {
+            while it.peek().is_some_and(|&t| week(t) < base + k) {
+                it.next();
+                seen += 1;
+            }
+            index.first.push(seen as u32);
+        }
+        index
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    /// An entry at time `t` is being inserted. `count_before(x)` says how many entries
+    /// (before this one) are earlier than `x`; it is asked only when the span grows.
+    /// Does nothing until the index is built.
+    pub fn inserted(&mut self, t: Millis, count_before: impl Fn(Millis) -> usize) {
+        if self.first.is_empty() {
+            return;
+        }
+        let w = week(t);
+        let start_of = |k: i64| k.saturating_mul(WEEK);
+        if w < self.base && self.first.len() + ((self.base - w) as usize) <= MAX_WEEKS {
+            let extra = (self.base - w) as usize;
+            let new: Vec<u32> = (0..extra as i64)
+                .map(|i| count_before(start_of(w + i)) as u32)
+                .collect();
+            self.first.splice(0..0, new);
+            self.base = w;
+        }
+        let k = w - self.base;
+        if k >= self.first.len() as i64 && (k as usize) < MAX_WEEKS {
+            for j in self.first.len() as i64..=k {
+                let f = count_before(start_of(self.base + j)) as u32;
+                self.first.push(f);
+            }
+        }
+        // Weeks after `w` start one later (all of them if `w` is before the span).
+        let from = if k < 0 { 0 } else { k as usize + 1 };
+        for f in self.first.iter_mut().skip(from) {
+            *f += 1;
+        }
+    }
+
+    /// The entry at time `t` was removed.
+    pub fn removed(&mut self, t: Millis) {
+        let k = week(t) - self.base;
+        let from = if k < 0 { 0 } else { k as usize + 1 };
+        for f in self.first.iter_mut().skip(from) {
+            *f -= 1;
+        }
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.first.shrink_to_fit();
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.first.capacity() * size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every lookup brackets exactly the entries of its week, through inserts and
+        /// removes in any order, also before the first week seen.
+        #[test]
+        fn bounds_bracket_the_week(
+            ops in prop::collection::vec((-20i64..60, any::<bool>()), 1..80),
+            probes in prop::collection::vec(-30i64..70, 1..20),
+            spread in prop::sample::select(vec![1i64, 7 * 200]),
+        ) {
+            // With the wide spread, entries fall outside the indexed span.
+            let mut times: Vec<Millis> = Vec::new();
+            let mut idx = WeekIndex::default();
+            let mut built = false;
+            for (day, remove) in ops {
+                let t = day * spread * 24 * 3600 * 1000 + 17;
+                if remove {
+                    if let Some(i) = times.iter().position(|&x| x == t) {
+                        times.remove(i);
+                        idx.removed(t);
+                    }
+                } else {
+                    let i = times.partition_point(|&x| x < t);
+                    idx.inserted(t, |x| times.partition_point(|&y| y < x));
+                    times.insert(i, t);
+                    // Built after the first few entries, then kept up to date.
+                    if !built && times.len() >= 3 {
+                        idx = WeekIndex::build(times.iter().copied());
+                        built = true;
+                    }
+                }
+            }
+            for day in probes {
+                let t = day * spread * 24 * 3600 * 1000;
+                let (lo, hi) = idx.bounds(t, times.len());
+                prop_assert!(lo <= hi && hi <= times.len());
+                prop_assert!(times[..lo].iter().all(|&x| week(x) < week(t)));
+                prop_assert!(times[hi..].iter().all(|&x| week(x) > week(t)));
+                let inside = times.first().is_some_and(|&a| week(a) <= week(t))
+                    && times.last().is_some_and(|&b| week(t) <= week(b));
+                if spread == 1 && inside && built {
+                    // Inside the span the bracket is exactly the week.
+                    prop_assert!(times[lo..hi].iter().all(|&x| week(x) == week(t)));
+                }
+            }
+        }
+    }
+}
