@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// figure after is taken on a loaded IDC.
     #[arg(long, default_value_t = 0)]
     preload: usize,
+    /// Keep the IDC's database in this directory (default: a temporary one, removed
+    /// at the end).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 /// Kills the child IDC however the bench ends.
@@ -287,14 +291,12 @@ fn spawn_idc(
 
 async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = args.data_dir.as_deref().unwrap_or(temp.path());
     let topology = args.topology.as_deref();
-    let (mut child, mut url, _, _) = spawn_idc(&exe, dir.path(), topology)?;
+    let (mut child, mut url, _, _) = spawn_idc(&exe, dir, topology)?;
     let mut pid = child.0.id();
-    eprintln!(
-        "bench: IDC pid {pid} on {url}, data in {}",
-        dir.path().display()
-    );
+    eprintln!("bench: IDC pid {pid} on {url}, data in {}", dir.display());
 
     let mut c = connect(&url, "bench")
         .await
@@ -338,7 +340,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         );
         drop(c);
         drop(child);
-        let (ch, u, ready, index_ms) = spawn_idc(&exe, dir.path(), topology)?;
+        let (ch, u, ready, index_ms) = spawn_idc(&exe, dir, topology)?;
         (child, url) = (ch, u);
         pid = child.0.id();
         restart = Some((ready, index_ms));

@@ -193,23 +193,67 @@ impl Idc {
         hold_timeout: TimeDelta,
     ) -> Result<Idc, StoreError> {
         let store = Store::open(data_dir, &topo.domain)?;
-        // The index is rebuilt from the bookings as stored (paths are not re-routed).
+        // The index is rebuilt from the bookings as stored (paths are not re-routed),
+        // streamed and gathered per calendar, each calendar built in one sort.
         let started = std::time::Instant::now();
-        let mut index = Index::new(topo.clone());
         let now = clock.now();
-        let (bw_rows, label_rows) = store.live_bookings(now)?;
-        let usages = usages_from_rows(&topo, &bw_rows, &label_rows, now);
-        // In order of start: most inserts then append to the calendars instead of
-        // shifting them.
-        let mut usages: Vec<(String, Usage)> = usages.into_iter().collect();
-        usages.sort_unstable_by_key(|(_, u)| u.window.start);
-        for (id, usage) in &usages {
-            index.insert(id, usage);
+        // Resource keys as the store writes them.
+        let mut places: HashMap<String, Place> = HashMap::new();
+        for l in 0..topo.links().len() {
+            let key = topo.resource_key(Resource::Link(l, Direction::Forward)).0;
+            places.insert(key, Place::Link(l));
         }
-        index.shrink_to_fit();
+        for p in 0..topo.ports().len() {
+            let key = topo.resource_key(Resource::Port(p, Direction::Forward)).0;
+            places.insert(key, Place::Port(p));
+        }
+        let mut loader = sluice_pce::index::IndexLoader::new(topo.clone());
+        let mut unknown = 0usize;
+        // Reading the rows and building the index each take about half the time: one
+        // thread reads, this one builds, batches passing between them.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::store::LiveBooking>>(16);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let tx = tx;
+                let mut batch = Vec::with_capacity(4096);
+                store.for_each_live_booking(now, |b| {
+                    batch.push(b);
+                    if batch.len() == 4096 {
+                        // The receiver only goes away if this thread's caller panicked.
+                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(4096)));
+                    }
+                })?;
+                let _ = tx.send(batch);
+                Ok::<(), StoreError>(())
+            });
+            for batch in rx {
+                for b in batch {
+                    match places.get(&b.resource) {
+                        Some(&place) => loader.add(
+                            &b.reservation_id,
+                            place,
+                            b.start,
+                            b.end,
+                            b.hold_until,
+                            b.bw,
+                            b.vlan,
+                        ),
+                        None => unknown += 1,
+                    }
+                }
+            }
+            reader.join().expect("the store reader does not panic")
+        })?;
+        if unknown > 0 {
+            warn!(
+                rows = unknown,
+                "bookings that name resources not in the topology were left out of the index"
+            );
+        }
+        let index = loader.finish();
         info!(
             domain.id = %topo.domain,
-            reservations = usages.len(),
+            reservations = index.reservations(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "index built from the store"
         );

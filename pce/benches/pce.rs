@@ -18,6 +18,7 @@ use criterion::{BatchSize, Criterion, SamplingMode, criterion_group, criterion_m
 use sluice_model::topology::LinkIdx;
 use sluice_model::{TimeWindow, Topology};
 use sluice_pce::generate::{self, Params, Rng};
+use sluice_pce::index::IndexLoader;
 use sluice_pce::{
     Index, PathPlan, PathRequest, Place, Usage, VlanBits, check_plan, compute, find_path,
     find_path_in_all,
@@ -189,6 +190,29 @@ fn build_world() -> World {
         "  rebuild from saved usages, sorted by start (one run): {:.2?}",
         t.elapsed()
     );
+    // As a restarted IDC rebuilds it: stored rows (one per place, in the store's order)
+    // streamed into a loader that builds each calendar with one sort.
+    let mut rows = Vec::new();
+    for (id, u) in &usages {
+        for (place, bw, vlan) in u.per_place() {
+            rows.push((id.as_str(), place, u.window, u.hold_until, bw, vlan));
+        }
+    }
+    rows.sort_by_key(|r| (r.1, r.2.start));
+    let t = Instant::now();
+    let mut loader = IndexLoader::new(topo.clone());
+    for &(id, place, window, hold, bw, vlan) in &rows {
+        loader.add(id, place, window.start, window.end, hold, bw, vlan);
+    }
+    let loaded = loader.finish();
+    eprintln!(
+        "  rebuild from {} stored rows with IndexLoader (one run): {:.2?}; calendars {:.2} MiB, bookkeeping {:.2} MiB",
+        rows.len(),
+        t.elapsed(),
+        mib(loaded.calendar_bytes()),
+        mib(loaded.bookkeeping_bytes())
+    );
+    drop(rows);
     let mut rng = Rng::new(SEED ^ 0x5eed);
     let week = |rng: &mut Rng| {
         let slack = (YEAR - WEEK).num_minutes() as usize;
@@ -199,7 +223,7 @@ fn build_world() -> World {
         let l = rng.below(LINKS);
         let w = week(&mut rng);
         let want = index.peak(Place::Link(l), &w, now, index.ignore(None));
-        for other in [&rebuilt, &sorted] {
+        for other in [&rebuilt, &sorted, &loaded] {
             assert_eq!(
                 want,
                 other.peak(Place::Link(l), &w, now, other.ignore(None)),
@@ -207,7 +231,7 @@ fn build_world() -> World {
             );
         }
     }
-    drop((rebuilt, sorted));
+    drop((rebuilt, sorted, loaded));
 
     let queries = generate::requests(&topo, QUERIES, now, YEAR, SEED + 1);
     let peaks = (0..SAMPLES)
@@ -540,6 +564,24 @@ fn benches(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(20));
     let topo = &w.topo;
+    // As a restarted IDC does it: the stored rows (one per place, in the store's order,
+    // by resource) streamed into an IndexLoader.
+    let mut rows = Vec::new();
+    for (id, u) in &w.usages {
+        for (place, bw, vlan) in u.per_place() {
+            rows.push((id.as_str(), place, u.window, u.hold_until, bw, vlan));
+        }
+    }
+    rows.sort_by_key(|r| (r.1, r.2.start));
+    g.bench_function("rebuild_index_from_stored_rows", |b| {
+        b.iter(|| {
+            let mut loader = IndexLoader::new(topo.clone());
+            for &(id, place, window, hold, bw, vlan) in &rows {
+                loader.add(id, place, window.start, window.end, hold, bw, vlan);
+            }
+            loader.finish()
+        })
+    });
     for (name, usages) in [
         ("rebuild_index", &w.usages),
         ("rebuild_index_sorted_by_start", &w.by_start),

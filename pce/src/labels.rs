@@ -244,6 +244,35 @@ impl LabelCalendar {
         false
     }
 
+    /// A calendar of committed uses `(start, end, VLAN)`, built in one sort (a rebuild).
+    pub fn from_committed(mut uses: Vec<(Millis, Millis, Vlan)>) -> LabelCalendar {
+        uses.sort_unstable_by_key(|u| (u.0, u.2));
+        let mut c = LabelCalendar::default();
+        for (start, end, vlan) in uses {
+            let len = end - start;
+            if len <= SHORT {
+                c.longest_short = c.longest_short.max(len);
+                c.short.push(ShortUse {
+                    start,
+                    len: len as u32,
+                    vlan: vlan.id(),
+                });
+            } else {
+                c.longest_long = c.longest_long.max(len);
+                c.long.push(LongUse {
+                    start,
+                    end,
+                    vlan: vlan.id(),
+                });
+            }
+        }
+        c.shrink_to_fit();
+        if c.short.len() >= INDEX_FROM {
+            c.weeks = WeekIndex::build(c.short.iter().map(|u| u.start));
+        }
+        c
+    }
+
     /// Gives back memory the vectors grew into (after a rebuild).
     pub fn shrink_to_fit(&mut self) {
         self.short.shrink_to_fit();

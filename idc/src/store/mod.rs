@@ -488,6 +488,56 @@ impl Store {
         Ok(split_rows(rows))
     }
 
+    /// Calls `f` with every booking row that still counts at `now` (or later), one at a
+    /// time, without collecting them: to rebuild the index at start.
+    pub fn for_each_live_booking(
+        &self,
+        now: DateTime<Utc>,
+        mut f: impl FnMut(LiveBooking),
+    ) -> Result<(), StoreError> {
+        let mut conn = self.reader()?;
+        let now = ms(now);
+        // Holds are few: read them first, and scan the bookings alone. (Joining every
+        // booking row to its reservation costs a B-tree lookup per row: seconds for a
+        // million rows.)
+        let holds: std::collections::HashMap<String, i64> = reservations::table
+            .filter(reservations::hold_expires_ms.is_not_null())
+            .select((reservations::id, reservations::hold_expires_ms))
+            .load::<(String, Option<i64>)>(&mut conn)?
+            .into_iter()
+            .filter_map(|(id, h)| h.map(|h| (id, h)))
+            .collect();
+        let rows = bookings::table
+            .filter(bookings::end_ms.gt(now))
+            .select((
+                bookings::reservation_id,
+                bookings::resource,
+                bookings::start_ms,
+                bookings::end_ms,
+                bookings::bw_fwd_mbps,
+                bookings::bw_rev_mbps,
+                bookings::vlan,
+            ))
+            .load_iter::<(String, String, i64, i64, i64, i64, Option<i32>), diesel::connection::DefaultLoadingMode>(&mut conn)?;
+        for row in rows {
+            let (reservation_id, resource, start_ms, end_ms, fwd, rev, vlan) = row?;
+            let hold = holds.get(&reservation_id).copied();
+            if hold.is_some_and(|h| h <= now) {
+                continue; // an expired hold no longer counts
+            }
+            f(LiveBooking {
+                reservation_id,
+                resource,
+                start: from_ms(start_ms)?,
+                end: from_ms(end_ms)?,
+                bw: [fwd.max(0) as u64, rev.max(0) as u64],
+                vlan: vlan.and_then(|v| u16::try_from(v).ok()).and_then(Vlan::new),
+                hold_until: hold.map(from_ms).transpose()?,
+            });
+        }
+        Ok(())
+    }
+
     /// Every row of the reservations that have a booking counting at `now` (or later) on
     /// one of `resources`: to bring the index up to date where it was found stale.
     pub fn live_bookings_on(
@@ -526,6 +576,21 @@ impl Store {
         let mut conn = self.reader()?;
         Ok(reservations::table.count().get_result(&mut conn)?)
     }
+}
+
+/// One stored booking, as the index is rebuilt from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveBooking {
+    pub reservation_id: String,
+    /// `link:id` or `port:node:port`.
+    pub resource: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Mb/s `[forward, reverse]`.
+    pub bw: [u64; 2],
+    pub vlan: Option<Vlan>,
+    /// Set while the reservation is only held.
+    pub hold_until: Option<DateTime<Utc>>,
 }
 
 /// A booking row with its reservation's hold expiry (NULL once committed).

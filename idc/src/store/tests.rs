@@ -399,6 +399,28 @@ fn saving_a_commit_makes_the_hold_count_until_its_end() {
     let (bw, labels) = store.live_bookings(t(99)).unwrap();
     assert_eq!((bw.len(), labels.len()), (1, 1));
     assert!(labels.iter().all(|l| l.hold_expires_ms.is_none()));
+    // The streaming form the index is rebuilt from says the same: the link's bandwidth
+    // in its row, the port's VLAN in its own.
+    let mut live = Vec::new();
+    store
+        .for_each_live_booking(t(99), |b| live.push(b))
+        .unwrap();
+    let row = |resource: &str, bw, vlan| super::LiveBooking {
+        reservation_id: "d-1".into(),
+        resource: resource.into(),
+        start: t(0),
+        end: t(100),
+        bw,
+        vlan,
+        hold_until: None,
+    };
+    assert_eq!(
+        live,
+        vec![
+            row("link:a-b", [100, 0], None),
+            row("port:a:p0", [0, 0], Some(vlan(100)))
+        ]
+    );
     // Long after the hold would have expired, it still counts.
     let err = insert(&store, "d-2", &on_link(w(0, 100), None, 1, 101), t(99)).unwrap_err();
     assert!(
@@ -427,6 +449,9 @@ fn save_delete_frees_the_resources() {
     assert!(rows_of(&store, "d-1").is_empty());
     let (bw, labels) = store.live_bookings(t(1)).unwrap();
     assert!(bw.is_empty() && labels.is_empty());
+    let mut live = 0;
+    store.for_each_live_booking(t(1), |_| live += 1).unwrap();
+    assert_eq!(live, 0);
     insert(&store, "d-2", &on_link(w(0, 100), None, 100, 100), t(1)).unwrap();
     // The reservation itself stays, aborted.
     assert_eq!(store.get("d-1").unwrap().unwrap().summary(), "aborted");
