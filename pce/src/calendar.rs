@@ -136,14 +136,21 @@ pub enum Leave {
     },
 }
 
+/// A change point: from `t` on (until the next point) the level is `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Point {
+    t: Millis,
+    level: [u32; 2],
+}
+
 /// The bookings of one resource (a link or an end port), both directions on one time
 /// axis: a circuit books both at once, so they share their change points.
 #[derive(Debug, Default, Clone)]
 pub struct BandwidthCalendar {
-    /// Change points, strictly increasing; `levels[i]` holds from `times[i]` until the
-    /// next point. Before the first point the level is 0, and the last level is 0.
-    times: Vec<Millis>,
-    levels: Vec<[u32; 2]>,
+    /// Change points, strictly increasing in time (time and level side by side: a search
+    /// and the scan after it touch the same cache lines). Before the first point the
+    /// level is 0, and the last level is 0.
+    points: Vec<Point>,
     /// Where each week's points begin, so a lookup skips straight to its week.
     weeks: WeekIndex,
     holds: Vec<Hold>,
@@ -173,31 +180,37 @@ fn max2(a: Pair, b: Pair) -> Pair {
 impl BandwidthCalendar {
     /// The index of the first point after `t`.
     fn after(&self, t: Millis) -> usize {
-        let (lo, hi) = self.weeks.bounds(t, self.times.len());
-        lo + self.times[lo..hi].partition_point(|&x| x <= t)
+        let (lo, hi) = self.weeks.bounds(t, self.points.len());
+        lo + self.points[lo..hi].partition_point(|p| p.t <= t)
     }
 
     /// The level holding at instant `t`.
     fn level_at(&self, t: Millis) -> [u32; 2] {
         let i = self.after(t);
-        if i == 0 { [0, 0] } else { self.levels[i - 1] }
+        if i == 0 {
+            [0, 0]
+        } else {
+            self.points[i - 1].level
+        }
     }
 
     /// Index of the change point at `t`, creating it if needed.
     fn point(&mut self, t: Millis) -> usize {
-        let (lo, hi) = self.weeks.bounds(t, self.times.len());
-        let i = lo + self.times[lo..hi].partition_point(|&x| x < t);
-        if self.times.get(i) != Some(&t) {
-            let level = if i == 0 { [0, 0] } else { self.levels[i - 1] };
-            let times = &self.times;
+        let (lo, hi) = self.weeks.bounds(t, self.points.len());
+        let i = lo + self.points[lo..hi].partition_point(|p| p.t < t);
+        if self.points.get(i).map(|p| p.t) != Some(t) {
+            let level = if i == 0 {
+                [0, 0]
+            } else {
+                self.points[i - 1].level
+            };
+            let points = &self.points;
             self.weeks
-                .inserted(t, |x| times.partition_point(|&y| y < x));
-            grow(&mut self.times);
-            grow(&mut self.levels);
-            self.times.insert(i, t);
-            self.levels.insert(i, level);
-            if self.weeks.is_empty() && self.times.len() >= INDEX_FROM {
-                self.weeks = WeekIndex::build(self.times.iter().copied());
+                .inserted(t, |x| points.partition_point(|p| p.t < x));
+            grow(&mut self.points);
+            self.points.insert(i, Point { t, level });
+            if self.weeks.is_empty() && self.points.len() >= INDEX_FROM {
+                self.weeks = WeekIndex::build(self.points.iter().map(|p| p.t));
             }
         }
         i
@@ -205,14 +218,17 @@ impl BandwidthCalendar {
 
     /// Drops the point at `i` if it does not change the level.
     fn merge(&mut self, i: usize) {
-        if i >= self.times.len() {
+        if i >= self.points.len() {
             return;
         }
-        let before = if i == 0 { [0, 0] } else { self.levels[i - 1] };
-        if self.levels[i] == before {
-            self.weeks.removed(self.times[i]);
-            self.times.remove(i);
-            self.levels.remove(i);
+        let before = if i == 0 {
+            [0, 0]
+        } else {
+            self.points[i - 1].level
+        };
+        if self.points[i].level == before {
+            self.weeks.removed(self.points[i].t);
+            self.points.remove(i);
         }
     }
 
@@ -222,7 +238,7 @@ impl BandwidthCalendar {
         }
         let i = self.point(start);
         let j = self.point(end);
-        for level in &mut self.levels[i..j] {
+        for level in self.points[i..j].iter_mut().map(|p| &mut p.level) {
             for d in 0..2 {
                 level[d] = to_level(level[d] as i64 + delta[d]);
             }
@@ -252,8 +268,7 @@ impl BandwidthCalendar {
         }
         deltas.sort_unstable_by_key(|d| d.0);
         let mut c = BandwidthCalendar::default();
-        c.times.reserve_exact(deltas.len());
-        c.levels.reserve_exact(deltas.len());
+        c.points.reserve_exact(deltas.len());
         let mut level = [0i64, 0];
         let mut k = 0;
         while k < deltas.len() {
@@ -263,23 +278,20 @@ impl BandwidthCalendar {
                 k += 1;
             }
             let now = [to_level(level[0]), to_level(level[1])];
-            if c.levels.last().copied().unwrap_or([0, 0]) != now {
-                c.times.push(t);
-                c.levels.push(now);
+            if c.points.last().map_or([0, 0], |p| p.level) != now {
+                c.points.push(Point { t, level: now });
             }
         }
-        c.times.shrink_to_fit();
-        c.levels.shrink_to_fit();
-        if c.times.len() >= INDEX_FROM {
-            c.weeks = WeekIndex::build(c.times.iter().copied());
+        c.points.shrink_to_fit();
+        if c.points.len() >= INDEX_FROM {
+            c.weeks = WeekIndex::build(c.points.iter().map(|p| p.t));
         }
         c
     }
 
     /// Gives back memory the vectors grew into (after a rebuild).
     pub fn shrink_to_fit(&mut self) {
-        self.times.shrink_to_fit();
-        self.levels.shrink_to_fit();
+        self.points.shrink_to_fit();
         self.weeks.shrink_to_fit();
         self.holds.shrink_to_fit();
     }
@@ -303,17 +315,16 @@ impl BandwidthCalendar {
 
     /// Change points held, and holds: a measure of size.
     pub fn len(&self) -> usize {
-        self.times.len() + self.holds.len()
+        self.points.len() + self.holds.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.times.is_empty() && self.holds.is_empty()
+        self.points.is_empty() && self.holds.is_empty()
     }
 
     /// Bytes of heap this calendar uses.
     pub fn heap_bytes(&self) -> usize {
-        self.times.capacity() * size_of::<Millis>()
-            + self.levels.capacity() * size_of::<[u32; 2]>()
+        self.points.capacity() * size_of::<Point>()
             + self.weeks.heap_bytes()
             + self.holds.capacity() * size_of::<Hold>()
     }
@@ -338,12 +349,16 @@ impl BandwidthCalendar {
         } && self.live_holds(w0, w1, now, leave).next().is_none();
         if simple {
             let i = self.after(w0);
-            let mut peak = if i == 0 { [0, 0] } else { self.levels[i - 1] };
-            for k in i..self.times.len() {
-                if self.times[k] >= w1 {
+            let mut peak = if i == 0 {
+                [0, 0]
+            } else {
+                self.points[i - 1].level
+            };
+            for p in &self.points[i..] {
+                if p.t >= w1 {
                     break;
                 }
-                let l = self.levels[k];
+                let l = p.level;
                 peak = [peak[0].max(l[0]), peak[1].max(l[1])];
             }
             return widen(peak);
@@ -367,14 +382,18 @@ impl BandwidthCalendar {
         let l0 = self.level_at(w0);
         let mut level = [l0[0] as i64, l0[1] as i64];
         let i = self.after(w0);
-        for k in i..self.times.len() {
-            if self.times[k] >= w1 {
+        for k in i..self.points.len() {
+            if self.points[k].t >= w1 {
                 break;
             }
-            let before = if k == 0 { [0, 0] } else { self.levels[k - 1] };
-            let now_l = self.levels[k];
+            let before = if k == 0 {
+                [0, 0]
+            } else {
+                self.points[k - 1].level
+            };
+            let now_l = self.points[k].level;
             deltas.push((
-                self.times[k],
+                self.points[k].t,
                 [
                     now_l[0] as i64 - before[0] as i64,
                     now_l[1] as i64 - before[1] as i64,
@@ -432,13 +451,12 @@ impl BandwidthCalendar {
     /// find more room on this resource.
     pub fn next_release_after(&self, t: Millis, now: Millis) -> Option<Millis> {
         let i = self.after(t);
-        let committed = (i..self.times.len())
+        let p = &self.points;
+        let committed = (i..p.len())
             .find(|&k| {
-                k > 0
-                    && (self.levels[k][0] < self.levels[k - 1][0]
-                        || self.levels[k][1] < self.levels[k - 1][1])
+                k > 0 && (p[k].level[0] < p[k - 1].level[0] || p[k].level[1] < p[k - 1].level[1])
             })
-            .map(|k| self.times[k]);
+            .map(|k| p[k].t);
         let held = self
             .holds
             .iter()
@@ -484,7 +502,7 @@ mod tests {
         let mut c = BandwidthCalendar::default();
         c.add_committed(ms(0), ms(10), [60, 10]);
         c.add_committed(ms(10), ms(20), [60, 10]);
-        assert_eq!(c.times.len(), 2, "equal neighbours merge into one step");
+        assert_eq!(c.points.len(), 2, "equal neighbours merge into one step");
         assert_eq!(c.peak(ms(5), ms(15), 0, None), [60, 10]);
         assert_eq!(c.peak(ms(20), ms(30), 0, None), [0, 0]);
     }
