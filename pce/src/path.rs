@@ -732,19 +732,18 @@ impl<'a> Search<'a> {
 
     /// The lowest-metric route with room (labels not yet considered).
     fn capacity_route(&mut self) -> Option<(Route, u64)> {
+        self.route_request(&mut |s, a, b, banned, links, _| s.shortest(a, b, banned, links))
+    }
+
+    /// `route_via` from the request's source to its destination through its waypoints,
+    /// avoiding what it excludes, each stretch found by `leg`.
+    fn route_request(&mut self, leg: &mut Leg<'_, 'a>) -> Option<(Route, u64)> {
         let from = self.topo.port(self.req.src).node;
         let to = self.topo.port(self.req.dst).node;
         let banned = self.banned_from_request();
         let excluded = self.req.exclude_links.clone();
         let include = self.req.include.clone();
-        self.route_via(
-            from,
-            &include,
-            to,
-            banned,
-            &excluded,
-            &mut |s, a, b, banned, links, _| s.shortest(a, b, banned, links),
-        )
+        self.route_via(from, &include, to, banned, &excluded, leg)
     }
 
     /// Chooses the VLANs along `route`: one per run of places between nodes that
@@ -954,26 +953,14 @@ impl<'a> Search<'a> {
     /// The lowest-metric route with room and a VLAN all along, through the waypoints
     /// (stretch by stretch, carrying the free set from one to the next).
     fn labelled_route(&mut self) -> Option<(Route, u64)> {
-        let from = self.topo.port(self.req.src).node;
-        let to = self.topo.port(self.req.dst).node;
-        let banned = self.banned_from_request();
-        let excluded = self.req.exclude_links.clone();
-        let include = self.req.include.clone();
         let mut carried = self.src_free();
         let dst_free = self.dst_free();
-        self.route_via(
-            from,
-            &include,
-            to,
-            banned,
-            &excluded,
-            &mut |s, a, b, banned, links, last| {
-                let end = last.then_some(&dst_free);
-                let (route, m, set) = s.label_route(a, b, carried.clone(), end, banned, links)?;
-                carried = set;
-                Some((route, m))
-            },
-        )
+        self.route_request(&mut |s, a, b, banned, links, last| {
+            let end = last.then_some(&dst_free);
+            let (route, m, set) = s.label_route(a, b, carried.clone(), end, banned, links)?;
+            carried = set;
+            Some((route, m))
+        })
     }
 
     fn plan(&self, route: Route, metric: u64, labels: (Vlan, Vec<Vlan>, Vlan)) -> PathPlan {
@@ -1074,28 +1061,16 @@ impl<'a> Search<'a> {
 
     /// The route with the most room (maximin over its links), through the waypoints.
     fn widest_route(&mut self) -> Option<(Route, u64)> {
-        let from = self.topo.port(self.req.src).node;
-        let to = self.topo.port(self.req.dst).node;
-        let banned = self.banned_from_request();
-        let excluded = self.req.exclude_links.clone();
-        let include = self.req.include.clone();
         let mut width = u64::MAX;
-        let routed = self.route_via(
-            from,
-            &include,
-            to,
-            banned,
-            &excluded,
-            &mut |s, a, b, banned, links, _| {
-                let (route, w) = s.widest(a, b, banned, links)?;
-                width = width.min(w);
-                let m = route
-                    .iter()
-                    .map(|&(l, _)| s.topo.link(l).metric as u64)
-                    .sum();
-                Some((route, m))
-            },
-        );
+        let routed = self.route_request(&mut |s, a, b, banned, links, _| {
+            let (route, w) = s.widest(a, b, banned, links)?;
+            width = width.min(w);
+            let m = route
+                .iter()
+                .map(|&(l, _)| s.topo.link(l).metric as u64)
+                .sum();
+            Some((route, m))
+        });
         // A forced hop (port waypoint) was checked for the full request only; count it.
         routed.map(|(route, _)| {
             let w = route
