@@ -825,7 +825,7 @@ impl Inner {
         }
         let id = self.new_id();
         let mut refreshed = false;
-        let (r, usage, events) = loop {
+        let (r, usage, events, deadline) = loop {
             let (r, changes) = Reservation::held(
                 id.clone(),
                 owner.clone(),
@@ -839,7 +839,7 @@ impl Inner {
             let usage = plan.usage(r.bw, r.bw_reverse, criteria.window, r.hold_expires_at);
             let deadline = sluice_scheduler::next_deadline(&r, now);
             match writer.insert_held(&r, deadline, &self.bookings(&usage), &changes, now) {
-                Ok(events) => break (r, usage, events),
+                Ok(events) => break (r, usage, events, deadline),
                 // The index missed a booking the store has (it is a cache): bring what
                 // the plan touched up to date and plan once more.
                 Err(StoreError::Conflict(c)) if !refreshed => {
@@ -851,7 +851,6 @@ impl Inner {
                 Err(e) => return Err(self.admission_error(e, &plan)),
             }
         };
-        let deadline = sluice_scheduler::next_deadline(&r, now);
         self.write_index().insert(&r.id, &usage);
         drop(writer);
         info!(

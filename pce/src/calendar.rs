@@ -164,6 +164,24 @@ pub(crate) fn grow<T>(v: &mut Vec<T>) {
     }
 }
 
+/// Applies `deltas` (sorted by time) to `level`, calling `f(t, level)` once per distinct
+/// time, after every change at that instant.
+fn fold_deltas(
+    deltas: &[(Millis, [i64; 2])],
+    mut level: [i64; 2],
+    mut f: impl FnMut(Millis, [i64; 2]),
+) {
+    let mut k = 0;
+    while k < deltas.len() {
+        let t = deltas[k].0;
+        while k < deltas.len() && deltas[k].0 == t {
+            level = [level[0] + deltas[k].1[0], level[1] + deltas[k].1[1]];
+            k += 1;
+        }
+        f(t, level);
+    }
+}
+
 fn to_level(v: i64) -> u32 {
     debug_assert!(v >= 0, "a calendar level went negative");
     v.clamp(0, u32::MAX as i64) as u32
@@ -269,19 +287,12 @@ impl BandwidthCalendar {
         deltas.sort_unstable_by_key(|d| d.0);
         let mut c = BandwidthCalendar::default();
         c.points.reserve_exact(deltas.len());
-        let mut level = [0i64, 0];
-        let mut k = 0;
-        while k < deltas.len() {
-            let t = deltas[k].0;
-            while k < deltas.len() && deltas[k].0 == t {
-                level = [level[0] + deltas[k].1[0], level[1] + deltas[k].1[1]];
-                k += 1;
-            }
+        fold_deltas(&deltas, [0, 0], |t, level| {
             let now = [to_level(level[0]), to_level(level[1])];
             if c.points.last().map_or([0, 0], |p| p.level) != now {
                 c.points.push(Point { t, level: now });
             }
-        }
+        });
         c.points.shrink_to_fit();
         if c.points.len() >= INDEX_FROM {
             c.weeks = WeekIndex::build(c.points.iter().map(|p| p.t));
@@ -422,15 +433,7 @@ impl BandwidthCalendar {
         deltas.sort_unstable();
         let clamp = |l: [i64; 2]| [l[0].max(0) as u64, l[1].max(0) as u64];
         f(w0, clamp(level));
-        let mut k = 0;
-        while k < deltas.len() {
-            let t = deltas[k].0;
-            while k < deltas.len() && deltas[k].0 == t {
-                level = [level[0] + deltas[k].1[0], level[1] + deltas[k].1[1]];
-                k += 1;
-            }
-            f(t, clamp(level));
-        }
+        fold_deltas(&deltas, level, |t, level| f(t, clamp(level)));
     }
 
     /// The level in direction `dir` (0 forward, 1 reverse) over `window`, as steps.

@@ -430,34 +430,7 @@ impl Index {
         }
         let until = usage.hold_until.map(millis);
         for slot in &slots {
-            let place = slot.place();
-            let bw = slot.bw();
-            if bw != [0, 0] {
-                let cal = self.bw_cal_mut(place);
-                match until {
-                    Some(until) => cal.add_hold(Hold {
-                        rid,
-                        start,
-                        end,
-                        bw,
-                        until,
-                    }),
-                    None => cal.add_committed(start, end, bw),
-                }
-            }
-            if let Some(vlan) = slot.vlan() {
-                let cal = self.label_cal_mut(place);
-                match until {
-                    Some(until) => cal.add_hold(LabelHold {
-                        rid,
-                        start,
-                        end,
-                        vlan,
-                        until,
-                    }),
-                    None => cal.add_committed(start, end, vlan),
-                }
-            }
+            self.book_slot(rid, start, end, until, slot);
         }
         self.booked.insert(
             IdKey::new(id),
@@ -469,6 +442,46 @@ impl Index {
                 slots: slots.into_boxed_slice(),
             },
         );
+    }
+
+    /// Puts what one reservation books on one place into that place's calendars: as a
+    /// hold while `until` is set, else committed.
+    fn book_slot(
+        &mut self,
+        rid: Rid,
+        start: Millis,
+        end: Millis,
+        until: Option<Millis>,
+        slot: &Slot,
+    ) {
+        let place = slot.place();
+        let bw = slot.bw();
+        if bw != [0, 0] {
+            let cal = self.bw_cal_mut(place);
+            match until {
+                Some(until) => cal.add_hold(Hold {
+                    rid,
+                    start,
+                    end,
+                    bw,
+                    until,
+                }),
+                None => cal.add_committed(start, end, bw),
+            }
+        }
+        if let Some(vlan) = slot.vlan() {
+            let cal = self.label_cal_mut(place);
+            match until {
+                Some(until) => cal.add_hold(LabelHold {
+                    rid,
+                    start,
+                    end,
+                    vlan,
+                    until,
+                }),
+                None => cal.add_committed(start, end, vlan),
+            }
+        }
     }
 
     pub fn remove(&mut self, id: &str) {
@@ -593,20 +606,6 @@ impl Index {
         ig: Ignore,
     ) -> Pair {
         self.bw_cal(place).peak(w0, w1, now, ig.bandwidth(place))
-    }
-
-    /// Capacity minus the peak booked inside `window`, for one resource direction.
-    pub fn available(
-        &self,
-        r: Resource,
-        window: &TimeWindow,
-        now: DateTime<Utc>,
-        ig: Ignore,
-    ) -> Mbps {
-        let (place, d) = place_of(r);
-        self.topo
-            .capacity(r)
-            .saturating_sub(Mbps(self.peak(place, window, now, ig)[d]))
     }
 
     pub fn steps(&self, r: Resource, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Step> {
@@ -806,28 +805,11 @@ impl IndexLoader {
         for (id, p) in self.pending.drain() {
             let rid = ix.next_rid;
             ix.next_rid += 1;
-            // Holds are few: added the ordinary way.
-            if let Some(until) = p.hold_until {
+            // Holds are few: added the ordinary way (the committed rows are in the
+            // calendars built above).
+            if p.hold_until.is_some() {
                 for slot in &p.slots {
-                    let place = slot.place();
-                    if slot.bw != [0, 0] {
-                        ix.bw_cal_mut(place).add_hold(Hold {
-                            rid,
-                            start: p.start,
-                            end: p.end,
-                            bw: slot.bw(),
-                            until,
-                        });
-                    }
-                    if let Some(vlan) = slot.vlan() {
-                        ix.label_cal_mut(place).add_hold(LabelHold {
-                            rid,
-                            start: p.start,
-                            end: p.end,
-                            vlan,
-                            until,
-                        });
-                    }
+                    ix.book_slot(rid, p.start, p.end, p.hold_until, slot);
                 }
             }
             ix.booked.insert(
