@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sluice_model::{Mbps, TimeWindow};
 
-use crate::weeks::{INDEX_FROM, WeekIndex};
+use crate::weeks::{INDEX_FROM, WeekIndex, find_time};
 
 /// Milliseconds since the Unix epoch: the calendars' time axis.
 pub type Millis = i64;
@@ -115,13 +115,30 @@ pub type Rid = u32;
 /// Booked Mb/s in each direction of a resource: `[forward, reverse]`.
 pub type Pair = [u64; 2];
 
-/// A held booking: it counts until `until` unless committed first.
+/// The `until` of a commitment not yet folded into the points: it never expires.
+pub const FOREVER: Millis = Millis::MAX;
+
+/// How many recent commitments a calendar of `len` sorted entries keeps beside them
+/// before folding them in: an insert then touches only the calendar's head, not the
+/// entries (a cold binary search and a shift of everything after), and a fold rewrites
+/// the entries once for many inserts: 16 on most calendars, up to 64 on the busiest,
+/// whose folds cost the most. (Unit tests fold after two, so that the index's tests go
+/// through both states.)
+pub(crate) fn recent_max(len: usize) -> usize {
+    if cfg!(test) {
+        return 2;
+    }
+    (len / 32).clamp(16, 64)
+}
+
+/// A held booking: it counts until `until` unless committed first. A commitment not yet
+/// folded into the points is one that never expires (`until == FOREVER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     pub rid: Rid,
     pub start: Millis,
     pub end: Millis,
-    pub bw: Pair,
+    pub bw: [u32; 2],
     pub until: Millis,
 }
 
@@ -129,7 +146,9 @@ pub struct Hold {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leave {
     Hold(Rid),
+    /// A commitment: still beside the points under its `rid`, or folded into them.
     Committed {
+        rid: Rid,
         start: Millis,
         end: Millis,
         bw: Pair,
@@ -153,7 +172,14 @@ pub struct BandwidthCalendar {
     points: Vec<Point>,
     /// Where each week's points begin, so a lookup skips straight to its week.
     weeks: WeekIndex,
+    /// Holds, and recent commitments (see `recent_max`).
     holds: Vec<Hold>,
+    /// The highest level of the points at any time: a search asks this first, and most
+    /// links have room for a request even at their busiest, so their points are never
+    /// read.
+    ceiling: [u32; 2],
+    /// At least the most that `holds` add up to at any one instant.
+    holds_top: Pair,
 }
 
 /// Makes room for one more entry, growing by a quarter rather than doubling: calendars
@@ -191,6 +217,15 @@ fn widen(l: [u32; 2]) -> Pair {
     [l[0] as u64, l[1] as u64]
 }
 
+/// What the holds that overlap `h` add up to, `h` included.
+fn overlapping_sum(holds: &[Hold], h: &Hold) -> Pair {
+    let mut sum: Pair = [0, 0];
+    for o in holds.iter().filter(|o| o.start < h.end && h.start < o.end) {
+        sum = [sum[0] + o.bw[0] as u64, sum[1] + o.bw[1] as u64];
+    }
+    sum
+}
+
 fn max2(a: Pair, b: Pair) -> Pair {
     [a[0].max(b[0]), a[1].max(b[1])]
 }
@@ -199,7 +234,7 @@ impl BandwidthCalendar {
     /// The index of the first point after `t`.
     fn after(&self, t: Millis) -> usize {
         let (lo, hi) = self.weeks.bounds(t, self.points.len());
-        lo + self.points[lo..hi].partition_point(|p| p.t <= t)
+        lo + find_time(&self.points[lo..hi], t, |p| p.t, |p| p.t <= t)
     }
 
     /// The level holding at instant `t`.
@@ -215,7 +250,7 @@ impl BandwidthCalendar {
     /// Index of the change point at `t`, creating it if needed.
     fn point(&mut self, t: Millis) -> usize {
         let (lo, hi) = self.weeks.bounds(t, self.points.len());
-        let i = lo + self.points[lo..hi].partition_point(|p| p.t < t);
+        let i = lo + find_time(&self.points[lo..hi], t, |p| p.t, |p| p.t < t);
         if self.points.get(i).map(|p| p.t) != Some(t) {
             let level = if i == 0 {
                 [0, 0]
@@ -256,13 +291,125 @@ impl BandwidthCalendar {
         }
         let i = self.point(start);
         let j = self.point(end);
+        let mut ceiling = self.ceiling;
+        // A lowered level that was the ceiling may have been the only one there.
+        let mut lowered_top = false;
         for level in self.points[i..j].iter_mut().map(|p| &mut p.level) {
             for d in 0..2 {
+                lowered_top |= delta[d] < 0 && level[d] == ceiling[d];
                 level[d] = to_level(level[d] as i64 + delta[d]);
+                ceiling[d] = ceiling[d].max(level[d]);
             }
+        }
+        self.ceiling = ceiling;
+        if lowered_top {
+            self.ceiling = self
+                .points
+                .iter()
+                .fold([0, 0], |c, p| [c[0].max(p.level[0]), c[1].max(p.level[1])]);
         }
         self.merge(j);
         self.merge(i);
+    }
+
+    /// At least the highest level `[forward, reverse]` booked at any time, holds counted
+    /// whether live or not: when even this leaves room, the request fits in any window.
+    pub fn ceiling(&self) -> [u64; 2] {
+        let c = widen(self.ceiling);
+        [c[0] + self.holds_top[0], c[1] + self.holds_top[1]]
+    }
+
+    /// Raises `holds_top` for the last of `holds`: the sum of the holds that overlap it.
+    /// Of the holds covering any one instant, the last in the vector overlaps all the
+    /// others, so this bounds the instant's sum once done for every hold in turn.
+    fn raise_holds_top(&mut self) {
+        let Some(new) = self.holds.last() else {
+            return;
+        };
+        self.holds_top = max2(self.holds_top, overlapping_sum(&self.holds, new));
+    }
+
+    /// `holds_top` afresh, after a hold went (a few dozen holds at most).
+    fn recount_holds_top(&mut self) {
+        self.holds_top = self.holds.iter().enumerate().fold([0, 0], |top, (i, h)| {
+            max2(top, overlapping_sum(&self.holds[..=i], h))
+        });
+    }
+
+    /// Folds the recent commitments into the points, in one pass over them.
+    pub(crate) fn fold_recent(&mut self) {
+        let mut deltas: Vec<(Millis, [i64; 2])> = Vec::new();
+        for h in self.holds.iter().filter(|h| h.until == FOREVER) {
+            if h.start < h.end {
+                let bw = [h.bw[0] as i64, h.bw[1] as i64];
+                deltas.push((h.start, bw));
+                deltas.push((h.end, [-bw[0], -bw[1]]));
+            }
+        }
+        // The holds left (usually none) get a vector of their own size.
+        self.holds = self
+            .holds
+            .drain(..)
+            .filter(|h| h.until != FOREVER)
+            .collect();
+        self.recount_holds_top();
+        if deltas.is_empty() {
+            return;
+        }
+        deltas.sort_unstable_by_key(|d| d.0);
+        let old = std::mem::take(&mut self.points);
+        let mut points = Vec::with_capacity(old.len() + deltas.len());
+        let (mut i, mut k) = (0, 0);
+        let (mut base, mut added) = ([0u32; 2], [0i64; 2]);
+        let mut ceiling = [0, 0];
+        while i < old.len() || k < deltas.len() {
+            let t = match (old.get(i), deltas.get(k)) {
+                (Some(p), Some(d)) => p.t.min(d.0),
+                (Some(p), None) => p.t,
+                (None, Some(d)) => d.0,
+                (None, None) => unreachable!("loop condition"),
+            };
+            if old.get(i).is_some_and(|p| p.t == t) {
+                base = old[i].level;
+                i += 1;
+            }
+            while deltas.get(k).is_some_and(|d| d.0 == t) {
+                added = [added[0] + deltas[k].1[0], added[1] + deltas[k].1[1]];
+                k += 1;
+            }
+            let level = [
+                to_level(base[0] as i64 + added[0]),
+                to_level(base[1] as i64 + added[1]),
+            ];
+            if points.last().map_or([0, 0], |p: &Point| p.level) != level {
+                ceiling = [ceiling[0].max(level[0]), ceiling[1].max(level[1])];
+                points.push(Point { t, level });
+            }
+        }
+        self.points = points;
+        self.ceiling = ceiling;
+        self.weeks = if self.points.len() >= INDEX_FROM {
+            WeekIndex::build(self.points.iter().map(|p| p.t))
+        } else {
+            WeekIndex::default()
+        };
+    }
+
+    fn fold_if_many(&mut self) {
+        let recent = self.holds.iter().filter(|h| h.until == FOREVER).count();
+        if recent > recent_max(self.points.len()) {
+            self.fold_recent();
+        }
+    }
+
+    /// `Leave::Committed` of a commitment still beside the points is left out like a hold.
+    fn locate(&self, leave: Option<Leave>) -> Option<Leave> {
+        match leave {
+            Some(Leave::Committed { rid, .. }) if self.holds.iter().any(|h| h.rid == rid) => {
+                Some(Leave::Hold(rid))
+            }
+            other => other,
+        }
     }
 
     pub fn add_committed(&mut self, start: Millis, end: Millis, bw: Pair) {
@@ -290,6 +437,7 @@ impl BandwidthCalendar {
         fold_deltas(&deltas, [0, 0], |t, level| {
             let now = [to_level(level[0]), to_level(level[1])];
             if c.points.last().map_or([0, 0], |p| p.level) != now {
+                c.ceiling = [c.ceiling[0].max(now[0]), c.ceiling[1].max(now[1])];
                 c.points.push(Point { t, level: now });
             }
         });
@@ -307,20 +455,36 @@ impl BandwidthCalendar {
         self.holds.shrink_to_fit();
     }
 
+    /// Adds a hold, or with `until == FOREVER` a commitment, beside the points.
     pub fn add_hold(&mut self, hold: Hold) {
         self.remove_hold(hold.rid);
+        grow(&mut self.holds);
         self.holds.push(hold);
+        self.raise_holds_top();
+        if hold.until == FOREVER {
+            self.fold_if_many();
+        }
     }
 
     pub fn remove_hold(&mut self, rid: Rid) -> Option<Hold> {
         let i = self.holds.iter().position(|h| h.rid == rid)?;
-        Some(self.holds.swap_remove(i))
+        let hold = self.holds.swap_remove(i);
+        self.recount_holds_top();
+        Some(hold)
     }
 
     /// The hold becomes a commitment: it counts until its end from now on.
     pub fn commit_hold(&mut self, rid: Rid) {
-        if let Some(h) = self.remove_hold(rid) {
-            self.add_committed(h.start, h.end, h.bw);
+        if let Some(h) = self.holds.iter_mut().find(|h| h.rid == rid) {
+            h.until = FOREVER;
+            self.fold_if_many();
+        }
+    }
+
+    /// Takes out the commitment of `rid`, beside the points or (given its extent) in them.
+    pub fn remove_commitment(&mut self, rid: Rid, start: Millis, end: Millis, bw: Pair) {
+        if self.remove_hold(rid).is_none() {
+            self.remove_committed(start, end, bw);
         }
     }
 
@@ -354,6 +518,7 @@ impl BandwidthCalendar {
 
     /// The highest booked level in each direction at any instant of `[w0, w1)`.
     pub fn peak(&self, w0: Millis, w1: Millis, now: Millis, leave: Option<Leave>) -> Pair {
+        let leave = self.locate(leave);
         let simple = match leave {
             Some(Leave::Committed { start, end, .. }) => start >= w1 || end <= w0,
             _ => true,
@@ -389,6 +554,7 @@ impl BandwidthCalendar {
         leave: Option<Leave>,
         mut f: impl FnMut(Millis, Pair),
     ) {
+        let leave = self.locate(leave);
         let mut deltas: Vec<(Millis, [i64; 2])> = Vec::new();
         let l0 = self.level_at(w0);
         let mut level = [l0[0] as i64, l0[1] as i64];
@@ -427,7 +593,7 @@ impl BandwidthCalendar {
         for h in self.live_holds(w0, w1, now, leave) {
             interval(h.start, h.end, [h.bw[0] as i64, h.bw[1] as i64]);
         }
-        if let Some(Leave::Committed { start, end, bw }) = leave {
+        if let Some(Leave::Committed { start, end, bw, .. }) = leave {
             interval(start, end, [-(bw[0] as i64), -(bw[1] as i64)]);
         }
         deltas.sort_unstable();
@@ -506,6 +672,19 @@ mod tests {
         c.add_committed(ms(0), ms(10), [60, 10]);
         c.add_committed(ms(10), ms(20), [60, 10]);
         assert_eq!(c.points.len(), 2, "equal neighbours merge into one step");
+        let mut d = BandwidthCalendar::default();
+        for (rid, a) in [(1, 0), (2, 10)] {
+            let (start, end, bw, until) = (ms(a), ms(a + 10), [60, 10], FOREVER);
+            d.add_hold(Hold {
+                rid,
+                start,
+                end,
+                bw,
+                until,
+            });
+        }
+        d.fold_recent();
+        assert_eq!(d.points, c.points, "folding merges equal neighbours too");
         assert_eq!(c.peak(ms(5), ms(15), 0, None), [60, 10]);
         assert_eq!(c.peak(ms(20), ms(30), 0, None), [0, 0]);
     }
@@ -569,6 +748,7 @@ mod tests {
             [10, 10]
         );
         let without = Leave::Committed {
+            rid: 99,
             start: ms(50),
             end: ms(60),
             bw: [10, 10],
@@ -576,8 +756,8 @@ mod tests {
         assert_eq!(c.peak(ms(0), ms(100), ms(0), Some(without)), [40, 40]);
         c.commit_hold(1);
         assert_eq!(c.peak(ms(0), ms(100), ms(50), None), [50, 50]);
-        c.remove_committed(ms(0), ms(100), [40, 40]);
-        c.remove_committed(ms(50), ms(60), [10, 10]);
+        c.remove_commitment(1, ms(0), ms(100), [40, 40]);
+        c.remove_commitment(99, ms(50), ms(60), [10, 10]);
         assert!(c.is_empty(), "removing everything leaves no points");
     }
 
@@ -627,8 +807,10 @@ mod tests {
             let mut c = BandwidthCalendar::default();
             for (i, &(s, l, f, r, hold)) in bookings.iter().enumerate() {
                 match hold {
-                    Some(h) => c.add_hold(Hold { rid: i as Rid, start: ms(s), end: ms(s + l), bw: [f, r], until: ms(h) }),
-                    None => c.add_committed(ms(s), ms(s + l), [f, r]),
+                    Some(h) => c.add_hold(Hold { rid: i as Rid, start: ms(s), end: ms(s + l), bw: [f as u32, r as u32], until: ms(h) }),
+                    // Straight into the points, or beside them until folded in.
+                    None if i % 2 == 0 => c.add_committed(ms(s), ms(s + l), [f, r]),
+                    None => c.add_hold(Hold { rid: i as Rid, start: ms(s), end: ms(s + l), bw: [f as u32, r as u32], until: FOREVER }),
                 }
             }
             // Bookings still there, with their hold expiry (None once committed).
@@ -637,7 +819,7 @@ mod tests {
                 if removed[i] {
                     match hold {
                         Some(_) => { c.remove_hold(i as Rid); }
-                        None => c.remove_committed(ms(s), ms(s + l), [f, r]),
+                        None => c.remove_commitment(i as Rid, ms(s), ms(s + l), [f, r]),
                     }
                 } else if hold.is_some() && committed[i] {
                     c.commit_hold(i as Rid);
@@ -651,7 +833,7 @@ mod tests {
                 let (_, (s, l, f, r, hold)) = kept.iter().find(|(k, _)| *k == i).unwrap();
                 match hold {
                     Some(_) => Leave::Hold(i as Rid),
-                    None => Leave::Committed { start: ms(*s), end: ms(s + l), bw: [*f, *r] },
+                    None => Leave::Committed { rid: i as Rid, start: ms(*s), end: ms(s + l), bw: [*f, *r] },
                 }
             });
             let mut brute = [0u64, 0];
@@ -665,6 +847,28 @@ mod tests {
                 }
             }
             prop_assert_eq!(c.peak(ms(a), ms(a + len), ms(now), leave), brute);
+            // The ceiling bounds the level at any instant, holds counted live or not;
+            // with everything folded into the points and no holds, it is exact.
+            let top = |with_holds: bool| {
+                let mut top = [0u64, 0];
+                for x in 0..70 {
+                    for (d, top) in top.iter_mut().enumerate() {
+                        let level: u64 = kept.iter()
+                            .filter(|(_, (s, l, _, _, hold))| (with_holds || hold.is_none()) && *s <= x && x < s + l)
+                            .map(|(_, b)| if d == 0 { b.2 } else { b.3 }).sum();
+                        *top = (*top).max(level);
+                    }
+                }
+                top
+            };
+            let (all, committed) = (top(true), top(false));
+            let ceiling = c.ceiling();
+            prop_assert!(ceiling[0] >= all[0] && ceiling[1] >= all[1], "{:?} < {:?}", ceiling, all);
+            if kept.iter().all(|(_, b)| b.4.is_none()) {
+                c.fold_recent();
+                prop_assert_eq!(c.ceiling(), committed);
+                prop_assert_eq!(c.peak(ms(a), ms(a + len), ms(now), leave), brute, "after folding");
+            }
             if leave.is_none() {
                 for (d, peak) in brute.iter().enumerate() {
                     let steps = c.steps(d, &w(a, a + len), t(now));

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sluice_model::topology::{LinkIdx, NodeIdx, PortIdx};
 use sluice_model::{Direction, Mbps, Resource, TimeWindow, Topology, Vlan};
 
-use crate::calendar::{BandwidthCalendar, Hold, Leave, Millis, Pair, Rid, Step, millis};
+use crate::calendar::{BandwidthCalendar, FOREVER, Hold, Leave, Millis, Pair, Rid, Step, millis};
 use crate::labels::{LabelCalendar, LabelHold, LeaveLabel, VlanBits};
 
 /// Where bandwidth or a VLAN is booked: an end port, or a link (whose two ports carry
@@ -243,6 +243,7 @@ impl Ignore<'_> {
         }
         let slot = b.slots.iter().find(|s| s.place() == place)?;
         Some(Leave::Committed {
+            rid: b.rid,
             start: b.start,
             end: b.end,
             bw: slot.bw(),
@@ -256,6 +257,7 @@ impl Ignore<'_> {
         }
         let vlan = b.slots.iter().find(|s| s.place() == place)?.vlan()?;
         Some(LeaveLabel::Committed {
+            rid: b.rid,
             start: b.start,
             vlan,
         })
@@ -278,8 +280,12 @@ pub struct Index {
     edge_from: Vec<u32>,
     edges: Vec<Edge>,
     link_bw: Vec<BandwidthCalendar>,
-    port_bw: Vec<BandwidthCalendar>,
     link_labels: Vec<LabelCalendar>,
+    /// Per port, its calendars' place in `port_bw` and `port_labels`. Only edge ports
+    /// (where circuits start and end) have calendars of their own; internal-link ports
+    /// share the last, empty one, as their bookings are the link's.
+    port_cal: Vec<u32>,
+    port_bw: Vec<BandwidthCalendar>,
     port_labels: Vec<LabelCalendar>,
     /// The VLANs each link can carry (the intersection of its two ports' ranges) and
     /// each port can: indices into `vlan_sets`, which holds each distinct set once (a
@@ -302,7 +308,7 @@ pub const UNREACHABLE: u32 = u32::MAX;
 
 impl Index {
     pub fn new(topo: Arc<Topology>) -> Index {
-        let (nl, np, nn) = (topo.links().len(), topo.ports().len(), topo.nodes().len());
+        let (nl, nn) = (topo.links().len(), topo.nodes().len());
         let mut vlan_sets: Vec<VlanBits> = Vec::new();
         let mut known: HashMap<VlanBits, u32> = HashMap::new();
         let mut intern = |b: VlanBits| -> u32 {
@@ -322,6 +328,19 @@ impl Index {
             .map(|l| intern(port_bits[l.a].and(&port_bits[l.b])))
             .collect();
         let port_vlans = port_bits.into_iter().map(&mut intern).collect();
+        let edge_ports = topo.ports().iter().filter(|p| p.link.is_none()).count();
+        let mut next = 0u32;
+        let port_cal = topo
+            .ports()
+            .iter()
+            .map(|p| match p.link {
+                Some(_) => edge_ports as u32,
+                None => {
+                    next += 1;
+                    next - 1
+                }
+            })
+            .collect();
         let mut edge_from = Vec::with_capacity(nn + 1);
         let mut edges = Vec::new();
         for n in 0..nn {
@@ -339,9 +358,10 @@ impl Index {
             edge_from,
             edges,
             link_bw: vec![BandwidthCalendar::default(); nl],
-            port_bw: vec![BandwidthCalendar::default(); np],
             link_labels: vec![LabelCalendar::default(); nl],
-            port_labels: vec![LabelCalendar::default(); np],
+            port_bw: vec![BandwidthCalendar::default(); edge_ports + 1],
+            port_labels: vec![LabelCalendar::default(); edge_ports + 1],
+            port_cal,
             link_vlans,
             port_vlans,
             vlan_sets,
@@ -362,41 +382,79 @@ impl Index {
         &self.edges[self.edge_from[n] as usize..self.edge_from[n + 1] as usize]
     }
 
+    /// Where port `p`'s calendars are; for a change, it must be an edge port.
+    fn port_slot(&self, p: PortIdx, changing: bool) -> usize {
+        let k = self.port_cal[p] as usize;
+        assert!(
+            !changing || k + 1 < self.port_bw.len(),
+            "bookings on internal-link port {p} belong to its link"
+        );
+        k
+    }
+
     fn bw_cal(&self, place: Place) -> &BandwidthCalendar {
         match place {
-            Place::Port(p) => &self.port_bw[p],
+            Place::Port(p) => &self.port_bw[self.port_slot(p, false)],
             Place::Link(l) => &self.link_bw[l],
         }
     }
 
     fn bw_cal_mut(&mut self, place: Place) -> &mut BandwidthCalendar {
         match place {
-            Place::Port(p) => &mut self.port_bw[p],
+            Place::Port(p) => {
+                let k = self.port_slot(p, true);
+                &mut self.port_bw[k]
+            }
             Place::Link(l) => &mut self.link_bw[l],
         }
     }
 
     fn label_cal(&self, place: Place) -> &LabelCalendar {
         match place {
-            Place::Port(p) => &self.port_labels[p],
+            Place::Port(p) => &self.port_labels[self.port_slot(p, false)],
             Place::Link(l) => &self.link_labels[l],
         }
     }
 
     fn label_cal_mut(&mut self, place: Place) -> &mut LabelCalendar {
         match place {
-            Place::Port(p) => &mut self.port_labels[p],
+            Place::Port(p) => {
+                let k = self.port_slot(p, true);
+                &mut self.port_labels[k]
+            }
             Place::Link(l) => &mut self.link_labels[l],
         }
     }
 
     /// The VLANs a place can carry at all.
     pub fn vlan_range(&self, place: Place) -> &VlanBits {
-        let i = match place {
+        self.vlan_set(self.vlan_range_id(place))
+    }
+
+    /// Which of the topology's distinct VLAN ranges `place` has.
+    pub(crate) fn vlan_range_id(&self, place: Place) -> u32 {
+        match place {
             Place::Port(p) => self.port_vlans[p],
             Place::Link(l) => self.link_vlans[l],
-        };
-        &self.vlan_sets[i as usize]
+        }
+    }
+
+    pub(crate) fn vlan_set(&self, id: u32) -> &VlanBits {
+        &self.vlan_sets[id as usize]
+    }
+
+    /// Adds to `taken` every VLAN booked on `place` at some instant of `[w0, w1)`.
+    pub(crate) fn taken_into(
+        &self,
+        place: Place,
+        w0: Millis,
+        w1: Millis,
+        now: Millis,
+        ig: Ignore,
+        taken: &mut VlanBits,
+    ) {
+        self.label_cal(place)
+            .for_each_taken(w0, w1, now, ig.label(place), |v| taken.insert(v));
     }
 
     /// Adds or replaces the bookings of reservation `id`.
@@ -455,32 +513,24 @@ impl Index {
         slot: &Slot,
     ) {
         let place = slot.place();
-        let bw = slot.bw();
-        if bw != [0, 0] {
-            let cal = self.bw_cal_mut(place);
-            match until {
-                Some(until) => cal.add_hold(Hold {
-                    rid,
-                    start,
-                    end,
-                    bw,
-                    until,
-                }),
-                None => cal.add_committed(start, end, bw),
-            }
+        if slot.bw != [0, 0] {
+            // A commitment goes beside the points, to be folded in with others later.
+            self.bw_cal_mut(place).add_hold(Hold {
+                rid,
+                start,
+                end,
+                bw: slot.bw,
+                until: until.unwrap_or(FOREVER),
+            });
         }
         if let Some(vlan) = slot.vlan() {
-            let cal = self.label_cal_mut(place);
-            match until {
-                Some(until) => cal.add_hold(LabelHold {
-                    rid,
-                    start,
-                    end,
-                    vlan,
-                    until,
-                }),
-                None => cal.add_committed(start, end, vlan),
-            }
+            self.label_cal_mut(place).add_hold(LabelHold {
+                rid,
+                start,
+                end,
+                vlan,
+                until: until.unwrap_or(FOREVER),
+            });
         }
     }
 
@@ -495,7 +545,7 @@ impl Index {
                 if b.held {
                     cal.remove_hold(b.rid);
                 } else {
-                    cal.remove_committed(b.start, b.end, slot.bw());
+                    cal.remove_commitment(b.rid, b.start, b.end, slot.bw());
                 }
             }
             if let Some(vlan) = slot.vlan() {
@@ -503,7 +553,7 @@ impl Index {
                 if b.held {
                     cal.remove_hold(b.rid);
                 } else {
-                    cal.remove_committed(b.start, vlan);
+                    cal.remove_commitment(b.rid, b.start, vlan);
                 }
             }
         }
@@ -535,12 +585,15 @@ impl Index {
         self.booked.len()
     }
 
-    /// Gives back memory the calendars grew into; for after a rebuild.
+    /// Folds recent commitments in and gives back memory the calendars grew into; for
+    /// after a rebuild.
     pub fn shrink_to_fit(&mut self) {
         for c in self.link_bw.iter_mut().chain(&mut self.port_bw) {
+            c.fold_recent();
             c.shrink_to_fit();
         }
         for c in self.link_labels.iter_mut().chain(&mut self.port_labels) {
+            c.fold_recent();
             c.shrink_to_fit();
         }
         self.booked.shrink_to_fit();
@@ -606,6 +659,12 @@ impl Index {
         ig: Ignore,
     ) -> Pair {
         self.bw_cal(place).peak(w0, w1, now, ig.bandwidth(place))
+    }
+
+    /// At least the highest level `[forward, reverse]` ever booked on `place` (see
+    /// `BandwidthCalendar::ceiling`): read before opening the calendar.
+    pub(crate) fn ceiling(&self, place: Place) -> Pair {
+        self.bw_cal(place).ceiling()
     }
 
     pub fn steps(&self, r: Resource, window: &TimeWindow, now: DateTime<Utc>) -> Vec<Step> {
@@ -729,9 +788,10 @@ struct Pending {
 
 impl IndexLoader {
     pub fn new(topo: Arc<Topology>) -> IndexLoader {
-        let (nl, np) = (topo.links().len(), topo.ports().len());
+        let index = Index::new(topo);
+        let (nl, np) = (index.link_bw.len(), index.port_bw.len());
         IndexLoader {
-            index: Index::new(topo),
+            index,
             pending: HashMap::default(),
             link_bw: vec![Vec::new(); nl],
             port_bw: vec![Vec::new(); np],
@@ -775,7 +835,10 @@ impl IndexLoader {
         if p.hold_until.is_none() {
             let (bws, labels) = match place {
                 Place::Link(l) => (&mut self.link_bw[l], &mut self.link_labels[l]),
-                Place::Port(q) => (&mut self.port_bw[q], &mut self.port_labels[q]),
+                Place::Port(q) => {
+                    let k = self.index.port_slot(q, true);
+                    (&mut self.port_bw[k], &mut self.port_labels[k])
+                }
             };
             if slot.bw != [0, 0] {
                 bws.push((start, end, slot.bw));

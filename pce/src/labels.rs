@@ -4,8 +4,8 @@
 use sluice_model::{Vlan, VlanSet};
 
 use crate::calendar::grow;
-use crate::calendar::{Millis, Rid};
-use crate::weeks::{INDEX_FROM, WeekIndex};
+use crate::calendar::{FOREVER, Millis, Rid, recent_max};
+use crate::weeks::{INDEX_FROM, WeekIndex, find_time};
 
 /// A set of VLAN ids 0..4096 as a bit set: intersections in a few dozen instructions.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -19,6 +19,7 @@ impl std::fmt::Debug for VlanBits {
 
 impl VlanBits {
     pub const EMPTY: VlanBits = VlanBits([0; 64]);
+    pub const FULL: VlanBits = VlanBits([u64::MAX; 64]);
 
     pub fn from_set(set: &VlanSet) -> VlanBits {
         let mut b = VlanBits::EMPTY;
@@ -80,6 +81,20 @@ impl VlanBits {
         out
     }
 
+    /// Keeps only what `other` has too.
+    pub fn intersect(&mut self, other: &VlanBits) {
+        for i in 0..64 {
+            self.0[i] &= other.0[i];
+        }
+    }
+
+    /// Drops everything `other` has.
+    pub fn remove_all(&mut self, other: &VlanBits) {
+        for i in 0..64 {
+            self.0[i] &= !other.0[i];
+        }
+    }
+
     pub fn and_not(&self, other: &VlanBits) -> VlanBits {
         let mut out = VlanBits::EMPTY;
         for i in 0..64 {
@@ -135,10 +150,119 @@ struct LongUse {
     vlan: u16,
 }
 
-/// Uses up to eight days long are short.
-const SHORT: Millis = 8 * 24 * 3600 * 1000;
+const DAY: Millis = 24 * 3600 * 1000;
 
-/// A held VLAN use: counts until `until` unless committed first.
+/// Uses up to eight days long are short. They are kept in two tiers, up to a day and up
+/// to eight days, so that a query over the many uses of a few hours looks back a day,
+/// and only over the fewer longer ones eight.
+const SHORT: Millis = 8 * DAY;
+const TIER_MAX: [Millis; 2] = [DAY, SHORT];
+
+fn tier_of(len: Millis) -> Option<usize> {
+    TIER_MAX.iter().position(|&max| len <= max)
+}
+
+/// Short uses by (start, VLAN), with a week index once there are many.
+#[derive(Debug, Default, Clone)]
+struct Tier {
+    uses: Vec<ShortUse>,
+    weeks: WeekIndex,
+    longest: Millis,
+}
+
+impl Tier {
+    /// Where a use of `vlan` from `start` is, or would go.
+    fn index(&self, start: Millis, vlan: u16) -> usize {
+        let (lo, hi) = self.weeks.bounds(start, self.uses.len());
+        let uses = &self.uses[lo..hi];
+        lo + find_time(
+            uses,
+            start,
+            |u| u.start,
+            |x| (x.start, x.vlan) < (start, vlan),
+        )
+    }
+
+    fn insert(&mut self, u: ShortUse) {
+        self.longest = self.longest.max(u.len as Millis);
+        let i = self.index(u.start, u.vlan);
+        let uses = &self.uses;
+        self.weeks
+            .inserted(u.start, |x| uses.partition_point(|u| u.start < x));
+        grow(&mut self.uses);
+        self.uses.insert(i, u);
+        if self.weeks.is_empty() && self.uses.len() >= INDEX_FROM {
+            self.weeks = WeekIndex::build(self.uses.iter().map(|u| u.start));
+        }
+    }
+
+    fn remove(&mut self, start: Millis, vlan: u16) -> bool {
+        let i = self.index(start, vlan);
+        if self
+            .uses
+            .get(i)
+            .is_some_and(|u| u.start == start && u.vlan == vlan)
+        {
+            self.weeks.removed(start);
+            self.uses.remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Merges `new` (sorted by (start, VLAN)) in, in one pass.
+    fn merge(&mut self, new: Vec<ShortUse>) {
+        if new.is_empty() {
+            return;
+        }
+        let longest = new.iter().map(|u| u.len as Millis).max().unwrap_or(0);
+        self.longest = self.longest.max(longest);
+        let old = std::mem::take(&mut self.uses);
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
+        while let Some(next) = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if (y.start, y.vlan) < (x.start, x.vlan) => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        } {
+            merged.push(next);
+        }
+        self.uses = merged;
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.weeks = if self.uses.len() >= INDEX_FROM {
+            WeekIndex::build(self.uses.iter().map(|u| u.start))
+        } else {
+            WeekIndex::default()
+        };
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.uses.shrink_to_fit();
+        self.weeks.shrink_to_fit();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.uses.capacity() * size_of::<ShortUse>() + self.weeks.heap_bytes()
+    }
+
+    /// Uses that may overlap `[w0, w1)`: those that started at most the longest use
+    /// before `w0`, up to `w1`.
+    fn around(&self, w0: Millis, w1: Millis) -> impl Iterator<Item = (Millis, Millis, u16)> {
+        let from = w0.saturating_sub(self.longest);
+        let (lo, hi) = self.weeks.bounds(from, self.uses.len());
+        let i = lo + find_time(&self.uses[lo..hi], from, |u| u.start, |u| u.start < from);
+        self.uses[i..]
+            .iter()
+            .take_while(move |u| u.start < w1)
+            .map(|u| (u.start, u.start + u.len as Millis, u.vlan))
+    }
+}
+
+/// A held VLAN use: counts until `until` unless committed first. A commitment not yet
+/// folded into the sorted uses never expires (`until == FOREVER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelHold {
     pub rid: Rid,
@@ -152,8 +276,10 @@ pub struct LabelHold {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveLabel {
     Hold(Rid),
-    /// Two uses of one VLAN on one port never overlap, so (start, VLAN) names one.
+    /// A commitment: beside the sorted uses under its `rid`, or among them, where (start,
+    /// VLAN) names it, as two uses of one VLAN on one port never overlap.
     Committed {
+        rid: Rid,
         start: Millis,
         vlan: Vlan,
     },
@@ -163,71 +289,39 @@ pub enum LeaveLabel {
 /// window's start by the longest booking seen, so it touches only nearby bookings.
 #[derive(Debug, Default, Clone)]
 pub struct LabelCalendar {
-    /// By (start, VLAN).
-    short: Vec<ShortUse>,
-    /// Where each week's short uses begin (by start).
-    weeks: WeekIndex,
-    longest_short: Millis,
+    /// Uses up to a day long, and up to eight days.
+    tiers: [Tier; 2],
     /// By (start, VLAN).
     long: Vec<LongUse>,
     longest_long: Millis,
+    /// Holds, and recent commitments (see `calendar::recent_max`).
     holds: Vec<LabelHold>,
 }
 
 impl LabelCalendar {
-    /// Where a short use of `vlan` from `start` is, or would go.
-    fn short_index(&self, start: Millis, vlan: u16) -> usize {
-        let (lo, hi) = self.weeks.bounds(start, self.short.len());
-        lo + self.short[lo..hi].partition_point(|x| (x.start, x.vlan) < (start, vlan))
-    }
-
     pub fn add_committed(&mut self, start: Millis, end: Millis, vlan: Vlan) {
         let (len, v) = (end - start, vlan.id());
-        if len <= SHORT {
-            self.longest_short = self.longest_short.max(len);
-            let i = self.short_index(start, v);
-            let short = &self.short;
-            self.weeks
-                .inserted(start, |x| short.partition_point(|u| u.start < x));
-            grow(&mut self.short);
-            let len = len as u32;
-            self.short.insert(
-                i,
-                ShortUse {
-                    start,
-                    len,
-                    vlan: v,
-                },
-            );
-            if self.weeks.is_empty() && self.short.len() >= INDEX_FROM {
-                self.weeks = WeekIndex::build(self.short.iter().map(|u| u.start));
-            }
-        } else {
-            self.longest_long = self.longest_long.max(len);
-            let i = self
-                .long
-                .partition_point(|x| (x.start, x.vlan) < (start, v));
-            self.long.insert(
-                i,
-                LongUse {
-                    start,
-                    end,
-                    vlan: v,
-                },
-            );
+        match tier_of(len) {
+            Some(k) => self.tiers[k].insert(ShortUse {
+                start,
+                len: len as u32,
+                vlan: v,
+            }),
+            None => self.insert_long(start, end, v),
         }
+    }
+
+    fn insert_long(&mut self, start: Millis, end: Millis, vlan: u16) {
+        self.longest_long = self.longest_long.max(end - start);
+        let i = self
+            .long
+            .partition_point(|x| (x.start, x.vlan) < (start, vlan));
+        self.long.insert(i, LongUse { start, end, vlan });
     }
 
     pub fn remove_committed(&mut self, start: Millis, vlan: Vlan) -> bool {
         let v = vlan.id();
-        let i = self.short_index(start, v);
-        if self
-            .short
-            .get(i)
-            .is_some_and(|u| u.start == start && u.vlan == v)
-        {
-            self.weeks.removed(start);
-            self.short.remove(i);
+        if self.tiers.iter_mut().any(|t| t.remove(start, v)) {
             return true;
         }
         let i = self
@@ -250,40 +344,94 @@ impl LabelCalendar {
         let mut c = LabelCalendar::default();
         for (start, end, vlan) in uses {
             let len = end - start;
-            if len <= SHORT {
-                c.longest_short = c.longest_short.max(len);
-                c.short.push(ShortUse {
-                    start,
-                    len: len as u32,
-                    vlan: vlan.id(),
-                });
-            } else {
-                c.longest_long = c.longest_long.max(len);
-                c.long.push(LongUse {
-                    start,
-                    end,
-                    vlan: vlan.id(),
-                });
+            match tier_of(len) {
+                Some(k) => {
+                    let tier = &mut c.tiers[k];
+                    tier.longest = tier.longest.max(len);
+                    tier.uses.push(ShortUse {
+                        start,
+                        len: len as u32,
+                        vlan: vlan.id(),
+                    });
+                }
+                None => {
+                    c.longest_long = c.longest_long.max(len);
+                    c.long.push(LongUse {
+                        start,
+                        end,
+                        vlan: vlan.id(),
+                    });
+                }
             }
         }
         c.shrink_to_fit();
-        if c.short.len() >= INDEX_FROM {
-            c.weeks = WeekIndex::build(c.short.iter().map(|u| u.start));
+        for tier in &mut c.tiers {
+            tier.reindex();
         }
         c
     }
 
     /// Gives back memory the vectors grew into (after a rebuild).
     pub fn shrink_to_fit(&mut self) {
-        self.short.shrink_to_fit();
-        self.weeks.shrink_to_fit();
+        for tier in &mut self.tiers {
+            tier.shrink_to_fit();
+        }
         self.long.shrink_to_fit();
         self.holds.shrink_to_fit();
     }
 
+    /// Adds a hold, or with `until == FOREVER` a commitment, beside the sorted uses.
     pub fn add_hold(&mut self, hold: LabelHold) {
         self.remove_hold(hold.rid);
+        grow(&mut self.holds);
         self.holds.push(hold);
+        if hold.until == FOREVER {
+            self.fold_if_many();
+        }
+    }
+
+    fn fold_if_many(&mut self) {
+        let recent = self.holds.iter().filter(|h| h.until == FOREVER).count();
+        if recent > recent_max(self.tiers[0].uses.len() + self.tiers[1].uses.len()) {
+            self.fold_recent();
+        }
+    }
+
+    /// Moves the recent commitments among the sorted uses, in one merge per tier.
+    pub(crate) fn fold_recent(&mut self) {
+        let mut new: [Vec<ShortUse>; 2] = Default::default();
+        let recent: Vec<LabelHold> = self
+            .holds
+            .iter()
+            .filter(|h| h.until == FOREVER)
+            .copied()
+            .collect();
+        if recent.is_empty() {
+            return;
+        }
+        self.holds.retain(|h| h.until != FOREVER);
+        self.holds.shrink_to_fit();
+        for h in recent {
+            let (len, vlan) = (h.end - h.start, h.vlan.id());
+            match tier_of(len) {
+                Some(k) => new[k].push(ShortUse {
+                    start: h.start,
+                    len: len as u32,
+                    vlan,
+                }),
+                None => self.insert_long(h.start, h.end, vlan),
+            }
+        }
+        for (tier, mut new) in self.tiers.iter_mut().zip(new) {
+            new.sort_unstable_by_key(|u| (u.start, u.vlan));
+            tier.merge(new);
+        }
+    }
+
+    /// Takes out the commitment of `rid`, beside the sorted uses or (given its start and
+    /// VLAN) among them.
+    pub fn remove_commitment(&mut self, rid: Rid, start: Millis, vlan: Vlan) -> bool {
+        self.remove_hold(rid).is_some() || self.remove_committed(start, vlan)
     }
 
     pub fn remove_hold(&mut self, rid: Rid) -> Option<LabelHold> {
@@ -291,14 +439,16 @@ impl LabelCalendar {
         Some(self.holds.swap_remove(i))
     }
 
+    /// The hold becomes a commitment: it counts until its end from now on.
     pub fn commit_hold(&mut self, rid: Rid) {
-        if let Some(h) = self.remove_hold(rid) {
-            self.add_committed(h.start, h.end, h.vlan);
+        if let Some(h) = self.holds.iter_mut().find(|h| h.rid == rid) {
+            h.until = FOREVER;
+            self.fold_if_many();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.short.len() + self.long.len() + self.holds.len()
+        self.tiers.iter().map(|t| t.uses.len()).sum::<usize>() + self.long.len() + self.holds.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -306,32 +456,28 @@ impl LabelCalendar {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.short.capacity() * size_of::<ShortUse>()
-            + self.weeks.heap_bytes()
+        self.tiers.iter().map(Tier::heap_bytes).sum::<usize>()
             + self.long.capacity() * size_of::<LongUse>()
             + self.holds.capacity() * size_of::<LabelHold>()
     }
 
     /// Committed uses that overlap `[w0, w1)`, as (start, end, VLAN).
     fn overlapping(&self, w0: Millis, w1: Millis) -> impl Iterator<Item = (Millis, Millis, u16)> {
-        let from = w0.saturating_sub(self.longest_short);
-        let (lo, hi) = self.weeks.bounds(from, self.short.len());
-        let i = lo + self.short[lo..hi].partition_point(|u| u.start < from);
-        let short = self.short[i..]
-            .iter()
-            .take_while(move |u| u.start < w1)
-            .map(|u| (u.start, u.start + u.len as Millis, u.vlan));
         let from = w0.saturating_sub(self.longest_long);
         let i = self.long.partition_point(|u| u.start < from);
         let long = self.long[i..]
             .iter()
             .take_while(move |u| u.start < w1)
             .map(|u| (u.start, u.end, u.vlan));
-        short.chain(long).filter(move |u| u.1 > w0)
+        self.tiers[0]
+            .around(w0, w1)
+            .chain(self.tiers[1].around(w0, w1))
+            .chain(long)
+            .filter(move |u| u.1 > w0)
     }
 
     /// Calls `f` with every VLAN taken at some instant of `[w0, w1)` (repeats possible).
-    fn for_each_taken(
+    pub(crate) fn for_each_taken(
         &self,
         w0: Millis,
         w1: Millis,
@@ -339,8 +485,14 @@ impl LabelCalendar {
         leave: Option<LeaveLabel>,
         mut f: impl FnMut(u16),
     ) {
+        let leave = match leave {
+            Some(LeaveLabel::Committed { rid, .. }) if self.holds.iter().any(|h| h.rid == rid) => {
+                Some(LeaveLabel::Hold(rid))
+            }
+            other => other,
+        };
         let skip = match leave {
-            Some(LeaveLabel::Committed { start, vlan }) => Some((start, vlan.id())),
+            Some(LeaveLabel::Committed { start, vlan, .. }) => Some((start, vlan.id())),
             _ => None,
         };
         for (start, _, vlan) in self.overlapping(w0, w1) {
@@ -433,6 +585,7 @@ mod tests {
         assert_eq!(free(5, 15, 3, None), "101-102", "the hold expired at 3");
         assert_eq!(free(10, 15, 0, None), "100-102", "half-open windows");
         let leave = LeaveLabel::Committed {
+            rid: 99,
             start: 0,
             vlan: v(100),
         };
@@ -489,20 +642,28 @@ mod tests {
                 if kept.iter().any(|&(s2, e2, v2)| v2 == vlan && s < e2 && s2 < e) {
                     continue;
                 }
-                c.add_committed(s, e, v(vlan));
+                // Straight among the sorted uses, or beside them until folded in.
+                if i % 2 == 0 {
+                    c.add_committed(s, e, v(vlan));
+                } else {
+                    c.add_hold(LabelHold { rid: i as Rid, start: s, end: e, vlan: v(vlan), until: FOREVER });
+                }
                 if removed[i] {
-                    prop_assert!(c.remove_committed(s, v(vlan)));
+                    prop_assert!(c.remove_commitment(i as Rid, s, v(vlan)));
                 } else {
                     kept.push((s, e, vlan));
                 }
             }
             let (a, b) = (a * unit, (a + len) * unit);
-            let got = c.taken(a, b, 0, None);
-            for vlan in 1u16..6 {
-                let brute = kept.iter().any(|&(s, e, v2)| v2 == vlan && s < b && a < e);
-                prop_assert_eq!(got.contains(vlan), brute);
+            for pass in ["recent beside", "all folded"] {
+                let got = c.taken(a, b, 0, None);
+                for vlan in 1u16..6 {
+                    let brute = kept.iter().any(|&(s, e, v2)| v2 == vlan && s < b && a < e);
+                    prop_assert_eq!(got.contains(vlan), brute, "{}", pass);
+                }
+                prop_assert_eq!(c.len(), kept.len());
+                c.fold_recent();
             }
-            prop_assert_eq!(c.len(), kept.len());
         }
     }
 }

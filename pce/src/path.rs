@@ -433,9 +433,22 @@ impl<'a> Search<'a> {
         [self.req.bw.0, self.req.bw_reverse.0]
     }
 
+    /// Whether `place` has room for `need` `[forward, reverse]` even at its busiest:
+    /// then its calendar need not be opened.
+    fn surely_fits(&self, place: Place, cap: [u64; 2], need: [u64; 2]) -> bool {
+        let top = self.index.ceiling(place);
+        top[0] + need[0] <= cap[0] && top[1] + need[1] <= cap[1]
+    }
+
     fn ports_fit(&mut self) -> bool {
         let (a, z) = (self.req.src, self.req.dst);
         let need = self.need();
+        let (ca, cz) = (self.topo.port(a).capacity.0, self.topo.port(z).capacity.0);
+        if self.surely_fits(Place::Port(a), [ca, ca], need)
+            && self.surely_fits(Place::Port(z), [cz, cz], [need[1], need[0]])
+        {
+            return true;
+        }
         let ra = self.port_room(a);
         let rz = self.port_room(z);
         let mut ok = true;
@@ -453,9 +466,22 @@ impl<'a> Search<'a> {
     fn link_fits(&mut self, l: LinkIdx, dir: Direction) -> bool {
         let k = 2 * l + dir_index(dir);
         if self.fits[k] == 0 {
-            let room = self.link_room(l, dir);
+            let link = self.topo.link(l);
+            let cap = [link.capacity(dir).0, link.capacity(dir.reversed()).0];
+            // The calendar keeps [forward, reverse]; the need is [along, against].
             let need = self.need();
-            let ok = room[0] >= need[0] && room[1] >= need[1];
+            let need_fr = match dir {
+                Direction::Forward => need,
+                Direction::Reverse => [need[1], need[0]],
+            };
+            let cap_fr = match dir {
+                Direction::Forward => cap,
+                Direction::Reverse => [cap[1], cap[0]],
+            };
+            let ok = self.surely_fits(Place::Link(l), cap_fr, need_fr) || {
+                let room = self.link_room(l, dir);
+                room[0] >= need[0] && room[1] >= need[1]
+            };
             self.fits[k] = if ok { 1 } else { 2 };
             if !ok {
                 self.blocked.push(Place::Link(l));
@@ -749,29 +775,51 @@ impl<'a> Search<'a> {
     /// Chooses the VLANs along `route`: one per run of places between nodes that
     /// translate, the lowest free in all of them. On failure, the run that has none.
     fn assign_labels(&mut self, route: &Route) -> Result<(Vlan, Vec<Vlan>, Vlan), Vec<Place>> {
-        let mut places: Vec<(Place, VlanBits)> = Vec::with_capacity(route.len() + 2);
-        places.push((Place::Port(self.req.src), self.src_free()));
-        for &(l, _) in route {
-            let free = self.link_free(l);
-            places.push((Place::Link(l), free));
-        }
-        places.push((Place::Port(self.req.dst), self.dst_free()));
+        let (src, dst) = (self.src_free(), self.dst_free());
+        let mut places: Vec<Place> = Vec::with_capacity(route.len() + 2);
+        places.push(Place::Port(self.req.src));
+        places.extend(route.iter().map(|&(l, _)| Place::Link(l)));
+        places.push(Place::Port(self.req.dst));
+        let last = places.len() - 1;
         // nodes[i] sits between places[i] and places[i + 1].
         let mut nodes = vec![self.topo.port(self.req.src).node];
         nodes.extend(route.iter().map(|&(l, d)| self.topo.link_head(l, d)));
         let mut chosen = Vec::with_capacity(places.len());
         let mut run_start = 0;
         for i in 0..places.len() {
-            let run_ends = i + 1 == places.len() || self.translates(nodes[i]);
-            if !run_ends {
+            if i != last && !self.translates(nodes[i]) {
                 continue;
             }
-            let mut set = places[run_start].1.clone();
-            for p in &places[run_start + 1..=i] {
-                set = set.and(&p.1);
+            // The run's VLANs: what its end ports have free, within every link's range,
+            // less whatever is taken on any of its links. One set gathers what is taken
+            // (a link's range is usually the same as the one before).
+            let mut set = VlanBits::FULL;
+            let mut taken = VlanBits::EMPTY;
+            let mut range_seen = None;
+            for (k, &place) in places.iter().enumerate().take(i + 1).skip(run_start) {
+                match place {
+                    _ if k == 0 => set.intersect(&src),
+                    _ if k == last => set.intersect(&dst),
+                    place => {
+                        let range = self.index.vlan_range_id(place);
+                        if range_seen != Some(range) {
+                            set.intersect(self.index.vlan_set(range));
+                            range_seen = Some(range);
+                        }
+                        for &(w0, w1) in &self.windows {
+                            self.index
+                                .taken_into(place, w0, w1, self.now, self.ig, &mut taken);
+                        }
+                    }
+                }
             }
+            set.remove_all(&taken);
             let Some(v) = set.first() else {
-                return Err(places[run_start..=i].iter().map(|p| p.0).collect());
+                // Every link with something taken stood in the way (for a later start).
+                for &(l, _) in route {
+                    self.link_free(l);
+                }
+                return Err(places[run_start..=i].to_vec());
             };
             chosen.extend(std::iter::repeat_n(v, i + 1 - run_start));
             run_start = i + 1;
