@@ -358,17 +358,41 @@ impl BandwidthCalendar {
         }
         deltas.sort_unstable_by_key(|d| d.0);
         let old = std::mem::take(&mut self.points);
-        let mut points = Vec::with_capacity(old.len() + deltas.len());
+        let mut points: Vec<Point> = Vec::with_capacity(old.len() + deltas.len());
+        // Commitments only raise levels, so the ceiling stays exact by rising with them.
+        let mut ceiling = self.ceiling;
+        let mut push = |points: &mut Vec<Point>, p: Point| {
+            if points.last().map_or([0, 0], |q| q.level) != p.level {
+                ceiling = [ceiling[0].max(p.level[0]), ceiling[1].max(p.level[1])];
+                points.push(p);
+            }
+        };
+        let shifted = |l: [u32; 2], added: [i64; 2]| {
+            [
+                to_level(l[0] as i64 + added[0]),
+                to_level(l[1] as i64 + added[1]),
+            ]
+        };
         let (mut i, mut k) = (0, 0);
         let (mut base, mut added) = ([0u32; 2], [0i64; 2]);
-        let mut ceiling = [0, 0];
-        while i < old.len() || k < deltas.len() {
-            let t = match (old.get(i), deltas.get(k)) {
-                (Some(p), Some(d)) => p.t.min(d.0),
-                (Some(p), None) => p.t,
-                (None, Some(d)) => d.0,
-                (None, None) => unreachable!("loop condition"),
-            };
+        while k < deltas.len() {
+            let t = deltas[k].0;
+            // The old points before `t` keep their times, raised by what is added there;
+            // where nothing is (most of the time) they are copied as they are.
+            let j = i + old[i..].partition_point(|p| p.t < t);
+            if j > i {
+                if added == [0, 0] {
+                    push(&mut points, old[i]);
+                    points.extend_from_slice(&old[i + 1..j]);
+                } else {
+                    for p in &old[i..j] {
+                        let level = shifted(p.level, added);
+                        push(&mut points, Point { t: p.t, level });
+                    }
+                }
+                base = old[j - 1].level;
+                i = j;
+            }
             if old.get(i).is_some_and(|p| p.t == t) {
                 base = old[i].level;
                 i += 1;
@@ -377,14 +401,13 @@ impl BandwidthCalendar {
                 added = [added[0] + deltas[k].1[0], added[1] + deltas[k].1[1]];
                 k += 1;
             }
-            let level = [
-                to_level(base[0] as i64 + added[0]),
-                to_level(base[1] as i64 + added[1]),
-            ];
-            if points.last().map_or([0, 0], |p: &Point| p.level) != level {
-                ceiling = [ceiling[0].max(level[0]), ceiling[1].max(level[1])];
-                points.push(Point { t, level });
-            }
+            let level = shifted(base, added);
+            push(&mut points, Point { t, level });
+        }
+        debug_assert_eq!(added, [0, 0], "every folded booking ends");
+        if i < old.len() {
+            push(&mut points, old[i]);
+            points.extend_from_slice(&old[i + 1..]);
         }
         self.points = points;
         self.ceiling = ceiling;

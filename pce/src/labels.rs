@@ -219,14 +219,15 @@ impl Tier {
         self.longest = self.longest.max(longest);
         let old = std::mem::take(&mut self.uses);
         let mut merged = Vec::with_capacity(old.len() + new.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
-        while let Some(next) = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if (y.start, y.vlan) < (x.start, x.vlan) => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
-        } {
-            merged.push(next);
+        // The old uses between two new ones are copied as a block.
+        let mut i = 0;
+        for u in new {
+            let j = i + old[i..].partition_point(|x| (x.start, x.vlan) < (u.start, u.vlan));
+            merged.extend_from_slice(&old[i..j]);
+            merged.push(u);
+            i = j;
         }
+        merged.extend_from_slice(&old[i..]);
         self.uses = merged;
         self.reindex();
     }

@@ -60,10 +60,13 @@ impl WeekIndex {
             base,
             first: Vec::with_capacity(span),
         };
+        // Compared against each week's start rather than divided: a rebuild after a
+        // fold runs over thousands of entries.
         let mut seen = 0usize;
         let mut it = times.peekable();
         for k in 0..span as i64 {
-            while it.peek().is_some_and(|&t| week(t) < base + k) {
+            let week_start = (base + k).saturating_mul(WEEK);
+            while it.peek().is_some_and(|&t| t < week_start) {
                 it.next();
                 seen += 1;
             }
@@ -146,7 +149,10 @@ pub fn find_time<T>(
     } else if t >= t1 {
         n - 1
     } else {
-        ((t as i128 - t0 as i128) * (n - 1) as i128 / (t1 as i128 - t0 as i128)) as usize
+        // In floating point: a guess needs no exactness, and an integer division of
+        // this width is a slow library call.
+        let share = (t as f64 - t0 as f64) / (t1 as f64 - t0 as f64);
+        ((share * (n - 1) as f64) as usize).min(n - 1)
     };
     gallop(v, guess, pred)
 }
