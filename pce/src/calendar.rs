@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use sluice_model::{Mbps, TimeWindow};
 
-use crate::weeks::{INDEX_FROM, WeekIndex, find_time};
+use crate::weeks::{INDEX_FROM, WeekIndex};
 
 /// Milliseconds since the Unix epoch: the calendars' time axis.
 pub type Millis = i64;
@@ -128,7 +128,7 @@ pub(crate) fn recent_max(len: usize) -> usize {
     if cfg!(test) {
         return 2;
     }
-    (len / 32).clamp(16, 64)
+    (len / 16).clamp(16, 256)
 }
 
 /// A held booking: it counts until `until` unless committed first. A commitment not yet
@@ -233,8 +233,7 @@ fn max2(a: Pair, b: Pair) -> Pair {
 impl BandwidthCalendar {
     /// The index of the first point after `t`.
     fn after(&self, t: Millis) -> usize {
-        let (lo, hi) = self.weeks.bounds(t, self.points.len());
-        lo + find_time(&self.points[lo..hi], t, |p| p.t, |p| p.t <= t)
+        self.weeks.find(&self.points, t, |p| p.t, |p| p.t <= t)
     }
 
     /// The level holding at instant `t`.
@@ -249,8 +248,7 @@ impl BandwidthCalendar {
 
     /// Index of the change point at `t`, creating it if needed.
     fn point(&mut self, t: Millis) -> usize {
-        let (lo, hi) = self.weeks.bounds(t, self.points.len());
-        let i = lo + find_time(&self.points[lo..hi], t, |p| p.t, |p| p.t < t);
+        let i = self.weeks.find(&self.points, t, |p| p.t, |p| p.t < t);
         if self.points.get(i).map(|p| p.t) != Some(t) {
             let level = if i == 0 {
                 [0, 0]

@@ -5,7 +5,7 @@ use sluice_model::{Vlan, VlanSet};
 
 use crate::calendar::grow;
 use crate::calendar::{FOREVER, Millis, Rid, recent_max};
-use crate::weeks::{INDEX_FROM, WeekIndex, find_time};
+use crate::weeks::{INDEX_FROM, WeekIndex};
 
 /// A set of VLAN ids 0..4096 as a bit set: intersections in a few dozen instructions.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -173,14 +173,10 @@ struct Tier {
 impl Tier {
     /// Where a use of `vlan` from `start` is, or would go.
     fn index(&self, start: Millis, vlan: u16) -> usize {
-        let (lo, hi) = self.weeks.bounds(start, self.uses.len());
-        let uses = &self.uses[lo..hi];
-        lo + find_time(
-            uses,
-            start,
-            |u| u.start,
-            |x| (x.start, x.vlan) < (start, vlan),
-        )
+        let uses = &self.uses;
+        let key = (start, vlan);
+        self.weeks
+            .find(uses, start, |u| u.start, |x| (x.start, x.vlan) < key)
     }
 
     fn insert(&mut self, u: ShortUse) {
@@ -253,8 +249,9 @@ impl Tier {
     /// before `w0`, up to `w1`.
     fn around(&self, w0: Millis, w1: Millis) -> impl Iterator<Item = (Millis, Millis, u16)> {
         let from = w0.saturating_sub(self.longest);
-        let (lo, hi) = self.weeks.bounds(from, self.uses.len());
-        let i = lo + find_time(&self.uses[lo..hi], from, |u| u.start, |u| u.start < from);
+        let i = self
+            .weeks
+            .find(&self.uses, from, |u| u.start, |u| u.start < from);
         self.uses[i..]
             .iter()
             .take_while(move |u| u.start < w1)

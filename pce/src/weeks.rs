@@ -48,6 +48,28 @@ impl WeekIndex {
         (self.first[k] as usize, hi)
     }
 
+    /// `v.partition_point(pred)` for `v` (the vector this indexes) sorted by `time`,
+    /// where `pred` holds for the entries before about `t`: inside `t`'s week the place
+    /// is guessed from how far into the week `t` is, which reads nothing but the index;
+    /// elsewhere as `find_time`.
+    pub fn find<T>(
+        &self,
+        v: &[T],
+        t: Millis,
+        time: impl Fn(&T) -> Millis,
+        pred: impl Fn(&T) -> bool,
+    ) -> usize {
+        let (lo, hi) = self.bounds(t, v.len());
+        let k = week(t) - self.base;
+        let inside = !self.first.is_empty() && k >= 0 && (k as usize) + 1 < self.first.len();
+        if !inside || hi - lo <= 1 {
+            return lo + find_time(&v[lo..hi], t, time, pred);
+        }
+        let into = (t - (week(t) * WEEK)) as f64 / WEEK as f64;
+        let guess = ((into * (hi - lo) as f64) as usize).min(hi - lo - 1);
+        lo + gallop(&v[lo..hi], guess, pred)
+    }
+
     /// An index over `times` (sorted), from the first entry's week to the last's.
     pub fn build(times: impl ExactSizeIterator<Item = Millis> + Clone) -> WeekIndex {
         let mut all = times.clone();
@@ -250,6 +272,12 @@ mod tests {
                 let t = day * spread * 24 * 3600 * 1000;
                 let (lo, hi) = idx.bounds(t, times.len());
                 prop_assert!(lo <= hi && hi <= times.len());
+                for t in [t, t + 3 * 24 * 3600 * 1000 + 5] {
+                    prop_assert_eq!(
+                        idx.find(&times, t, |&x| x, |&x| x < t),
+                        times.partition_point(|&x| x < t)
+                    );
+                }
                 prop_assert!(times[..lo].iter().all(|&x| week(x) < week(t)));
                 prop_assert!(times[hi..].iter().all(|&x| week(x) > week(t)));
                 let inside = times.first().is_some_and(|&a| week(a) <= week(t))
