@@ -5,12 +5,14 @@
 //! format. Times are passed in; conversions to protobuf or SQL live in `proto` and `idc`.
 
 pub mod error;
+pub mod recurrence;
 pub mod reservation;
 pub mod stp;
 pub mod topology;
 pub mod units;
 
 pub use error::{CapacityFeedback, Error, ErrorCode};
+pub use recurrence::{MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule};
 pub use reservation::{
     Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathCandidate, PathHop, PathOffers,
     ProvisionState, Reservation, ReservationState, States,

@@ -5,6 +5,8 @@
 //! reservation and asks the store for what is due, so the timetable is derived from the
 //! store and a restart loses nothing; `now` is always passed in.
 
+pub mod recurrence;
+
 use chrono::{DateTime, Utc};
 use sluice_model::{Change, LifecycleState, ProvisionState, Reservation, ReservationState};
 
