@@ -21,7 +21,7 @@ use sluice_pce::generate::{self, Params, Rng};
 use sluice_pce::index::IndexLoader;
 use sluice_pce::{
     Index, PathPlan, PathRequest, Place, Usage, VlanBits, check_plan, compute, find_path,
-    find_path_in_all,
+    find_path_in_all, plan_series,
 };
 
 const NODES: usize = 1_000;
@@ -478,6 +478,20 @@ fn latency_table(w: &mut World) {
     percentiles("weekly_series_52 (find_path_in_all)", |i| {
         let k = i % series;
         black_box(find_path_in_all(index, &w.series[k], &series_windows[k], now).ok());
+    });
+    // As a series is admitted: `plan_series`, one path for all 52 (what issue 4 asks).
+    let numbered: Vec<Vec<(u32, TimeWindow)>> = series_windows
+        .iter()
+        .map(|ws| {
+            ws.iter()
+                .enumerate()
+                .map(|(i, w)| (i as u32 + 1, *w))
+                .collect()
+        })
+        .collect();
+    percentiles("weekly_series_52 (plan_series, one path)", |i| {
+        let k = i % series;
+        black_box(plan_series(index, &w.series[k], &numbered[k], now, true));
     });
     let six = w.six.len();
     let index = &mut w.index;

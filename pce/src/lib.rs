@@ -9,6 +9,7 @@ pub mod generate;
 pub mod index;
 pub mod labels;
 pub mod path;
+pub mod series;
 pub mod weeks;
 
 pub use calendar::{BandwidthCalendar, Interval, Step, peak_of, steps_of};
@@ -18,3 +19,4 @@ pub use path::{
     Candidate, Computed, Hop, PathPlan, PathRequest, Route, Waypoint, check_plan, compute,
     find_path, find_path_in_all, resolve,
 };
+pub use series::{Conflict, OccurrencePlan, plan_series};

@@ -30,7 +30,8 @@ use sluice_model::{
     VlanSet,
 };
 use sluice_pce::{
-    Candidate, Index, PathPlan, PathRequest, Place, Route, check_plan, compute, find_path, resolve,
+    Candidate, Index, PathPlan, PathRequest, Place, Route, check_plan, compute, find_path,
+    plan_series, resolve,
 };
 
 const EPOCH: i64 = 1_800_000_000;
@@ -1231,6 +1232,30 @@ impl World {
     }
 }
 
+impl World {
+    /// Books `plan` for `req` as committed, in the index and in the record, and checks
+    /// that nothing is over-booked.
+    fn book_plan(
+        &mut self,
+        id: String,
+        req: &PathRequest,
+        plan: &PathPlan,
+    ) -> Result<(), TestCaseError> {
+        let usage = plan.usage(req.bw, req.bw_reverse, req.window, None);
+        let (bw, labels) = occupancy(plan, req.bw.0, req.bw_reverse.0);
+        self.index.insert(&id, &usage);
+        self.bookings.push(Booking {
+            id,
+            start: secs(req.window.start),
+            end: secs(req.window.end),
+            hold_until: None,
+            bw,
+            labels,
+        });
+        self.check_invariants()
+    }
+}
+
 /// The engine found `plan`: it fits, it is the lowest metric among the simple paths that
 /// fit, and the alternatives and the widest path are right.
 fn check_found(w: &World, req: &PathRequest, plan: &PathPlan) -> Result<(), TestCaseError> {
@@ -1698,6 +1723,176 @@ proptest! {
             prop_assert_eq!(free, o.view.free(&topo, place), "free VLANs of {:?}", place);
         }
         w.ask(&req, None)?;
+    }
+}
+
+/// Ten weekly-like occurrences of 10 s every 100 s on the diamond (a-b-d short, a-c-d
+/// long, 100 Mb/s each), 80 Mb/s each.
+fn ten_occurrences() -> Vec<(u32, TimeWindow)> {
+    (0..10)
+        .map(|i| (i as u32 + 1, window(100 * i, 100 * i + 10)))
+        .collect()
+}
+
+#[test]
+fn a_series_goes_on_one_path_and_moves_whole_when_one_occurrence_blocks_it() {
+    let topo = diamond();
+    let mut index = Index::new(topo.clone());
+    // The short path is full during the 7th occurrence only.
+    book(&mut index, "x", &criteria("a", "d", 30, 600, 610), t(0));
+    let req = resolve(&topo, &criteria("a", "d", 80, 0, 10)).unwrap();
+    let plans = plan_series(&index, &req, &ten_occurrences(), t(0), true);
+    assert!(
+        plans.iter().all(|p| p.fits()),
+        "the long path carries all ten"
+    );
+    let paths: HashSet<Vec<String>> = plans
+        .iter()
+        .map(|p| nodes_of(&topo, p.outcome.as_ref().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        HashSet::from([vec!["c".to_string(), "d".to_string()]])
+    );
+    // Allowed to change path, only the 7th takes the long one.
+    let plans = plan_series(&index, &req, &ten_occurrences(), t(0), false);
+    let long: Vec<u32> = plans
+        .iter()
+        .filter(|p| nodes_of(&topo, p.outcome.as_ref().unwrap())[0] == "c")
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(long, [7]);
+}
+
+#[test]
+fn a_series_reports_each_occurrence_that_does_not_fit_and_what_would() {
+    let topo = diamond();
+    let mut index = Index::new(topo.clone());
+    // Each booking takes the short path if it has room, else the long one. The 3rd
+    // leaves 50 on the short path; the 5th 20 on the long one; the 7th 50 and 20.
+    for (id, bw, a) in [
+        ("z", 50, 200),
+        ("p", 30, 400),
+        ("q", 80, 400),
+        ("x", 50, 600),
+        ("y", 80, 600),
+    ] {
+        book(&mut index, id, &criteria("a", "d", bw, a, a + 50), t(0));
+    }
+    let req = resolve(&topo, &criteria("a", "d", 60, 0, 10)).unwrap();
+    let plans = plan_series(&index, &req, &ten_occurrences(), t(0), true);
+    let conflicts: Vec<u32> = plans
+        .iter()
+        .filter(|p| !p.fits())
+        .map(|p| p.number)
+        .collect();
+    // Either path carries eight; the short one has the lower metric.
+    assert_eq!(conflicts, [3, 7]);
+    for p in plans.iter().filter(|p| p.fits()) {
+        assert_eq!(nodes_of(&topo, p.outcome.as_ref().unwrap()), ["b", "d"]);
+    }
+    let third = plans[2].outcome.as_ref().unwrap_err();
+    assert_eq!(third.error.code, ErrorCode::CapacityUnavailable);
+    let capacity = third
+        .error
+        .capacity
+        .as_ref()
+        .expect("what fits on the series' path");
+    assert_eq!(capacity.available, Mbps(50));
+    let alt = third
+        .alternative
+        .as_ref()
+        .expect("the long path fits the 3rd alone");
+    assert_eq!(nodes_of(&topo, alt), ["c", "d"]);
+    let seventh = plans[6].outcome.as_ref().unwrap_err();
+    assert!(seventh.alternative.is_none(), "nothing fits the 7th");
+    assert_eq!(seventh.error.code, ErrorCode::CapacityUnavailable);
+    assert_eq!(
+        seventh.error.earliest_start,
+        Some(t(650)),
+        "{}",
+        seventh.error
+    );
+    // Allowed to change path, the 3rd moves to the long path; the 7th still fits nowhere.
+    let plans = plan_series(&index, &req, &ten_occurrences(), t(0), false);
+    let conflicts: Vec<u32> = plans
+        .iter()
+        .filter(|p| !p.fits())
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(conflicts, [7]);
+    assert_eq!(
+        nodes_of(&topo, plans[2].outcome.as_ref().unwrap()),
+        ["c", "d"]
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A series on a state built through the engine: every occurrence is either admitted
+    /// or reported, once and in order. What is admitted fits its own window (oracle), on
+    /// one and the same path in same-path mode; a conflict offered another path really
+    /// fits there; a conflict offered none has no path at all in its window. Booking
+    /// every admitted occurrence over-books nothing.
+    #[test]
+    fn a_series_admits_or_reports_every_occurrence(
+        net in net_gen(),
+        ops in prop::collection::vec(op_gen(), 0..12),
+        query in ask_gen(),
+        slots in prop::collection::vec((0i64..6, 1i64..10), 1..7),
+        same_path in any::<bool>(),
+    ) {
+        let mut w = World::new(net.build());
+        run(&mut w, &ops)?;
+        let topo = w.topo.clone();
+        let req = query.request(&topo);
+        let mut occurrences = Vec::new();
+        let mut at = secs(req.window.start);
+        for (n, (gap, len)) in slots.into_iter().enumerate() {
+            let (a, b) = (at + gap, at + gap + len);
+            if b > HORIZON {
+                break;
+            }
+            occurrences.push((n as u32 + 1, window(a, b)));
+            at = b;
+        }
+        prop_assume!(!occurrences.is_empty());
+        let plans = plan_series(&w.index, &req, &occurrences, t(w.now), same_path);
+        let numbers: Vec<u32> = plans.iter().map(|p| p.number).collect();
+        let asked: Vec<u32> = occurrences.iter().map(|o| o.0).collect();
+        prop_assert_eq!(numbers, asked);
+        let mut series_path: Option<&PathPlan> = None;
+        for (p, &(_, win)) in plans.iter().zip(&occurrences) {
+            prop_assert_eq!(p.window, win);
+            let r = PathRequest { window: win, ..req.clone() };
+            let o = w.oracle(&r, secs(win.start), secs(win.end));
+            match &p.outcome {
+                Ok(plan) => {
+                    o.check_plan(plan)?;
+                    if same_path {
+                        prop_assert!(series_path.is_none_or(|s| s == plan), "two paths in one series");
+                        series_path = Some(plan);
+                    }
+                }
+                Err(c) => match &c.alternative {
+                    Some(alt) => {
+                        prop_assert!(same_path, "an alternative is offered only for the series' path");
+                        o.check_plan(alt)?;
+                    }
+                    None => {
+                        let any = simple_paths(&topo, &r).iter().any(|route| o.fits(route));
+                        prop_assert!(!any, "occurrence {} reported though a path fits: {}", p.number, c.error);
+                    }
+                },
+            }
+        }
+        for p in &plans {
+            if let Ok(plan) = &p.outcome {
+                let r = PathRequest { window: p.window, ..req.clone() };
+                w.book_plan(format!("series-{}", p.number), &r, plan)?;
+            }
+        }
     }
 }
 
