@@ -22,6 +22,9 @@ use sluice_pce::{Index, PathPlan, PathRequest, Place, Step, Usage};
 use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
+mod series;
+pub use series::{SeriesAsk, SeriesScope};
+
 use crate::clock::Clock;
 use crate::store::{
     BandwidthBooking, BookingChange, Bookings, Conflict, EventRecord, LabelBooking, ListFilter,
@@ -107,11 +110,11 @@ fn store_error(e: StoreError) -> Error {
                     requested.0, available.0
                 ),
             );
-            err.capacity = Some(sluice_model::CapacityFeedback {
+            err.capacity = Some(Box::new(sluice_model::CapacityFeedback {
                 requested,
                 available,
                 bottlenecks: vec![resource],
-            });
+            }));
             err
         }
         StoreError::Conflict(Conflict::Label { resource, vlan }) => Error::field(

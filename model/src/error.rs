@@ -121,10 +121,25 @@ pub struct Error {
     pub code: ErrorCode,
     pub field: Option<String>,
     pub message: String,
-    pub capacity: Option<CapacityFeedback>,
+    /// Boxed: it is rare, and errors travel in every `Result`.
+    pub capacity: Option<Box<CapacityFeedback>>,
     /// When nothing fits: the earliest start at or after the requested one from which
     /// the whole request (same duration) would fit, if one was found.
     pub earliest_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// When a series is refused: each occurrence that does not fit, and why.
+    pub conflicts: Vec<OccurrenceConflict>,
+}
+
+/// One occurrence of a series that does not fit, with what would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OccurrenceConflict {
+    pub number: u32,
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+    /// Why (its code, message, capacity feedback and earliest start); never nested.
+    pub reason: Box<Error>,
+    /// Another path on which this occurrence alone would fit, as its nodes in order.
+    pub alternative: Option<Vec<String>>,
 }
 
 impl Error {
@@ -135,6 +150,7 @@ impl Error {
             message: message.into(),
             capacity: None,
             earliest_start: None,
+            conflicts: Vec::new(),
         }
     }
 
@@ -145,6 +161,7 @@ impl Error {
             message: message.into(),
             capacity: None,
             earliest_start: None,
+            conflicts: Vec::new(),
         }
     }
 

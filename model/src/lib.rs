@@ -11,11 +11,13 @@ pub mod stp;
 pub mod topology;
 pub mod units;
 
-pub use error::{CapacityFeedback, Error, ErrorCode};
-pub use recurrence::{MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule};
+pub use error::{CapacityFeedback, Error, ErrorCode, OccurrenceConflict};
+pub use recurrence::{
+    MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule, Series, SkippedOccurrence,
+};
 pub use reservation::{
     Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathCandidate, PathHop, PathOffers,
-    ProvisionState, Reservation, ReservationState, States,
+    ProvisionState, Reservation, ReservationState, SeriesRef, States,
 };
 pub use stp::{Stp, StpRequest};
 pub use topology::{Direction, Resource, Topology};

@@ -63,6 +63,31 @@ pub struct Occurrence {
     pub local_start: NaiveDateTime,
 }
 
+/// A recurring booking: its rule and what was decided when it was admitted. Its
+/// occurrences are reservations of their own (`Reservation::series`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    pub id: String,
+    pub owner: String,
+    pub description: String,
+    pub recurrence: Recurrence,
+    /// Every occurrence on one and the same path, or each on its own best path.
+    pub same_path: bool,
+    /// Occurrences left out at admission because they did not fit (`--skip-conflicts`).
+    pub skipped: Vec<SkippedOccurrence>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An occurrence left out of a series at admission, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedOccurrence {
+    pub number: u32,
+    pub window: TimeWindow,
+    /// The stable code of the reason (00705, 00704, 00403).
+    pub code: String,
+    pub reason: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -315,6 +315,16 @@ pub struct Reservation {
     pub hold_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The series this reservation is an occurrence of, if any.
+    pub series: Option<SeriesRef>,
+}
+
+/// Which series a reservation belongs to, and which of its occurrences it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub id: String,
+    /// From 1, in the order of the rule.
+    pub occurrence: u32,
 }
 
 fn refuse(what: &str, id: &str, why: String) -> Error {
@@ -367,6 +377,7 @@ impl Reservation {
             hold_expires_at: Some(now + hold_timeout),
             created_at: now,
             updated_at: now,
+            series: None,
         };
         let changes = vec![Change {
             machine: Machine::Reservation,

@@ -1534,11 +1534,11 @@ pub fn capacity_error(req: &PathRequest, available: Mbps, bottlenecks: Vec<Strin
             }
         ),
     );
-    e.capacity = Some(CapacityFeedback {
+    e.capacity = Some(Box::new(CapacityFeedback {
         requested: req.bw,
         available,
         bottlenecks,
-    });
+    }));
     e
 }
 

@@ -80,12 +80,13 @@ pub fn from_status(s: &Status) -> Error {
         code,
         field: info.metadata.get("field").cloned(),
         message: s.message().to_string(),
-        capacity,
+        capacity: capacity.map(Box::new),
         earliest_start: info
             .metadata
             .get("earliest_start")
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc)),
+        conflicts: Vec::new(),
     }
 }
 
@@ -98,11 +99,11 @@ mod tests {
         for code in ErrorCode::ALL {
             let mut e = Error::field(code, "capacity_mbps", format!("boom {code}"));
             if code == ErrorCode::CapacityUnavailable {
-                e.capacity = Some(CapacityFeedback {
+                e.capacity = Some(Box::new(CapacityFeedback {
                     requested: Mbps(10_000),
                     available: Mbps(2_500),
                     bottlenecks: vec!["link a-b (a→b)".into(), "port x:y (in)".into()],
-                });
+                }));
                 e.earliest_start = chrono::DateTime::from_timestamp_millis(1_800_000_000_123);
             }
             let status = to_status(&e);

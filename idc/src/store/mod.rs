@@ -30,11 +30,11 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use sluice_model::{Change, Direction, Mbps, Reservation, TimeWindow, Vlan};
+use sluice_model::{Change, Direction, Mbps, Reservation, Series, TimeWindow, Vlan};
 
 pub use rows::{BandwidthRow, LabelRow};
-use rows::{EventRow, ReservationRow, from_ms, ms};
-use schema::{bookings, events, meta, reservations};
+use rows::{EventRow, ReservationRow, SeriesRow, from_ms, ms};
+use schema::{bookings, events, meta, reservations, series};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
@@ -392,6 +392,28 @@ impl Store {
         })
     }
 
+    /// A series and its occurrences, in order.
+    pub fn get_series(&self, id: &str) -> Result<Option<(Series, Vec<Reservation>)>, StoreError> {
+        let mut conn = self.reader()?;
+        let Some(row) = series::table
+            .find(id)
+            .select(SeriesRow::as_select())
+            .get_result(&mut conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let occurrences = reservations::table
+            .filter(reservations::series_id.eq(id))
+            .order(reservations::occurrence.asc())
+            .select(ReservationRow::as_select())
+            .load(&mut conn)?
+            .into_iter()
+            .map(ReservationRow::into_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((row.into_model()?, occurrences)))
+    }
+
     pub fn get(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
         let mut conn = self.reader()?;
         load(&mut conn, id)
@@ -713,29 +735,107 @@ impl Writer<'_> {
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let events = self.conn.immediate_transaction(|conn| {
-            match bookings {
-                BookingChange::Keep => {}
-                BookingChange::Delete => delete_bookings(conn, &r.id)?,
-                BookingChange::Replace(new) => {
-                    recheck(conn, new, Some(&r.id), now)?;
-                    delete_bookings(conn, &r.id)?;
-                    insert_bookings(conn, &r.id, new)?;
-                }
-            }
-            let updated = diesel::update(reservations::table.find(&r.id))
-                .set(ReservationRow::from_model(r, next_deadline))
-                .execute(conn)?;
-            if updated != 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "reservation {} vanished during an update",
-                    r.id
-                )));
-            }
-            insert_events(conn, &r.id, changes, now)
+            save_one(conn, r, next_deadline, bookings, changes, now)
         })?;
         self.committed_one();
         Ok(events)
     }
+
+    /// Several saves (the occurrences of a series) in one transaction: all or none.
+    pub fn save_all(
+        &mut self,
+        saves: &[Save<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            let mut events = Vec::new();
+            for s in saves {
+                events.extend(save_one(
+                    conn,
+                    s.reservation,
+                    s.next_deadline,
+                    s.bookings,
+                    &s.changes,
+                    now,
+                )?);
+            }
+            Ok::<_, StoreError>(events)
+        })?;
+        self.committed_one();
+        Ok(events)
+    }
+
+    /// Admits a series: its row, and every occurrence as a new hold, each re-checked
+    /// inside the one transaction; a conflict on any leaves nothing written.
+    pub fn insert_series(
+        &mut self,
+        series: &Series,
+        held: &[HeldOccurrence],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            diesel::insert_into(series::table)
+                .values(SeriesRow::from_model(series))
+                .execute(conn)?;
+            let mut events = Vec::new();
+            for h in held {
+                recheck(conn, &h.bookings, None, now)?;
+                diesel::insert_into(reservations::table)
+                    .values(ReservationRow::from_model(&h.reservation, h.next_deadline))
+                    .execute(conn)?;
+                insert_bookings(conn, &h.reservation.id, &h.bookings)?;
+                events.extend(insert_events(conn, &h.reservation.id, &h.changes, now)?);
+            }
+            Ok::<_, StoreError>(events)
+        })?;
+        self.committed_one();
+        Ok(events)
+    }
+}
+
+/// One reservation's save inside a larger transaction (`Writer::save_all`).
+pub struct Save<'a> {
+    pub reservation: &'a Reservation,
+    pub next_deadline: Option<DateTime<Utc>>,
+    pub bookings: BookingChange<'a>,
+    pub changes: Vec<Change>,
+}
+
+/// One occurrence of a series about to be held (`Writer::insert_series`).
+pub struct HeldOccurrence {
+    pub reservation: Reservation,
+    pub next_deadline: Option<DateTime<Utc>>,
+    pub bookings: Bookings,
+    pub changes: Vec<Change>,
+}
+
+fn save_one(
+    conn: &mut SqliteConnection,
+    r: &Reservation,
+    next_deadline: Option<DateTime<Utc>>,
+    bookings: BookingChange<'_>,
+    changes: &[Change],
+    now: DateTime<Utc>,
+) -> Result<Vec<EventRecord>, StoreError> {
+    match bookings {
+        BookingChange::Keep => {}
+        BookingChange::Delete => delete_bookings(conn, &r.id)?,
+        BookingChange::Replace(new) => {
+            recheck(conn, new, Some(&r.id), now)?;
+            delete_bookings(conn, &r.id)?;
+            insert_bookings(conn, &r.id, new)?;
+        }
+    }
+    let updated = diesel::update(reservations::table.find(&r.id))
+        .set(ReservationRow::from_model(r, next_deadline))
+        .execute(conn)?;
+    if updated != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "reservation {} vanished during an update",
+            r.id
+        )));
+    }
+    insert_events(conn, &r.id, changes, now)
 }
 
 fn delete_bookings(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {

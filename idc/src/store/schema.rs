@@ -34,6 +34,21 @@ diesel::table! {
         created_ms -> BigInt,
         updated_ms -> BigInt,
         bw_rev_mbps -> Nullable<BigInt>,
+        series_id -> Nullable<Text>,
+        occurrence -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
+    series (id) {
+        id -> Text,
+        owner -> Text,
+        description -> Text,
+        rule -> Text,
+        duration_ms -> BigInt,
+        same_path -> Bool,
+        skipped -> Text,
+        created_ms -> BigInt,
     }
 }
 
@@ -63,4 +78,4 @@ diesel::table! {
 }
 
 diesel::joinable!(bookings -> reservations (reservation_id));
-diesel::allow_tables_to_appear_in_same_query!(meta, reservations, bookings, events);
+diesel::allow_tables_to_appear_in_same_query!(meta, reservations, bookings, events, series);

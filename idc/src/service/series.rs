@@ -1,0 +1,336 @@
+//! Recurring bookings: admitting a series all or nothing (or, when asked, without the
+//! occurrences that do not fit), committing it, reading it and cancelling all of it, one
+//! occurrence, or everything from a date on. Each admitted occurrence is an ordinary
+//! reservation, so the scheduler provisions and releases it like any other.
+
+use sluice_model::{OccurrenceConflict, Recurrence, Series, SeriesRef, SkippedOccurrence};
+use sluice_pce::{OccurrencePlan, plan_series};
+
+use super::*;
+use crate::store::{HeldOccurrence, Save};
+
+/// What a series request asks beyond the criteria of one occurrence.
+#[derive(Debug, Clone)]
+pub struct SeriesAsk {
+    /// End points, bandwidth, ERO, description, automatic mode; the window is each
+    /// occurrence's own.
+    pub criteria: Criteria,
+    pub recurrence: Recurrence,
+    /// Every occurrence on one path (the default), or the best path for each.
+    pub same_path: bool,
+    /// Book the occurrences that fit and record the others as skipped, instead of
+    /// booking nothing.
+    pub skip_conflicts: bool,
+}
+
+/// Which occurrences an operation on a series touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesScope {
+    All,
+    One(u32),
+    /// Every occurrence that starts at or after this instant.
+    From(DateTime<Utc>),
+}
+
+impl SeriesScope {
+    fn takes(&self, r: &Reservation) -> bool {
+        match *self {
+            SeriesScope::All => true,
+            SeriesScope::One(n) => r.series.as_ref().is_some_and(|s| s.occurrence == n),
+            SeriesScope::From(t) => r.window.start >= t,
+        }
+    }
+}
+
+impl Idc {
+    /// Holds every occurrence of a series in one transaction, or none. When some do not
+    /// fit, the error (00705, 00704 or 00403) lists each with why and what would fit
+    /// instead, unless `skip_conflicts` books the rest.
+    pub async fn reserve_series(
+        &self,
+        owner: &str,
+        ask: SeriesAsk,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let occurrences = sluice_scheduler::recurrence::occurrences(&ask.recurrence)?;
+        let mut criteria = ask.criteria.clone();
+        criteria.window = occurrences[0].window;
+        let req = sluice_pce::resolve(&self.inner.topo, &criteria)?;
+        let windows: Vec<(u32, TimeWindow)> =
+            occurrences.iter().map(|o| (o.number, o.window)).collect();
+        let owner = owner.to_string();
+        let (series, held) =
+            self.inline(move |inner| inner.reserve_series(owner, ask, criteria, req, windows))?;
+        info!(series.id = %series.id, occurrences = held.len(), skipped = series.skipped.len(), "series held");
+        Ok((series, held))
+    }
+
+    /// Commits every held occurrence of a series, in one durable transaction.
+    pub async fn commit_series(&self, id: &str) -> Result<(Series, Vec<Reservation>), Error> {
+        let id = id.to_string();
+        self.inline(move |inner| {
+            inner.update_series(&id, SeriesScope::All, &mut |r, now| {
+                if r.states.reservation == ReservationState::ReserveHeld {
+                    r.commit(now)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+        })
+    }
+
+    /// Terminates the occurrences in `scope` that are still live, in one durable
+    /// transaction: the whole series, one occurrence, or everything from a date on.
+    pub async fn cancel_series(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let id = id.to_string();
+        self.inline(move |inner| {
+            inner.update_series(&id, scope, &mut |r, now| {
+                if r.states.lifecycle == sluice_model::LifecycleState::Created {
+                    r.terminate(now)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+        })
+    }
+
+    pub async fn get_series(&self, id: &str) -> Result<(Series, Vec<Reservation>), Error> {
+        let id = id.to_string();
+        self.blocking(move |inner| {
+            inner
+                .store
+                .get_series(&id)
+                .map_err(store_error)?
+                .ok_or_else(|| series_not_found(&id))
+        })
+        .await
+    }
+}
+
+fn series_not_found(id: &str) -> Error {
+    Error::field(
+        ErrorCode::ReservationNonexistent,
+        "id",
+        format!("no series {id}"),
+    )
+}
+
+/// The error for a series refused because some occurrences do not fit: the code of the
+/// first, and each one listed.
+fn refusal(plans: &[OccurrencePlan], topo: &Topology) -> Error {
+    let conflicts: Vec<OccurrenceConflict> = plans
+        .iter()
+        .filter_map(|p| {
+            let c = p.outcome.as_ref().err()?;
+            Some(OccurrenceConflict {
+                number: p.number,
+                start: p.window.start,
+                end: p.window.end,
+                reason: Box::new(c.error.clone()),
+                alternative: c
+                    .alternative
+                    .as_ref()
+                    .map(|a| a.path_hops(topo).into_iter().map(|h| h.to).collect()),
+            })
+        })
+        .collect();
+    let first = &conflicts[0];
+    let listed: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "#{} ({}): {}",
+                c.number,
+                c.start.format("%Y-%m-%d %H:%MZ"),
+                c.reason.message
+            )
+        })
+        .collect();
+    let mut e = Error::field(
+        first.reason.code,
+        "recurrence",
+        format!(
+            "{} of {} occurrences do not fit, so nothing was booked (--skip-conflicts books the rest): {}",
+            conflicts.len(),
+            plans.len(),
+            listed.join("; ")
+        ),
+    );
+    e.conflicts = conflicts;
+    e
+}
+
+impl Inner {
+    fn reserve_series(
+        &self,
+        owner: String,
+        ask: SeriesAsk,
+        criteria: Criteria,
+        req: PathRequest,
+        windows: Vec<(u32, TimeWindow)>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        // The writer first: planning a series takes long enough that it had better see
+        // the bookings it is checked against in the store a moment later.
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        criteria.check(now)?;
+        let mut refreshed = false;
+        loop {
+            let plans = plan_series(&self.read_index(), &req, &windows, now, ask.same_path);
+            let fitting = plans.iter().filter(|p| p.fits()).count();
+            if fitting < plans.len() && (!ask.skip_conflicts || fitting == 0) {
+                return Err(refusal(&plans, &self.topo));
+            }
+            let id = self.new_id();
+            let series = Series {
+                id: id.clone(),
+                owner: owner.clone(),
+                description: criteria.description.clone(),
+                recurrence: ask.recurrence.clone(),
+                same_path: ask.same_path,
+                skipped: plans
+                    .iter()
+                    .filter_map(|p| {
+                        let c = p.outcome.as_ref().err()?;
+                        Some(SkippedOccurrence {
+                            number: p.number,
+                            window: p.window,
+                            code: c.error.code.as_str().to_string(),
+                            reason: c.error.message.clone(),
+                        })
+                    })
+                    .collect(),
+                created_at: now,
+            };
+            let mut held = Vec::with_capacity(fitting);
+            let mut usages = Vec::with_capacity(fitting);
+            for p in &plans {
+                let Ok(plan) = &p.outcome else { continue };
+                let occurrence = Criteria {
+                    window: p.window,
+                    ..criteria.clone()
+                };
+                let (mut r, changes) = Reservation::held(
+                    format!("{id}-{:03}", p.number),
+                    owner.clone(),
+                    &occurrence,
+                    plan.src_vlan,
+                    plan.dst_vlan,
+                    plan.path_hops(&self.topo),
+                    now,
+                    self.hold_timeout,
+                );
+                r.series = Some(SeriesRef {
+                    id: id.clone(),
+                    occurrence: p.number,
+                });
+                let usage = plan.usage(r.bw, r.bw_reverse, p.window, r.hold_expires_at);
+                held.push(HeldOccurrence {
+                    next_deadline: sluice_scheduler::next_deadline(&r, now),
+                    bookings: self.bookings(&usage),
+                    reservation: r,
+                    changes,
+                });
+                usages.push(usage);
+            }
+            match writer.insert_series(&series, &held, now) {
+                Ok(events) => {
+                    {
+                        let mut index = self.write_index();
+                        for (h, u) in held.iter().zip(&usages) {
+                            index.insert(&h.reservation.id, u);
+                        }
+                    }
+                    drop(writer);
+                    self.publish(events);
+                    self.schedule(held.iter().filter_map(|h| h.next_deadline).min());
+                    return Ok((series, held.into_iter().map(|h| h.reservation).collect()));
+                }
+                // The index missed a booking the store has: bring everything the plans
+                // touched up to date and plan once more.
+                Err(StoreError::Conflict(c)) if !refreshed => {
+                    warn!(series.id = %id, conflict = %c, "index was stale; refreshed, planning the series again");
+                    for u in &usages {
+                        self.refresh_index(u, now)?;
+                    }
+                    refreshed = true;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+    }
+
+    /// Applies `op` to the occurrences of series `id` in `scope`, all in one durable
+    /// transaction; returns the series with every occurrence as it now stands.
+    fn update_series(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+        op: &mut Operation<'_>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        let (series, mut all) = self
+            .store
+            .get_series(id)
+            .map_err(store_error)?
+            .ok_or_else(|| series_not_found(id))?;
+        if let SeriesScope::One(n) = scope
+            && !all.iter().any(|r| scope.takes(r))
+        {
+            return Err(Error::invalid(
+                "occurrence",
+                format!("series {id} has no booked occurrence {n}"),
+            ));
+        }
+        let mut touched = Vec::new();
+        for (i, r) in all.iter_mut().enumerate() {
+            if !scope.takes(r) {
+                continue;
+            }
+            let was_held = r.states.reservation == ReservationState::ReserveHeld;
+            let had_resources = r.holds_resources(now) || was_held;
+            let mut changes = sluice_scheduler::run_due(r, now);
+            changes.extend(op(r, now)?);
+            if changes.is_empty() {
+                continue;
+            }
+            let released = had_resources && !r.holds_resources(now);
+            let committed_now = was_held && r.committed_version.is_some();
+            touched.push((i, changes, released, committed_now));
+        }
+        let saves: Vec<Save<'_>> = touched
+            .iter()
+            .map(|(i, changes, released, _)| Save {
+                reservation: &all[*i],
+                next_deadline: sluice_scheduler::next_deadline(&all[*i], now),
+                bookings: if *released {
+                    BookingChange::Delete
+                } else {
+                    BookingChange::Keep
+                },
+                changes: changes.clone(),
+            })
+            .collect();
+        let deadline = saves.iter().filter_map(|s| s.next_deadline).min();
+        let events = writer.save_all(&saves, now).map_err(store_error)?;
+        {
+            let mut index = self.write_index();
+            for (i, _, released, committed_now) in &touched {
+                if *released {
+                    index.remove(&all[*i].id);
+                } else if *committed_now {
+                    index.commit(&all[*i].id);
+                }
+            }
+        }
+        drop(writer);
+        self.store.sync().map_err(store_error)?;
+        self.publish(events);
+        self.schedule(deadline);
+        Ok((series, all))
+    }
+}
