@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod output;
+mod series;
 mod time;
 
 use std::io::Write;
@@ -54,7 +55,7 @@ enum Cmd {
         data_dir: PathBuf,
     },
     /// Book a circuit: hold and commit (or only hold, with --hold-only).
-    Reserve(ReserveArgs),
+    Reserve(Box<ReserveArgs>),
     /// What a booking would get now: the best path, alternatives and the widest path,
     /// with metric, hops, VLANs and headroom. Books nothing.
     Paths(PathsArgs),
@@ -72,6 +73,11 @@ enum Cmd {
     Modify(ModifyArgs),
     /// Show one reservation.
     Show { id: String },
+    /// The occurrences of a series, each with its own state (as `series show`).
+    Occurrences { id: String },
+    /// Recurring bookings: show, commit, cancel (all, one, or from a date), export.
+    #[command(subcommand)]
+    Series(series::SeriesCmd),
     /// List reservations.
     List(ListArgs),
     /// Follow state changes as they happen.
@@ -159,8 +165,9 @@ struct CircuitArgs {
     /// Start (default: now).
     #[arg(long)]
     start: Option<String>,
+    /// End (required, except for a series: each occurrence has its own).
     #[arg(long)]
-    end: String,
+    end: Option<String>,
     /// VLAN or range for both ends (unless the STP or --src-vlan/--dst-vlan says otherwise).
     #[arg(long)]
     vlan: Option<String>,
@@ -183,7 +190,10 @@ impl CircuitArgs {
             .as_deref()
             .map(|s| time_arg(s, "start"))
             .transpose()?;
-        let end = time_arg(&self.end, "end")?;
+        let end = match &self.end {
+            Some(e) => time_arg(e, "end")?,
+            None => return Err(Error::missing("end")),
+        };
         Ok(v1::Criteria {
             src: self.src,
             dst: self.dst,
@@ -215,6 +225,8 @@ struct ReserveArgs {
     /// Only hold; commit later with `sluice commit` (before the hold timeout).
     #[arg(long)]
     hold_only: bool,
+    #[command(flatten)]
+    repeat: series::RecurrenceArgs,
 }
 
 #[derive(Args)]
@@ -373,7 +385,7 @@ async fn run_client(
 ) -> Result<Option<Out>, Error> {
     let mut c = connect(server, user).await?;
     let out = match cmd {
-        Cmd::Reserve(a) => reserve(&mut c, a).await?,
+        Cmd::Reserve(a) => reserve(&mut c, *a).await?,
         Cmd::Paths(a) => {
             let req = v1::ComputePathsRequest {
                 criteria: Some(a.circuit.criteria()?),
@@ -397,6 +409,52 @@ async fn run_client(
         Cmd::Release { id } => reservation_out(&c.call(IdCall::Release, &id).await?),
         Cmd::Terminate { id } => reservation_out(&c.call(IdCall::Terminate, &id).await?),
         Cmd::Show { id } => reservation_out(&c.call(IdCall::Get, &id).await?),
+        Cmd::Occurrences { id } | Cmd::Series(series::SeriesCmd::Show { id }) => series_out(
+            &c.reservations
+                .get_series(v1::IdRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Series(series::SeriesCmd::Commit { id }) => series_out(
+            &c.reservations
+                .commit_series(v1::IdRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner(),
+        ),
+        Cmd::Series(series::SeriesCmd::Cancel {
+            id,
+            occurrence,
+            from,
+        }) => {
+            use v1::cancel_series_request::Scope;
+            let scope = match (occurrence, from) {
+                (Some(n), _) => Some(Scope::Occurrence(n)),
+                (None, Some(f)) => Some(Scope::From(time::timestamp(series::from_arg(&f)?))),
+                (None, None) => None,
+            };
+            series_out(
+                &c.reservations
+                    .cancel_series(v1::CancelSeriesRequest { id, scope })
+                    .await
+                    .map_err(err)?
+                    .into_inner(),
+            )
+        }
+        Cmd::Series(series::SeriesCmd::Export { id }) => {
+            let s = c
+                .reservations
+                .get_series(v1::IdRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let ics = series::ics(&s, now());
+            Out {
+                json: json!({ "ics": ics }),
+                text: ics.trim_end().to_string(),
+            }
+        }
         Cmd::Modify(m) => {
             let req = v1::ModifyRequest {
                 id: m.id,
@@ -494,7 +552,17 @@ async fn run_client(
     Ok(Some(out))
 }
 
+fn series_out(s: &v1::Series) -> Out {
+    Out {
+        json: series::series_json(s),
+        text: series::series_human(s),
+    }
+}
+
 async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
+    if a.repeat.is_series() {
+        return reserve_series(c, a).await;
+    }
     let criteria = v1::Criteria {
         description: a.description,
         provision_mode: if a.manual {
@@ -505,6 +573,68 @@ async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
         ..a.circuit.criteria()?
     };
     Ok(reservation_out(&c.book(criteria, a.hold_only).await?))
+}
+
+/// Holds every occurrence and, unless --hold-only, commits them; a failed commit
+/// cancels the series so nothing is left held.
+async fn reserve_series(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
+    let from = a
+        .circuit
+        .start
+        .as_deref()
+        .map(|s| time_arg(s, "start"))
+        .transpose()?
+        .unwrap_or_else(now);
+    let criteria = v1::Criteria {
+        src: a.circuit.src,
+        dst: a.circuit.dst,
+        src_vlan: a
+            .circuit
+            .src_vlan
+            .or_else(|| a.circuit.vlan.clone())
+            .unwrap_or_default(),
+        dst_vlan: a.circuit.dst_vlan.or(a.circuit.vlan).unwrap_or_default(),
+        capacity_mbps: a.circuit.bw,
+        reverse_capacity_mbps: a.circuit.bw_reverse,
+        ero_include: a.circuit.via,
+        ero_exclude: a.circuit.avoid,
+        description: a.description,
+        provision_mode: if a.manual {
+            v1::ProvisionMode::Manual
+        } else {
+            v1::ProvisionMode::Automatic
+        } as i32,
+        ..Default::default()
+    };
+    let req = a.repeat.request(criteria, from)?;
+    let held = c
+        .reservations
+        .reserve_series(req)
+        .await
+        .map_err(err)?
+        .into_inner();
+    if a.hold_only {
+        return Ok(series_out(&held));
+    }
+    match c
+        .reservations
+        .commit_series(v1::IdRequest {
+            id: held.id.clone(),
+        })
+        .await
+    {
+        Ok(s) => Ok(series_out(&s.into_inner())),
+        Err(e) => {
+            let _ = c
+                .reservations
+                .cancel_series(v1::CancelSeriesRequest {
+                    id: held.id,
+                    scope: None,
+                })
+                .await;
+            Err(err(e))
+        }
+    }
 }
 
 async fn watch(c: &mut Client, w: WatchArgs, json_out: bool) -> Result<(), Error> {

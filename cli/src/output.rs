@@ -10,7 +10,7 @@ use sluice_proto::v1;
 
 use crate::time::{from_timestamp, human_duration, show};
 
-fn states(r: &v1::Reservation) -> v1::States {
+pub fn states(r: &v1::Reservation) -> v1::States {
     r.states.clone().unwrap_or_default()
 }
 
@@ -218,6 +218,20 @@ pub fn error_json(e: &Error) -> Value {
     if let Some(t) = e.earliest_start {
         err["earliest_start"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
+    if !e.conflicts.is_empty() {
+        err["conflicts"] = e
+            .conflicts
+            .iter()
+            .map(|c| {
+                let mut j = error_json(&c.reason)["error"].clone();
+                j["occurrence"] = json!(c.number);
+                j["start"] = json!(c.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                j["end"] = json!(c.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                j["alternative_path"] = json!(c.alternative);
+                j
+            })
+            .collect();
+    }
     json!({ "error": err })
 }
 
@@ -248,6 +262,25 @@ pub fn error_human(e: &Error) -> String {
             "\n  earliest start that fits: {} (same duration)",
             t.format("%Y-%m-%dT%H:%M:%SZ")
         );
+    }
+    for c in &e.conflicts {
+        out += &format!(
+            "\n  occurrence {} ({} .. {}): {} {}",
+            c.number,
+            c.start.format("%Y-%m-%dT%H:%MZ"),
+            c.end.format("%Y-%m-%dT%H:%MZ"),
+            c.reason.code.as_str(),
+            c.reason.message
+        );
+        if let Some(via) = &c.alternative {
+            out += &format!("\n    fits alone on another path: via {}", via.join(" "));
+        }
+        if let Some(t) = c.reason.earliest_start {
+            out += &format!(
+                "\n    nearest start that fits: {}",
+                t.format("%Y-%m-%dT%H:%M:%SZ")
+            );
+        }
     }
     out
 }

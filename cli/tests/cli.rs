@@ -751,3 +751,159 @@ fn bench_runs_end_to_end_and_prints_every_figure() {
     assert!(figures["reserve+commit p50 (ms)"].as_f64().unwrap() > 0.0);
     assert!(figures["server RSS after bookings (MB)"].as_f64().unwrap() > 1.0);
 }
+
+/// A weekly series through the binary: booked in Europe/Rome (14:00 local is 13:00 UTC
+/// in winter), refused whole when one Tuesday is full (that Tuesday named, with the
+/// nearest start that fits), booked without it with --skip-conflicts; one occurrence
+/// cancelled; the series exported as iCalendar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekly_series_through_the_binary() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    tokio::task::spawn_blocking(move || {
+        let url = url.as_str();
+        // Next year's Tuesdays, so the test does not depend on today's date.
+        let year = chrono::Utc::now()
+            .format("%Y")
+            .to_string()
+            .parse::<i32>()
+            .unwrap()
+            + 1;
+        let from = format!("{year}-01-01T00:00:00Z");
+        let every = |bw: &str, extra: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = [
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                bw,
+                "--every",
+                "tue",
+                "14:00-18:00",
+                "--tz",
+                "Europe/Rome",
+                "--count",
+                "10",
+                "--start",
+                &from,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            v.extend(extra.iter().map(|s| s.to_string()));
+            v
+        };
+        fn args(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let s = ok(url, &args(&every("1000", &[])));
+        let occ = s["occurrences"].as_array().unwrap();
+        assert_eq!(occ.len(), 10, "{s}");
+        assert!(
+            occ.iter()
+                .all(|o| o["start"].as_str().unwrap().contains("T13:00:00")),
+            "{s}"
+        );
+        assert!(
+            occ.iter().all(|o| o["state"]["summary"] == "committed"),
+            "{s}"
+        );
+        let seventh = occ[6]["start"].as_str().unwrap().to_string();
+        let seventh_end = occ[6]["end"].as_str().unwrap().to_string();
+        // Fill the 7th Tuesday's ports (10 Gb/s, 1 Gb/s of them taken by the series).
+        ok(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "8000",
+                "--start",
+                &seventh,
+                "--end",
+                &seventh_end,
+            ],
+        );
+        let e = fail(url, &args(&every("2000", &[])));
+        assert_eq!(e["code"], "00705", "{e}");
+        let conflicts = e["conflicts"].as_array().unwrap();
+        assert_eq!(conflicts.len(), 1, "{e}");
+        assert_eq!(conflicts[0]["occurrence"], 7);
+        assert_eq!(conflicts[0]["available_mbps"], 1000);
+        assert!(conflicts[0]["earliest_start"].is_string(), "{e}");
+        let before = ok(url, &["list"])["reservations"].as_array().unwrap().len();
+        assert_eq!(before, 11, "the refused series left nothing behind");
+        let s = ok(url, &args(&every("2000", &["--skip-conflicts"])));
+        assert_eq!(s["occurrences"].as_array().unwrap().len(), 9, "{s}");
+        assert_eq!(s["skipped"][0]["occurrence"], 7, "{s}");
+        let id = s["id"].as_str().unwrap().to_string();
+        let s = ok(url, &["series", "cancel", &id, "--occurrence", "2"]);
+        let states: Vec<&str> = s["occurrences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["state"]["summary"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states.iter().filter(|s| **s == "terminated").count(),
+            1,
+            "{states:?}"
+        );
+        assert_eq!(states[1], "terminated");
+        let text = String::from_utf8(sluice(url, &["occurrences", &id]).stdout).unwrap();
+        assert!(text.contains("skipped #7: 00705"), "{text}");
+        assert!(text.contains("Tue ") && text.contains("14:00"), "{text}");
+        let out = sluice(url, &["series", "export", &id]);
+        let ics = String::from_utf8(out.stdout).unwrap();
+        assert!(ics.starts_with("BEGIN:VCALENDAR\r\n"), "{ics}");
+        assert_eq!(
+            ics.matches("BEGIN:VEVENT").count(),
+            8,
+            "9 booked, 1 cancelled: {ics}"
+        );
+        assert!(ics.contains("DTSTART:") && ics.trim_end().ends_with("END:VCALENDAR"));
+        // A rule that never ends, and an unknown zone, are refused with the field.
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "10",
+                "--cron",
+                "0 14 * * 2",
+                "--for",
+                "1h",
+                "--count",
+                "2",
+                "--tz",
+                "Mars/Olympus",
+            ],
+        );
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("00100"), Some("recurrence.tz")),
+            "{e}"
+        );
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "10",
+                "--rrule",
+                "DTSTART:20300101T100000Z\\nRRULE:FREQ=DAILY",
+                "--for",
+                "1h",
+            ],
+        );
+        assert_eq!(e["field"], "recurrence.rrule", "{e}");
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
+}

@@ -88,6 +88,13 @@ fn reply(r: Result<sluice_model::Reservation, Error>) -> Result<Response<v1::Res
         .map_err(|e| to_status(&e))
 }
 
+fn series_reply(
+    r: Result<(sluice_model::Series, Vec<sluice_model::Reservation>), Error>,
+) -> Result<Response<v1::Series>, Status> {
+    r.map(|(s, occurrences)| Response::new(convert::series(&s, &occurrences)))
+        .map_err(|e| to_status(&e))
+}
+
 fn id_of(req: Request<v1::IdRequest>) -> Result<String, Status> {
     let id = req.into_inner().id;
     if id.is_empty() {
@@ -201,6 +208,67 @@ impl v1::reservations_server::Reservations for Api {
             Ok(o) => Ok(Response::new(convert::path_offers(&o))),
             Err(e) => Err(to_status(&e)),
         }
+    }
+
+    async fn reserve_series(
+        &self,
+        req: Request<v1::ReserveSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let owner = user(&req);
+        let r = req.into_inner();
+        let now = self.idc.now();
+        let ask = (|| {
+            let c = r
+                .criteria
+                .as_ref()
+                .ok_or_else(|| Error::missing("criteria"))?;
+            let rec = r
+                .recurrence
+                .as_ref()
+                .ok_or_else(|| Error::missing("recurrence"))?;
+            Ok::<_, Error>(crate::service::SeriesAsk {
+                criteria: convert::series_criteria(c, now)?,
+                recurrence: convert::recurrence(rec, now)?,
+                same_path: !r.allow_path_change,
+                skip_conflicts: r.skip_conflicts,
+            })
+        })()
+        .map_err(|e| to_status(&e))?;
+        series_reply(self.idc.reserve_series(&owner, ask).await)
+    }
+
+    async fn commit_series(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        series_reply(self.idc.commit_series(&id_of(req)?).await)
+    }
+
+    async fn get_series(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        series_reply(self.idc.get_series(&id_of(req)?).await)
+    }
+
+    async fn cancel_series(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        use crate::service::SeriesScope;
+        use v1::cancel_series_request::Scope;
+        let r = req.into_inner();
+        if r.id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let scope = match &r.scope {
+            None => SeriesScope::All,
+            Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
+            Some(Scope::From(t)) => {
+                SeriesScope::From(convert::from_timestamp(t, "from").map_err(|e| to_status(&e))?)
+            }
+        };
+        series_reply(self.idc.cancel_series(&r.id, scope).await)
     }
 
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {

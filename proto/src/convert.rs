@@ -198,6 +198,103 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         ero_include: r.ero.include.clone(),
         ero_exclude: r.ero.exclude.clone(),
         reverse_capacity_mbps: r.bw_reverse.0,
+        series_id: r.series.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+        occurrence: r.series.as_ref().map_or(0, |s| s.occurrence),
+    }
+}
+
+/// The criteria of every occurrence of a series: as `criteria`, with a window that
+/// stands in until the recurrence gives each occurrence its own.
+pub fn series_criteria(c: &v1::Criteria, now: DateTime<Utc>) -> Result<m::Criteria, Error> {
+    let stand_in = v1::Criteria {
+        start: Some(timestamp(now)),
+        end: Some(timestamp(now + chrono::TimeDelta::seconds(1))),
+        ..c.clone()
+    };
+    criteria(&stand_in, now).map_err(|e| e.within("criteria"))
+}
+
+pub fn recurrence(r: &v1::Recurrence, now: DateTime<Utc>) -> Result<m::Recurrence, Error> {
+    let rule = match &r.rule {
+        None => return Err(Error::missing("recurrence.rule")),
+        Some(v1::recurrence::Rule::Ical(text)) => m::RecurrenceRule::ICalendar(text.clone()),
+        Some(v1::recurrence::Rule::Cron(c)) => m::RecurrenceRule::Cron {
+            expr: c.expression.clone(),
+            tz: c.time_zone.clone(),
+            from: opt_timestamp(&c.from, "recurrence.cron.from")?.unwrap_or(now),
+            count: c.count,
+            until: opt_timestamp(&c.until, "recurrence.cron.until")?,
+            exdates: c
+                .skip_dates
+                .iter()
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                        Error::invalid(
+                            "recurrence.cron.skip_dates",
+                            format!("{d:?} is not YYYY-MM-DD"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        },
+    };
+    if r.duration_seconds <= 0 {
+        return Err(Error::invalid(
+            "recurrence.duration_seconds",
+            "each occurrence must last a positive number of seconds",
+        ));
+    }
+    Ok(m::Recurrence {
+        rule,
+        duration: chrono::TimeDelta::seconds(r.duration_seconds),
+    })
+}
+
+pub fn recurrence_to_wire(r: &m::Recurrence) -> v1::Recurrence {
+    v1::Recurrence {
+        rule: Some(match &r.rule {
+            m::RecurrenceRule::ICalendar(text) => v1::recurrence::Rule::Ical(text.clone()),
+            m::RecurrenceRule::Cron {
+                expr,
+                tz,
+                from,
+                count,
+                until,
+                exdates,
+            } => v1::recurrence::Rule::Cron(v1::CronRule {
+                expression: expr.clone(),
+                time_zone: tz.clone(),
+                from: Some(timestamp(*from)),
+                count: *count,
+                until: until.map(timestamp),
+                skip_dates: exdates.iter().map(|d| d.to_string()).collect(),
+            }),
+        }),
+        duration_seconds: r.duration.num_seconds(),
+    }
+}
+
+pub fn series(s: &m::Series, occurrences: &[m::Reservation]) -> v1::Series {
+    v1::Series {
+        id: s.id.clone(),
+        owner: s.owner.clone(),
+        description: s.description.clone(),
+        recurrence: Some(recurrence_to_wire(&s.recurrence)),
+        time_zone: s.recurrence.rule.time_zone(),
+        same_path: s.same_path,
+        skipped: s
+            .skipped
+            .iter()
+            .map(|k| v1::SkippedOccurrence {
+                number: k.number,
+                start: Some(timestamp(k.window.start)),
+                end: Some(timestamp(k.window.end)),
+                code: k.code.clone(),
+                reason: k.reason.clone(),
+            })
+            .collect(),
+        occurrences: occurrences.iter().map(reservation).collect(),
+        created_at: Some(timestamp(s.created_at)),
     }
 }
 

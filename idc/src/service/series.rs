@@ -140,20 +140,13 @@ fn refusal(plans: &[OccurrencePlan], topo: &Topology) -> Error {
     let first = &conflicts[0];
     let listed: Vec<String> = conflicts
         .iter()
-        .map(|c| {
-            format!(
-                "#{} ({}): {}",
-                c.number,
-                c.start.format("%Y-%m-%d %H:%MZ"),
-                c.reason.message
-            )
-        })
+        .map(|c| format!("#{} ({})", c.number, c.start.format("%Y-%m-%d %H:%MZ")))
         .collect();
     let mut e = Error::field(
         first.reason.code,
         "recurrence",
         format!(
-            "{} of {} occurrences do not fit, so nothing was booked (--skip-conflicts books the rest): {}",
+            "{} of {} occurrences do not fit, so nothing was booked (skip_conflicts books the rest): {}",
             conflicts.len(),
             plans.len(),
             listed.join("; ")
