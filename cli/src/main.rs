@@ -442,6 +442,33 @@ async fn run_client(
                     .into_inner(),
             )
         }
+        Cmd::Series(series::SeriesCmd::Modify {
+            id,
+            bw,
+            bw_reverse,
+            occurrence,
+            from,
+        }) => {
+            use v1::modify_series_request::Scope;
+            let scope = match (occurrence, from) {
+                (Some(n), _) => Some(Scope::Occurrence(n)),
+                (None, Some(f)) => Some(Scope::From(time::timestamp(series::from_arg(&f)?))),
+                (None, None) => None,
+            };
+            let req = v1::ModifySeriesRequest {
+                id,
+                scope,
+                capacity_mbps: bw,
+                reverse_capacity_mbps: bw_reverse,
+            };
+            series_out(
+                &c.reservations
+                    .modify_series(req)
+                    .await
+                    .map_err(err)?
+                    .into_inner(),
+            )
+        }
         Cmd::Series(series::SeriesCmd::Export { id }) => {
             let s = c
                 .reservations

@@ -160,6 +160,19 @@ pub enum SeriesCmd {
         #[arg(long)]
         from: Option<String>,
     },
+    /// New capacity for the committed occurrences ahead (all, --occurrence N, or --from
+    /// a date on): all of them or none.
+    Modify {
+        id: String,
+        #[arg(long, allow_negative_numbers = true)]
+        bw: Option<i64>,
+        #[arg(long, allow_negative_numbers = true)]
+        bw_reverse: Option<i64>,
+        #[arg(long, conflicts_with = "from")]
+        occurrence: Option<u32>,
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Write the series as an iCalendar file (to stdout), for people's calendars.
     Export { id: String },
 }

@@ -851,6 +851,22 @@ async fn a_weekly_series_through_the_binary() {
             "{states:?}"
         );
         assert_eq!(states[1], "terminated");
+        let from8 = s["occurrences"][6]["start"].as_str().unwrap().to_string();
+        let s = ok(
+            url,
+            &["series", "modify", &id, "--bw", "2500", "--from", &from8],
+        );
+        let bws: Vec<u64> = s["occurrences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["bw_mbps"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            bws,
+            [2000, 2000, 2000, 2000, 2000, 2000, 2500, 2500, 2500],
+            "{s}"
+        );
         let text = String::from_utf8(sluice(url, &["occurrences", &id]).stdout).unwrap();
         assert!(text.contains("skipped #7: 00705"), "{text}");
         assert!(text.contains("Tue ") && text.contains("14:00"), "{text}");

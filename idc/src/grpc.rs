@@ -271,6 +271,36 @@ impl v1::reservations_server::Reservations for Api {
         series_reply(self.idc.cancel_series(&r.id, scope).await)
     }
 
+    async fn modify_series(
+        &self,
+        req: Request<v1::ModifySeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        use crate::service::SeriesScope;
+        use v1::modify_series_request::Scope;
+        let r = req.into_inner();
+        let parsed = (|| {
+            if r.id.is_empty() {
+                return Err(Error::missing("id"));
+            }
+            let scope = match &r.scope {
+                None => SeriesScope::All,
+                Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
+                Some(Scope::From(t)) => SeriesScope::From(convert::from_timestamp(t, "from")?),
+            };
+            let bw = r
+                .capacity_mbps
+                .map(|v| convert::capacity(v, "capacity_mbps"))
+                .transpose()?;
+            let rev = r
+                .reverse_capacity_mbps
+                .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
+                .transpose()?;
+            Ok((scope, bw, rev))
+        })();
+        let (scope, bw, rev) = parsed.map_err(|e| to_status(&e))?;
+        series_reply(self.idc.modify_series(&r.id, scope, bw, rev).await)
+    }
+
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {
         reply(self.idc.get(&id_of(req)?).await)
     }

@@ -284,4 +284,98 @@ async fn the_scheduler_runs_each_occurrence_and_catches_up_after_a_restart() {
     idc.tick().await.unwrap();
     assert!(state(&idc, 1).await.states.data_plane_active, "caught up");
     assert!(!state(&idc, 2).await.states.data_plane_active);
+    // Down from the second's end until after the third's: the second is closed as it
+    // should be, the third recorded as missed, the fourth waits for its start.
+    clock.set(held[1].window.end);
+    idc.tick().await.unwrap();
+    drop(idc);
+    clock.set(held[2].window.end + TimeDelta::hours(2));
+    let idc = open();
+    idc.tick().await.unwrap();
+    let (second, third, fourth) = (
+        state(&idc, 1).await,
+        state(&idc, 2).await,
+        state(&idc, 3).await,
+    );
+    assert_eq!((second.summary(), second.missed), ("ended", false));
+    assert_eq!((third.summary(), third.missed), ("missed", true));
+    assert_eq!(third.states.lifecycle, LifecycleState::PassedEndTime);
+    assert_eq!(fourth.summary(), "committed");
+    let events = idc.events_after(0, Some(third.id.clone())).await.unwrap();
+    let closed = events
+        .iter()
+        .find(|e| e.reservation_id == third.id && e.change.to == "PassedEndTime")
+        .expect("the third's end is recorded");
+    assert_eq!(
+        closed.change.effective_at, held[2].window.end,
+        "dated at its end, not the restart"
+    );
+    assert!(
+        closed.change.detail.starts_with("missed"),
+        "{:?}",
+        closed.change.detail
+    );
+}
+
+#[tokio::test]
+async fn modify_from_a_date_on_is_all_or_nothing() {
+    let w = world();
+    let (series, _) = w
+        .idc
+        .reserve_series("alice", ask(500, false))
+        .await
+        .unwrap();
+    let (_, all) = w.idc.commit_series(&series.id).await.unwrap();
+    // Someone takes 450 of the short path's 1000 during the 9th occurrence.
+    let r = w
+        .idc
+        .reserve("other", criteria(450, all[8].window))
+        .await
+        .unwrap();
+    w.idc.commit(&r.id).await.unwrap();
+    let eighth = SeriesScope::From(all[7].window.start);
+    let e = w
+        .idc
+        .modify_series(&series.id, eighth, Some(Mbps(600)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::CapacityUnavailable, "{e}");
+    let numbers: Vec<u32> = e.conflicts.iter().map(|c| c.number).collect();
+    assert_eq!(numbers, [9], "{e}");
+    assert_eq!(
+        e.conflicts[0].reason.capacity.as_ref().unwrap().available,
+        Mbps(550)
+    );
+    let (_, unchanged) = w.idc.get_series(&series.id).await.unwrap();
+    assert!(
+        unchanged
+            .iter()
+            .all(|r| r.bw == Mbps(500) && r.version == 1),
+        "nothing changed"
+    );
+    // What fits goes through, from the 8th on only.
+    let (_, after) = w
+        .idc
+        .modify_series(&series.id, eighth, Some(Mbps(550)), None)
+        .await
+        .unwrap();
+    let bws: Vec<u64> = after.iter().map(|r| r.bw.0).collect();
+    assert_eq!(bws, [500, 500, 500, 500, 500, 500, 500, 550, 550, 550]);
+    // One occurrence alone.
+    let (_, after) = w
+        .idc
+        .modify_series(&series.id, SeriesScope::One(2), Some(Mbps(900)), None)
+        .await
+        .unwrap();
+    assert_eq!(after[1].bw, Mbps(900));
+    assert_eq!(after[1].version, 2);
+    // The index agrees with the store: the short path's 9th Tuesday is now full.
+    let e = w.idc.reserve("x", criteria(1, all[8].window)).await;
+    assert!(e.is_ok(), "the long path still has room");
+    let e = w
+        .idc
+        .reserve("y", criteria(1000, all[8].window))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::CapacityUnavailable);
 }

@@ -317,6 +317,9 @@ pub struct Reservation {
     pub updated_at: DateTime<Utc>,
     /// The series this reservation is an occurrence of, if any.
     pub series: Option<SeriesRef>,
+    /// It ended without ever having been provisioned though it was to be, automatically:
+    /// the IDC was not running at any moment of its window.
+    pub missed: bool,
 }
 
 /// Which series a reservation belongs to, and which of its occurrences it is.
@@ -378,6 +381,7 @@ impl Reservation {
             created_at: now,
             updated_at: now,
             series: None,
+            missed: false,
         };
         let changes = vec![Change {
             machine: Machine::Reservation,
@@ -724,9 +728,18 @@ impl Reservation {
         if self.auto_provision && self.states.provision == ProvisionState::Provisioned {
             self.psm(PsmInput::Release, at, &mut out);
             self.psm(PsmInput::ReleaseConfirmed, at, &mut out);
+        } else if self.auto_provision && self.states.provision == ProvisionState::Released {
+            // Automatic, yet never provisioned: the whole window passed while the IDC
+            // was down. It is closed all the same, and said to be missed.
+            self.missed = true;
         }
         out.extend(self.sync_data_plane(now));
         self.lsm(LsmInput::EndTime, at, &mut out);
+        if self.missed
+            && let Some(last) = out.last_mut()
+        {
+            last.detail = "missed: the IDC was not running at any time in the window".into();
+        }
         self.updated_at = now;
         out
     }
@@ -737,6 +750,7 @@ impl Reservation {
             LifecycleState::Terminated => return "terminated",
             LifecycleState::Terminating => return "terminating",
             LifecycleState::Failed => return "failed",
+            LifecycleState::PassedEndTime if self.missed => return "missed",
             LifecycleState::PassedEndTime => return "ended",
             LifecycleState::Created => {}
         }

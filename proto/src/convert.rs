@@ -200,6 +200,7 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         reverse_capacity_mbps: r.bw_reverse.0,
         series_id: r.series.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
         occurrence: r.series.as_ref().map_or(0, |s| s.occurrence),
+        missed: r.missed,
     }
 }
 

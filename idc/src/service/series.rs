@@ -97,6 +97,27 @@ impl Idc {
         })
     }
 
+    /// Gives the committed occurrences in `scope` that have not ended a new bandwidth, on
+    /// their own paths, in one durable transaction: all of them, or, if any cannot take
+    /// it, none (the error lists those, as for a refused series).
+    pub async fn modify_series(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+        bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        if bw.is_none() && bw_reverse.is_none() {
+            return Err(Error::field(
+                ErrorCode::MissingParameter,
+                "capacity_mbps",
+                "modifying a series needs a new capacity",
+            ));
+        }
+        let id = id.to_string();
+        self.inline(move |inner| inner.modify_series(&id, scope, bw, bw_reverse))
+    }
+
     pub async fn get_series(&self, id: &str) -> Result<(Series, Vec<Reservation>), Error> {
         let id = id.to_string();
         self.blocking(move |inner| {
@@ -254,6 +275,126 @@ impl Inner {
                 Err(e) => return Err(store_error(e)),
             }
         }
+    }
+
+    fn modify_series(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+        bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let mut writer = self.store.writer();
+        let now = self.clock.now();
+        let (series, mut all) = self
+            .store
+            .get_series(id)
+            .map_err(store_error)?
+            .ok_or_else(|| series_not_found(id))?;
+        let mut targets = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut planned = Vec::new();
+        for (i, r) in all.iter_mut().enumerate() {
+            if !scope.takes(r) {
+                continue;
+            }
+            let mut changes = sluice_scheduler::run_due(r, now);
+            if r.check_modifiable(now).is_err() {
+                // Held, ended, cancelled: not this operation's.
+                continue;
+            }
+            let new_bw = bw.unwrap_or(r.bw);
+            let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
+                new_bw
+            } else {
+                r.bw_reverse
+            });
+            let (Some(src), Some(dst)) = (
+                self.topo.port_by_stp(&r.src.stp),
+                self.topo.port_by_stp(&r.dst.stp),
+            ) else {
+                return Err(Error::internal(format!(
+                    "{}: its end points are no longer in the topology",
+                    r.id
+                )));
+            };
+            let plan = PathPlan::from_hops(&self.topo, src, dst, &r.path, r.src.vlan, r.dst.vlan)
+                .ok_or_else(|| {
+                Error::internal(format!("{}: its path is no longer in the topology", r.id))
+            })?;
+            let req = PathRequest {
+                src,
+                dst,
+                src_vlans: VlanSet::single(r.src.vlan),
+                dst_vlans: VlanSet::single(r.dst.vlan),
+                bw: new_bw,
+                bw_reverse: new_rev,
+                window: r.window,
+                include: Vec::new(),
+                exclude_nodes: Default::default(),
+                exclude_links: Default::default(),
+                ignore: Some(Arc::from(r.id.as_str())),
+            };
+            let number = r.series.as_ref().map_or(0, |s| s.occurrence);
+            match sluice_pce::check_plan(&self.read_index(), &plan, &req, now) {
+                Ok(()) => {
+                    changes.extend(r.apply_version(new_bw, new_rev, r.window, now)?);
+                    let usage = plan.usage(new_bw, new_rev, r.window, None);
+                    targets.push((i, changes));
+                    planned.push((self.bookings(&usage), usage));
+                }
+                Err(error) => conflicts.push(OccurrenceConflict {
+                    number,
+                    start: r.window.start,
+                    end: r.window.end,
+                    reason: Box::new(error),
+                    alternative: None,
+                }),
+            }
+        }
+        if !conflicts.is_empty() {
+            let listed: Vec<String> = conflicts.iter().map(|c| format!("#{}", c.number)).collect();
+            let mut e = Error::field(
+                conflicts[0].reason.code,
+                "capacity_mbps",
+                format!(
+                    "{} occurrences cannot take the new capacity on their paths, so nothing was changed: {}",
+                    conflicts.len(),
+                    listed.join(", ")
+                ),
+            );
+            e.conflicts = conflicts;
+            return Err(e);
+        }
+        if targets.is_empty() {
+            return Err(Error::invalid(
+                "occurrence",
+                format!("series {id} has no committed occurrence ahead in that scope"),
+            ));
+        }
+        let saves: Vec<Save<'_>> = targets
+            .iter()
+            .zip(&planned)
+            .map(|((i, changes), (bookings, _))| Save {
+                reservation: &all[*i],
+                next_deadline: sluice_scheduler::next_deadline(&all[*i], now),
+                bookings: BookingChange::Replace(bookings),
+                changes: changes.clone(),
+            })
+            .collect();
+        let deadline = saves.iter().filter_map(|s| s.next_deadline).min();
+        let events = writer.save_all(&saves, now).map_err(store_error)?;
+        {
+            let mut index = self.write_index();
+            for ((i, _), (_, usage)) in targets.iter().zip(&planned) {
+                index.insert(&all[*i].id, usage);
+            }
+        }
+        drop(writer);
+        self.store.sync().map_err(store_error)?;
+        self.publish(events);
+        self.schedule(deadline);
+        Ok((series, all))
     }
 
     /// Applies `op` to the occurrences of series `id` in `scope`, all in one durable

@@ -54,6 +54,7 @@ pub struct ReservationRow {
     pub bw_rev_mbps: Option<i64>,
     pub series_id: Option<String>,
     pub occurrence: Option<i32>,
+    pub missed: bool,
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
@@ -98,6 +99,7 @@ impl ReservationRow {
             bw_rev_mbps: (r.bw_reverse != r.bw).then_some(r.bw_reverse.0 as i64),
             series_id: r.series.as_ref().map(|s| s.id.clone()),
             occurrence: r.series.as_ref().map(|s| s.occurrence as i32),
+            missed: r.missed,
         }
     }
 
@@ -188,6 +190,7 @@ impl ReservationRow {
                 }),
                 _ => None,
             },
+            missed: self.missed,
             owner: self.owner,
             description: self.description,
             id: self.id,

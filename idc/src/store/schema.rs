@@ -36,6 +36,7 @@ diesel::table! {
         bw_rev_mbps -> Nullable<BigInt>,
         series_id -> Nullable<Text>,
         occurrence -> Nullable<Integer>,
+        missed -> Bool,
     }
 }
 

@@ -18,5 +18,7 @@ CREATE TABLE series (
 ) WITHOUT ROWID;
 
 ALTER TABLE reservations ADD COLUMN series_id TEXT;
+-- Automatic, ended, never provisioned: the IDC was down for the whole window.
+ALTER TABLE reservations ADD COLUMN missed BOOLEAN NOT NULL DEFAULT 0;
 ALTER TABLE reservations ADD COLUMN occurrence INTEGER;
 CREATE INDEX reservations_by_series ON reservations (series_id, occurrence);
