@@ -98,6 +98,8 @@ enum Cmd {
     },
     /// Booked and available bandwidth of a link or port over time.
     Availability(AvailabilityArgs),
+    /// One week of a port or link: how full it is hour by hour, and the circuits on it.
+    Calendar(series::CalendarArgs),
     /// Measure latency, throughput, CLI start-up and memory against a fresh IDC.
     Bench(bench::BenchArgs),
 }
@@ -570,6 +572,58 @@ async fn run_client(
                 } else {
                     output::availability_table(&reply)
                 },
+            }
+        }
+        Cmd::Calendar(a) => {
+            let tz: chrono_tz::Tz = a.tz.parse().map_err(|_| {
+                Error::invalid("tz", format!("{:?} is not an IANA time zone", a.tz))
+            })?;
+            let (from, to) = series::week_bounds(a.week.as_deref(), tz, now())?;
+            let avail = c
+                .reservations
+                .availability(v1::AvailabilityRequest {
+                    link: a.link.clone().unwrap_or_default(),
+                    port: a.port.clone().unwrap_or_default(),
+                    from: Some(time::timestamp(from)),
+                    to: Some(time::timestamp(to)),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let listed = c
+                .reservations
+                .list(v1::ListRequest {
+                    from: Some(time::timestamp(from)),
+                    to: Some(time::timestamp(to)),
+                    port: a.port.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            // Circuits that hold the resource: on a link, those whose path crosses it.
+            let mut circuits: Vec<v1::Reservation> = listed
+                .reservations
+                .into_iter()
+                .filter(|r| {
+                    a.link
+                        .as_ref()
+                        .is_none_or(|l| r.path.iter().any(|h| &h.link == l))
+                })
+                .filter(|r| {
+                    !matches!(
+                        output::states(r).summary.as_str(),
+                        "terminated" | "aborted" | "timed-out"
+                    )
+                })
+                .collect();
+            circuits.sort_by_key(|r| r.start.as_ref().map(|t| (t.seconds, t.nanos)));
+            Out {
+                json: json!({
+                    "availability": output::availability_json(&avail),
+                    "reservations": circuits.iter().map(output::reservation_json).collect::<Vec<_>>(),
+                }),
+                text: series::calendar_human(&avail, &circuits, tz, from),
             }
         }
         Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) => {

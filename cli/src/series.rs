@@ -397,3 +397,155 @@ mod tests {
         assert_eq!(folded.replace("\r\n ", ""), line);
     }
 }
+
+/// `sluice calendar`: one week of a port or a link.
+#[derive(Args)]
+pub struct CalendarArgs {
+    /// A port: node:port or domain:node:port.
+    #[arg(long, conflicts_with = "link", required_unless_present = "link")]
+    pub port: Option<String>,
+    /// A link id.
+    #[arg(long)]
+    pub link: Option<String>,
+    /// The ISO week, e.g. 2026-W49 (default: this week).
+    #[arg(long)]
+    pub week: Option<String>,
+    /// The time zone the days and hours are shown in (IANA, e.g. Europe/Rome).
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+}
+
+/// Monday 00:00 of an ISO week (`2026-W49`) in `tz`, and the week after it.
+pub fn week_bounds(
+    week: Option<&str>,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), Error> {
+    use chrono::Datelike;
+    let monday = match week {
+        None => {
+            let today = now.with_timezone(&tz).date_naive();
+            today - TimeDelta::days(today.weekday().num_days_from_monday() as i64)
+        }
+        Some(w) => {
+            let bad =
+                || Error::invalid("week", format!("{w:?} is not an ISO week such as 2026-W49"));
+            let (y, n) = w.split_once("-W").ok_or_else(bad)?;
+            let (y, n): (i32, u32) = (y.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+            NaiveDate::from_isoywd_opt(y, n, chrono::Weekday::Mon).ok_or_else(bad)?
+        }
+    };
+    let at = |d: NaiveDate| {
+        tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight"))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| Error::invalid("week", "midnight does not exist there"))
+    };
+    Ok((at(monday)?, at(monday + TimeDelta::days(7))?))
+}
+
+/// The week as a grid: a row per day and direction, a column per hour, each cell how
+/// full the resource is at its busiest in that hour (` ░▒▓█`, quarter steps), then the
+/// circuits booked on it that week, in `tz`.
+pub fn calendar_human(
+    a: &v1::AvailabilityReply,
+    circuits: &[v1::Reservation],
+    tz: Tz,
+    week_start: DateTime<Utc>,
+) -> String {
+    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
+    let mut out = format!(
+        "{}  week of {}  (times in {})\n",
+        a.resource,
+        week_start.with_timezone(&tz).format("%a %Y-%m-%d"),
+        tz
+    );
+    out += "        ";
+    for h in 0..24 {
+        out += &format!(
+            "{:<2}",
+            if h % 3 == 0 {
+                format!("{h:02}")
+            } else {
+                String::new()
+            }
+        );
+    }
+    out += "\n";
+    for d in &a.directions {
+        let cap = d.capacity_mbps.max(1);
+        out += &format!("{} (capacity {} Mb/s)\n", d.direction, d.capacity_mbps);
+        for day in 0..7 {
+            let day_start = week_start.with_timezone(&tz) + TimeDelta::days(day);
+            out += &format!("  {}  ", day_start.format("%a %d"));
+            for h in 0..24 {
+                let a0 = (day_start + TimeDelta::hours(h)).with_timezone(&Utc);
+                let a1 = a0 + TimeDelta::hours(1);
+                let peak = d
+                    .steps
+                    .iter()
+                    .filter(|s| {
+                        from_timestamp(&s.start).is_some_and(|s0| s0 < a1)
+                            && from_timestamp(&s.end).is_some_and(|s1| s1 > a0)
+                    })
+                    .map(|s| s.booked_mbps)
+                    .max()
+                    .unwrap_or(0);
+                let shade = if peak == 0 {
+                    0
+                } else {
+                    ((peak * 4).div_ceil(cap)).clamp(1, 4) as usize
+                };
+                out.push(SHADES[shade]);
+                out.push(SHADES[shade]);
+            }
+            out += "|\n";
+        }
+    }
+    out += "  ░ up to 25 %  ▒ 50 %  ▓ 75 %  █ full\n";
+    if circuits.is_empty() {
+        out += "\nno circuits booked that week\n";
+        return out;
+    }
+    out += "\n";
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["start", "end", "Mb/s", "state", "id", "series"]);
+    for r in circuits {
+        table.add_row(vec![
+            local(&r.start, tz),
+            local(&r.end, tz),
+            r.capacity_mbps.to_string(),
+            states(r).summary.clone(),
+            r.id.clone(),
+            if r.series_id.is_empty() {
+                String::new()
+            } else {
+                format!("{} #{}", r.series_id, r.occurrence)
+            },
+        ]);
+    }
+    out + &table.to_string()
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+
+    #[test]
+    fn an_iso_week_starts_on_its_monday_in_the_zone() {
+        let now = Utc::now();
+        let (a, b) = week_bounds(Some("2026-W49"), Tz::Europe__Rome, now).unwrap();
+        assert_eq!(
+            a.to_rfc3339(),
+            "2026-11-29T23:00:00+00:00",
+            "Mon 30 Nov, 00:00 in Rome"
+        );
+        assert_eq!(b - a, TimeDelta::days(7));
+        // The week the clocks go back has an hour more.
+        let (a, b) = week_bounds(Some("2026-W43"), Tz::Europe__Rome, now).unwrap();
+        assert_eq!(b - a, TimeDelta::days(7) + TimeDelta::hours(1));
+        assert!(week_bounds(Some("2026-49"), Tz::UTC, now).is_err());
+        assert!(week_bounds(Some("2026-W54"), Tz::UTC, now).is_err());
+    }
+}

@@ -870,6 +870,34 @@ async fn a_weekly_series_through_the_binary() {
         let text = String::from_utf8(sluice(url, &["occurrences", &id]).stdout).unwrap();
         assert!(text.contains("skipped #7: 00705"), "{text}");
         assert!(text.contains("Tue ") && text.contains("14:00"), "{text}");
+        let week = chrono::DateTime::parse_from_rfc3339(&from8)
+            .unwrap()
+            .format("%G-W%V")
+            .to_string();
+        let cal = String::from_utf8(
+            sluice(
+                url,
+                &[
+                    "calendar",
+                    "--port",
+                    HOUSTON,
+                    "--week",
+                    &week,
+                    "--tz",
+                    "Europe/Rome",
+                ],
+            )
+            .stdout,
+        )
+        .unwrap();
+        assert!(
+            cal.contains("(times in Europe/Rome)") && cal.contains(&format!("{id} #8")),
+            "{cal}"
+        );
+        assert!(
+            cal.contains('▒') || cal.contains('░'),
+            "the series' Tuesday is drawn: {cal}"
+        );
         let out = sluice(url, &["series", "export", &id]);
         let ics = String::from_utf8(out.stdout).unwrap();
         assert!(ics.starts_with("BEGIN:VCALENDAR\r\n"), "{ics}");
