@@ -379,3 +379,163 @@ async fn modify_from_a_date_on_is_all_or_nothing() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::CapacityUnavailable);
 }
+
+mod sequences {
+    //! Any sequence of series operations: no link or port is ever booked over capacity
+    //! at any instant (checked on the store's rows), and every occurrence of every
+    //! request is either booked or reported, never silently dropped.
+
+    use std::collections::{BTreeSet, HashMap};
+
+    use proptest::prelude::*;
+    use sluice_model::Direction;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// bw, weekday (0 Mon), hour, count, allow path change, skip conflicts
+        Reserve(u64, u8, u32, u32, bool, bool),
+        Commit(usize),
+        Cancel(usize, Option<u32>),
+        Modify(usize, Option<u32>, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (prop::sample::select(vec![200u64, 450, 600, 900]), 0u8..3, prop::sample::select(vec![10u32, 12, 14]), 1u32..6, any::<bool>(), any::<bool>())
+                .prop_map(|(bw, d, h, n, a, s)| Op::Reserve(bw, d, h, n, a, s)),
+            2 => any::<usize>().prop_map(Op::Commit),
+            1 => (any::<usize>(), prop::option::of(1u32..6)).prop_map(|(i, n)| Op::Cancel(i, n)),
+            1 => (any::<usize>(), prop::option::of(1u32..6), prop::sample::select(vec![100u64, 500, 800])).prop_map(|(i, n, bw)| Op::Modify(i, n, bw)),
+        ]
+    }
+
+    const DAYS: [&str; 3] = ["MO", "TU", "WE"];
+
+    fn recurrence(day: u8, hour: u32, count: u32) -> Recurrence {
+        Recurrence {
+            rule: RecurrenceRule::ICalendar(format!(
+                "DTSTART;TZID=Europe/Rome:20261130T{hour:02}0000\nRRULE:FREQ=WEEKLY;BYDAY={};COUNT={count}",
+                DAYS[day as usize]
+            )),
+            duration: TimeDelta::hours(3),
+        }
+    }
+
+    /// The peak of every resource direction over all time, from the store's rows.
+    fn over_booked(idc: &Idc, topo: &Topology, now_ms: i64) -> Option<String> {
+        let rows = idc.store().all_bandwidth_bookings().unwrap();
+        let mut by: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.hold_expires_ms.is_none_or(|h| h > now_ms))
+        {
+            let e = by
+                .entry((r.resource.clone(), r.direction.clone()))
+                .or_default();
+            e.push((r.start_ms, r.bw_mbps));
+            e.push((r.end_ms, -r.bw_mbps));
+        }
+        for ((resource, dir), mut deltas) in by {
+            deltas.sort();
+            let dir = if dir == "forward" {
+                Direction::Forward
+            } else {
+                Direction::Reverse
+            };
+            let cap = topo
+                .resource_by_key(&resource, dir)
+                .map(|r| topo.capacity(r).0 as i64)?;
+            let mut level = 0;
+            for (_, d) in deltas {
+                level += d;
+                if level > cap {
+                    return Some(format!("{resource} {dir:?}: {level} > {cap}"));
+                }
+            }
+        }
+        None
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn series_operations_never_overbook_and_account_for_every_occurrence(ops in prop::collection::vec(op(), 1..14)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let topo = diamond();
+                let idc = Idc::open(topo.clone(), dir.path(), Arc::new(ManualClock::new(start())), TimeDelta::seconds(120)).unwrap();
+                let mut series: Vec<String> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Reserve(bw, day, hour, count, allow, skip) => {
+                            let before = idc.store().count_reservations().unwrap();
+                            let a = SeriesAsk {
+                                criteria: criteria(bw, TimeWindow::new(start(), start() + TimeDelta::hours(1)).unwrap()),
+                                recurrence: recurrence(day, hour, count),
+                                same_path: !allow,
+                                skip_conflicts: skip,
+                            };
+                            let all: BTreeSet<u32> = (1..=count).collect();
+                            match idc.reserve_series("p", a).await {
+                                Ok((s, held)) => {
+                                    let booked: BTreeSet<u32> = held.iter().map(|r| r.series.as_ref().unwrap().occurrence).collect();
+                                    let skipped: BTreeSet<u32> = s.skipped.iter().map(|k| k.number).collect();
+                                    prop_assert!(booked.is_disjoint(&skipped));
+                                    prop_assert_eq!(booked.union(&skipped).copied().collect::<BTreeSet<_>>(), all, "every occurrence booked or skipped");
+                                    prop_assert!(skip || skipped.is_empty());
+                                    if !allow {
+                                        let paths: BTreeSet<Vec<String>> = held.iter().map(|r| r.path.iter().map(|h| h.link.clone()).collect()).collect();
+                                        prop_assert_eq!(paths.len(), 1, "one path for the series");
+                                    }
+                                    series.push(s.id);
+                                }
+                                Err(e) => {
+                                    // Room (00705), or the series' VLAN taken on its path (00704).
+                                    prop_assert!(matches!(e.code, ErrorCode::CapacityUnavailable | ErrorCode::StpUnavailable), "{}", e);
+                                    let reported: BTreeSet<u32> = e.conflicts.iter().map(|c| c.number).collect();
+                                    prop_assert!(!reported.is_empty() && reported.is_subset(&all), "{}", e);
+                                    prop_assert!(!skip || reported == all, "skip refuses only when nothing fits: {}", e);
+                                    prop_assert_eq!(idc.store().count_reservations().unwrap(), before, "a refused series writes nothing");
+                                }
+                            }
+                        }
+                        Op::Commit(i) if !series.is_empty() => {
+                            idc.commit_series(&series[i % series.len()]).await.unwrap();
+                        }
+                        Op::Cancel(i, n) if !series.is_empty() => {
+                            let scope = n.map_or(SeriesScope::All, SeriesScope::One);
+                            let r = idc.cancel_series(&series[i % series.len()], scope).await;
+                            prop_assert!(r.is_ok() || n.is_some(), "{:?}", r.err());
+                        }
+                        Op::Modify(i, n, bw) if !series.is_empty() => {
+                            let scope = n.map_or(SeriesScope::All, SeriesScope::One);
+                            let id = &series[i % series.len()];
+                            let (_, before) = idc.get_series(id).await.unwrap();
+                            match idc.modify_series(id, scope, Some(Mbps(bw)), None).await {
+                                Ok((_, after)) => {
+                                    for (b, a) in before.iter().zip(&after) {
+                                        let changed = a.version != b.version;
+                                        prop_assert!(!changed || a.bw == Mbps(bw));
+                                        prop_assert!(changed || a.bw == b.bw);
+                                    }
+                                }
+                                Err(_) => {
+                                    let (_, same) = idc.get_series(id).await.unwrap();
+                                    prop_assert_eq!(same, before, "a refused modify changes nothing");
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    if let Some(why) = over_booked(&idc, &topo, start().timestamp_millis()) {
+                        prop_assert!(false, "over-booked: {}", why);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

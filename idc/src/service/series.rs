@@ -69,7 +69,10 @@ impl Idc {
         let id = id.to_string();
         self.inline(move |inner| {
             inner.update_series(&id, SeriesScope::All, &mut |r, now| {
-                if r.states.reservation == ReservationState::ReserveHeld {
+                // Held and still live: a cancelled occurrence stays as it is.
+                if r.states.reservation == ReservationState::ReserveHeld
+                    && r.states.lifecycle == sluice_model::LifecycleState::Created
+                {
                     r.commit(now)
                 } else {
                     Ok(Vec::new())
