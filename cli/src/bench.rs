@@ -25,7 +25,7 @@ pub struct BenchArgs {
     cycles: usize,
     /// Concurrent clients for the throughput figure.
     #[arg(long, default_value_t = 16)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// Bookings made by the concurrent clients together.
     #[arg(long, default_value_t = 4000)]
     concurrent_bookings: usize,
@@ -48,6 +48,15 @@ pub struct BenchArgs {
     /// at the end).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Instead of the one-off figures: admit this many weekly series of 52 occurrences
+    /// through gRPC (reserve and commit, timed one by one).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) series: usize,
+    /// Instead of the one-off figures: book this many series (4 weekly occurrences each,
+    /// the first ones starting a few minutes ahead, spread over a minute), then measure
+    /// how late after its start each first occurrence is provisioned.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) scheduler_series: usize,
 }
 
 /// Kills the child IDC however the bench ends.
@@ -60,7 +69,7 @@ impl Drop for ChildIdc {
     }
 }
 
-struct Progress {
+pub(crate) struct Progress {
     label: &'static str,
     total: usize,
     tty: bool,
@@ -68,7 +77,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(label: &'static str, total: usize) -> Progress {
+    pub(crate) fn new(label: &'static str, total: usize) -> Progress {
         Progress {
             label,
             total,
@@ -77,7 +86,7 @@ impl Progress {
         }
     }
 
-    fn tick(&mut self, done: usize) {
+    pub(crate) fn tick(&mut self, done: usize) {
         if self.tty && (self.last.elapsed() > Duration::from_millis(100) || done == self.total) {
             self.last = Instant::now();
             let width = 30;
@@ -93,7 +102,7 @@ impl Progress {
         }
     }
 
-    fn done(&self) {
+    pub(crate) fn done(&self) {
         if self.tty {
             eprintln!();
         } else {
@@ -102,7 +111,7 @@ impl Progress {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -110,7 +119,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -347,6 +356,17 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         c = connect(&url, "bench")
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    if args.series > 0 || args.scheduler_series > 0 {
+        return crate::bench_series::run(
+            &url,
+            &stps,
+            &args,
+            json_out,
+            restart.map(|r| r.1).flatten(),
+        )
+        .await;
     }
 
     // Warm up connections and caches; not measured.
