@@ -359,14 +359,8 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     }
 
     if args.series > 0 || args.scheduler_series > 0 {
-        return crate::bench_series::run(
-            &url,
-            &stps,
-            &args,
-            json_out,
-            restart.map(|r| r.1).flatten(),
-        )
-        .await;
+        return crate::bench_series::run(&url, &stps, &args, json_out, restart.and_then(|r| r.1))
+            .await;
     }
 
     // Warm up connections and caches; not measured.
