@@ -449,6 +449,8 @@ async fn run_client(
             id,
             bw,
             bw_reverse,
+            shift,
+            length,
             occurrence,
             from,
         }) => {
@@ -463,6 +465,11 @@ async fn run_client(
                 scope,
                 capacity_mbps: bw,
                 reverse_capacity_mbps: bw_reverse,
+                shift_seconds: shift
+                    .map(|s| series::shift_arg(&s))
+                    .transpose()?
+                    .map(|d| d.num_seconds()),
+                duration_seconds: length.map(|d| d.num_seconds()),
             };
             series_out(
                 &c.reservations

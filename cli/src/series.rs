@@ -168,6 +168,12 @@ pub enum SeriesCmd {
         bw: Option<i64>,
         #[arg(long, allow_negative_numbers = true)]
         bw_reverse: Option<i64>,
+        /// Move each occurrence later (e.g. 1h) or, with a leading minus, earlier (-30m).
+        #[arg(long, allow_hyphen_values = true)]
+        shift: Option<String>,
+        /// Each occurrence's new length (e.g. 5h).
+        #[arg(long = "for", value_parser = crate::parse_duration_arg)]
+        length: Option<TimeDelta>,
         #[arg(long, conflicts_with = "from")]
         occurrence: Option<u32>,
         #[arg(long)]
@@ -548,4 +554,20 @@ mod calendar_tests {
         assert!(week_bounds(Some("2026-49"), Tz::UTC, now).is_err());
         assert!(week_bounds(Some("2026-W54"), Tz::UTC, now).is_err());
     }
+}
+
+/// `--shift 1h` or `--shift -30m`.
+pub fn shift_arg(text: &str) -> Result<TimeDelta, Error> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    crate::time::parse_duration(rest)
+        .map(|d| d * sign)
+        .ok_or_else(|| {
+            Error::invalid(
+                "shift",
+                format!("{text:?} is not a duration such as 1h or -30m"),
+            )
+        })
 }

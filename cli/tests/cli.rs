@@ -867,6 +867,23 @@ async fn a_weekly_series_through_the_binary() {
             [2000, 2000, 2000, 2000, 2000, 2000, 2500, 2500, 2500],
             "{s}"
         );
+        let s = ok(
+            url,
+            &[
+                "series",
+                "modify",
+                &id,
+                "--shift",
+                "1h",
+                "--occurrence",
+                "10",
+            ],
+        );
+        let last = &s["occurrences"][8];
+        assert_eq!(last["occurrence"], 10);
+        assert!(last["start"].as_str().unwrap().contains("T14:00:00"), "{s}");
+        let e = fail(url, &["series", "modify", &id, "--shift", "soon"]);
+        assert_eq!(e["field"], "shift", "{e}");
         let text = String::from_utf8(sluice(url, &["occurrences", &id]).stdout).unwrap();
         assert!(text.contains("skipped #7: 00705"), "{text}");
         assert!(text.contains("Tue ") && text.contains("14:00"), "{text}");

@@ -295,10 +295,19 @@ impl v1::reservations_server::Reservations for Api {
                 .reverse_capacity_mbps
                 .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
                 .transpose()?;
-            Ok((scope, bw, rev))
+            let seconds = |v: Option<i64>| v.map(chrono::TimeDelta::seconds);
+            Ok((
+                scope,
+                crate::service::SeriesChange {
+                    bw,
+                    bw_reverse: rev,
+                    shift: seconds(r.shift_seconds),
+                    length: seconds(r.duration_seconds),
+                },
+            ))
         })();
-        let (scope, bw, rev) = parsed.map_err(|e| to_status(&e))?;
-        series_reply(self.idc.modify_series(&r.id, scope, bw, rev).await)
+        let (scope, change) = parsed.map_err(|e| to_status(&e))?;
+        series_reply(self.idc.modify_series(&r.id, scope, change).await)
     }
 
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {

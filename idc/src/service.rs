@@ -23,7 +23,7 @@ use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
 mod series;
-pub use series::{SeriesAsk, SeriesScope};
+pub use series::{SeriesAsk, SeriesChange, SeriesScope};
 
 use crate::clock::Clock;
 use crate::store::{

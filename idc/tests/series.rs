@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sluice_idc::Idc;
 use sluice_idc::clock::ManualClock;
-use sluice_idc::service::{SeriesAsk, SeriesScope};
+use sluice_idc::service::{SeriesAsk, SeriesChange, SeriesScope};
 use sluice_model::topology::fixture;
 use sluice_model::{
     Criteria, Ero, ErrorCode, LifecycleState, Mbps, ProvisionState, Recurrence, RecurrenceRule,
@@ -317,6 +317,13 @@ async fn the_scheduler_runs_each_occurrence_and_catches_up_after_a_restart() {
     );
 }
 
+fn bw(mbps: u64) -> SeriesChange {
+    SeriesChange {
+        bw: Some(Mbps(mbps)),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn modify_from_a_date_on_is_all_or_nothing() {
     let w = world();
@@ -336,7 +343,7 @@ async fn modify_from_a_date_on_is_all_or_nothing() {
     let eighth = SeriesScope::From(all[7].window.start);
     let e = w
         .idc
-        .modify_series(&series.id, eighth, Some(Mbps(600)), None)
+        .modify_series(&series.id, eighth, bw(600))
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::CapacityUnavailable, "{e}");
@@ -356,7 +363,7 @@ async fn modify_from_a_date_on_is_all_or_nothing() {
     // What fits goes through, from the 8th on only.
     let (_, after) = w
         .idc
-        .modify_series(&series.id, eighth, Some(Mbps(550)), None)
+        .modify_series(&series.id, eighth, bw(550))
         .await
         .unwrap();
     let bws: Vec<u64> = after.iter().map(|r| r.bw.0).collect();
@@ -364,11 +371,39 @@ async fn modify_from_a_date_on_is_all_or_nothing() {
     // One occurrence alone.
     let (_, after) = w
         .idc
-        .modify_series(&series.id, SeriesScope::One(2), Some(Mbps(900)), None)
+        .modify_series(&series.id, SeriesScope::One(2), bw(900))
         .await
         .unwrap();
     assert_eq!(after[1].bw, Mbps(900));
     assert_eq!(after[1].version, 2);
+    // An hour later from the 8th on: 15:00-19:00 Rome, 14:00-18:00 UTC.
+    let shift = SeriesChange {
+        shift: Some(TimeDelta::hours(1)),
+        ..Default::default()
+    };
+    let (_, moved) = w
+        .idc
+        .modify_series(&series.id, eighth, shift)
+        .await
+        .unwrap();
+    let hours: Vec<String> = moved
+        .iter()
+        .map(|r| r.window.start.format("%H").to_string())
+        .collect();
+    assert_eq!(
+        hours,
+        ["13", "13", "13", "13", "13", "13", "13", "14", "14", "14"]
+    );
+    assert!(
+        moved
+            .iter()
+            .all(|r| r.window.end - r.window.start == TimeDelta::hours(4))
+    );
+    let back = SeriesChange {
+        shift: Some(TimeDelta::hours(-1)),
+        ..Default::default()
+    };
+    w.idc.modify_series(&series.id, eighth, back).await.unwrap();
     // The index agrees with the store: the short path's 9th Tuesday is now full.
     let e = w.idc.reserve("x", criteria(1, all[8].window)).await;
     assert!(e.is_ok(), "the long path still has room");
@@ -514,7 +549,7 @@ mod sequences {
                             let scope = n.map_or(SeriesScope::All, SeriesScope::One);
                             let id = &series[i % series.len()];
                             let (_, before) = idc.get_series(id).await.unwrap();
-                            match idc.modify_series(id, scope, Some(Mbps(bw)), None).await {
+                            match idc.modify_series(id, scope, super::bw(bw)).await {
                                 Ok((_, after)) => {
                                     for (b, a) in before.iter().zip(&after) {
                                         let changed = a.version != b.version;

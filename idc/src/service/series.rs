@@ -23,6 +23,17 @@ pub struct SeriesAsk {
     pub skip_conflicts: bool,
 }
 
+/// What a series modification changes on each occurrence it touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeriesChange {
+    pub bw: Option<Mbps>,
+    pub bw_reverse: Option<Mbps>,
+    /// Moves each occurrence by this much (e.g. +1h: 14:00-18:00 becomes 15:00-19:00).
+    pub shift: Option<TimeDelta>,
+    /// Each occurrence's new length.
+    pub length: Option<TimeDelta>,
+}
+
 /// Which occurrences an operation on a series touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeriesScope {
@@ -100,25 +111,28 @@ impl Idc {
         })
     }
 
-    /// Gives the committed occurrences in `scope` that have not ended a new bandwidth, on
-    /// their own paths, in one durable transaction: all of them, or, if any cannot take
-    /// it, none (the error lists those, as for a refused series).
+    /// Gives the committed occurrences in `scope` that have not ended a new bandwidth
+    /// and/or moves or stretches their windows, on their own paths, in one durable
+    /// transaction: all of them, or, if any cannot take it, none (the error lists those,
+    /// as for a refused series).
     pub async fn modify_series(
         &self,
         id: &str,
         scope: SeriesScope,
-        bw: Option<Mbps>,
-        bw_reverse: Option<Mbps>,
+        change: SeriesChange,
     ) -> Result<(Series, Vec<Reservation>), Error> {
-        if bw.is_none() && bw_reverse.is_none() {
+        if change == SeriesChange::default() {
             return Err(Error::field(
                 ErrorCode::MissingParameter,
                 "capacity_mbps",
-                "modifying a series needs a new capacity",
+                "modifying a series needs a new capacity, a shift or a length",
             ));
         }
+        if change.length.is_some_and(|l| l <= TimeDelta::zero()) {
+            return Err(Error::invalid("length", "the length must be positive"));
+        }
         let id = id.to_string();
-        self.inline(move |inner| inner.modify_series(&id, scope, bw, bw_reverse))
+        self.inline(move |inner| inner.modify_series(&id, scope, change))
     }
 
     pub async fn get_series(&self, id: &str) -> Result<(Series, Vec<Reservation>), Error> {
@@ -284,9 +298,14 @@ impl Inner {
         &self,
         id: &str,
         scope: SeriesScope,
-        bw: Option<Mbps>,
-        bw_reverse: Option<Mbps>,
+        change: SeriesChange,
     ) -> Result<(Series, Vec<Reservation>), Error> {
+        let SeriesChange {
+            bw,
+            bw_reverse,
+            shift,
+            length,
+        } = change;
         let mut writer = self.store.writer();
         let now = self.clock.now();
         let (series, mut all) = self
@@ -305,6 +324,25 @@ impl Inner {
             if r.check_modifiable(now).is_err() {
                 // Held, ended, cancelled: not this operation's.
                 continue;
+            }
+            let number = r.series.as_ref().map_or(0, |s| s.occurrence);
+            let new_start = r.window.start + shift.unwrap_or_default();
+            let new_end = new_start + length.unwrap_or(r.window.end - r.window.start);
+            if new_start != r.window.start {
+                if r.window.start <= now {
+                    return Err(Error::invalid(
+                        "shift",
+                        format!("occurrence {number} has started; its start can no longer move"),
+                    ));
+                }
+                check_start(new_start, now)?;
+            }
+            let window = TimeWindow::new(new_start, new_end)?;
+            if window.end <= now {
+                return Err(Error::invalid(
+                    "length",
+                    format!("occurrence {number} would end in the past"),
+                ));
             }
             let new_bw = bw.unwrap_or(r.bw);
             let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
@@ -332,24 +370,23 @@ impl Inner {
                 dst_vlans: VlanSet::single(r.dst.vlan),
                 bw: new_bw,
                 bw_reverse: new_rev,
-                window: r.window,
+                window,
                 include: Vec::new(),
                 exclude_nodes: Default::default(),
                 exclude_links: Default::default(),
                 ignore: Some(Arc::from(r.id.as_str())),
             };
-            let number = r.series.as_ref().map_or(0, |s| s.occurrence);
             match sluice_pce::check_plan(&self.read_index(), &plan, &req, now) {
                 Ok(()) => {
-                    changes.extend(r.apply_version(new_bw, new_rev, r.window, now)?);
-                    let usage = plan.usage(new_bw, new_rev, r.window, None);
+                    changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
+                    let usage = plan.usage(new_bw, new_rev, window, None);
                     targets.push((i, changes));
                     planned.push((self.bookings(&usage), usage));
                 }
                 Err(error) => conflicts.push(OccurrenceConflict {
                     number,
-                    start: r.window.start,
-                    end: r.window.end,
+                    start: window.start,
+                    end: window.end,
                     reason: Box::new(error),
                     alternative: None,
                 }),
@@ -361,7 +398,7 @@ impl Inner {
                 conflicts[0].reason.code,
                 "capacity_mbps",
                 format!(
-                    "{} occurrences cannot take the new capacity on their paths, so nothing was changed: {}",
+                    "{} occurrences cannot take the change on their paths, so nothing was changed: {}",
                     conflicts.len(),
                     listed.join(", ")
                 ),
