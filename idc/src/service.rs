@@ -652,6 +652,18 @@ struct Tick {
     failed: usize,
 }
 
+/// The rates of a new version: a symmetric circuit stays symmetric; an asymmetric one
+/// keeps its Z→A rate unless told otherwise.
+fn new_rates(r: &Reservation, bw: Option<Mbps>, bw_reverse: Option<Mbps>) -> (Mbps, Mbps) {
+    let new_bw = bw.unwrap_or(r.bw);
+    let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
+        new_bw
+    } else {
+        r.bw_reverse
+    });
+    (new_bw, new_rev)
+}
+
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -926,13 +938,7 @@ impl Inner {
             .ok_or_else(|| Error::not_found(id))?;
         let mut changes = sluice_scheduler::run_due(&mut r, now);
         r.check_modifiable(now)?;
-        let new_bw = bw.unwrap_or(r.bw);
-        // A symmetric circuit stays symmetric; an asymmetric one keeps its Z→A rate.
-        let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
-            new_bw
-        } else {
-            r.bw_reverse
-        });
+        let (new_bw, new_rev) = new_rates(&r, bw, bw_reverse);
         let new_start = start.unwrap_or(r.window.start);
         let new_end = end.unwrap_or(r.window.end);
         if new_start != r.window.start {
@@ -948,31 +954,7 @@ impl Inner {
         if new_end <= now {
             return Err(Error::invalid("end", "the new end is in the past"));
         }
-        let (Some(src), Some(dst)) = (
-            self.topo.port_by_stp(&r.src.stp),
-            self.topo.port_by_stp(&r.dst.stp),
-        ) else {
-            return Err(Error::internal(format!(
-                "{id}: its end points are no longer in the topology"
-            )));
-        };
-        let plan = PathPlan::from_hops(&self.topo, src, dst, &r.path, r.src.vlan, r.dst.vlan)
-            .ok_or_else(|| {
-                Error::internal(format!("{id}: its path is no longer in the topology"))
-            })?;
-        let req = PathRequest {
-            src,
-            dst,
-            src_vlans: VlanSet::single(r.src.vlan),
-            dst_vlans: VlanSet::single(r.dst.vlan),
-            bw: new_bw,
-            bw_reverse: new_rev,
-            window,
-            include: Vec::new(),
-            exclude_nodes: Default::default(),
-            exclude_links: Default::default(),
-            ignore: Some(Arc::from(id)),
-        };
+        let (plan, req) = self.new_version_request(&r, new_bw, new_rev, window)?;
         sluice_pce::check_plan(&self.read_index(), &plan, &req, now)?;
         changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
         let usage = plan.usage(new_bw, new_rev, window, None);
@@ -993,6 +975,44 @@ impl Inner {
         self.publish(events);
         self.schedule(deadline);
         Ok(r)
+    }
+
+    /// A reservation's own path, and the request for a new version of it on that path
+    /// (its own bookings left out): what modify checks.
+    fn new_version_request(
+        &self,
+        r: &Reservation,
+        bw: Mbps,
+        bw_reverse: Mbps,
+        window: TimeWindow,
+    ) -> Result<(PathPlan, PathRequest), Error> {
+        let (Some(src), Some(dst)) = (
+            self.topo.port_by_stp(&r.src.stp),
+            self.topo.port_by_stp(&r.dst.stp),
+        ) else {
+            return Err(Error::internal(format!(
+                "{}: its end points are no longer in the topology",
+                r.id
+            )));
+        };
+        let plan = PathPlan::from_hops(&self.topo, src, dst, &r.path, r.src.vlan, r.dst.vlan)
+            .ok_or_else(|| {
+                Error::internal(format!("{}: its path is no longer in the topology", r.id))
+            })?;
+        let req = PathRequest {
+            src,
+            dst,
+            src_vlans: VlanSet::single(r.src.vlan),
+            dst_vlans: VlanSet::single(r.dst.vlan),
+            bw,
+            bw_reverse,
+            window,
+            include: Vec::new(),
+            exclude_nodes: Default::default(),
+            exclude_links: Default::default(),
+            ignore: Some(Arc::from(r.id.as_str())),
+        };
+        Ok((plan, req))
     }
 
     fn tick(&self) -> Result<Tick, Error> {

@@ -344,38 +344,8 @@ impl Inner {
                     format!("occurrence {number} would end in the past"),
                 ));
             }
-            let new_bw = bw.unwrap_or(r.bw);
-            let new_rev = bw_reverse.unwrap_or(if r.bw_reverse == r.bw {
-                new_bw
-            } else {
-                r.bw_reverse
-            });
-            let (Some(src), Some(dst)) = (
-                self.topo.port_by_stp(&r.src.stp),
-                self.topo.port_by_stp(&r.dst.stp),
-            ) else {
-                return Err(Error::internal(format!(
-                    "{}: its end points are no longer in the topology",
-                    r.id
-                )));
-            };
-            let plan = PathPlan::from_hops(&self.topo, src, dst, &r.path, r.src.vlan, r.dst.vlan)
-                .ok_or_else(|| {
-                Error::internal(format!("{}: its path is no longer in the topology", r.id))
-            })?;
-            let req = PathRequest {
-                src,
-                dst,
-                src_vlans: VlanSet::single(r.src.vlan),
-                dst_vlans: VlanSet::single(r.dst.vlan),
-                bw: new_bw,
-                bw_reverse: new_rev,
-                window,
-                include: Vec::new(),
-                exclude_nodes: Default::default(),
-                exclude_links: Default::default(),
-                ignore: Some(Arc::from(r.id.as_str())),
-            };
+            let (new_bw, new_rev) = new_rates(r, bw, bw_reverse);
+            let (plan, req) = self.new_version_request(r, new_bw, new_rev, window)?;
             match sluice_pce::check_plan(&self.read_index(), &plan, &req, now) {
                 Ok(()) => {
                     changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
