@@ -1,7 +1,7 @@
 //! What the CLI prints: a readable form for people, and with `--json` one JSON document
 //! per command (one per line for `watch`).
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
 use sluice_model::Error;
@@ -484,6 +484,19 @@ pub fn availability_table(a: &v1::AvailabilityReply) -> String {
 }
 
 /// Booked bandwidth as bars over time, one chart per direction.
+/// The most booked at any moment of `[a0, a1)` in one direction.
+pub fn peak_in(d: &v1::DirectionAvailability, a0: DateTime<Utc>, a1: DateTime<Utc>) -> u64 {
+    d.steps
+        .iter()
+        .filter(|s| {
+            from_timestamp(&s.start).is_some_and(|s0| s0 < a1)
+                && from_timestamp(&s.end).is_some_and(|s1| s1 > a0)
+        })
+        .map(|s| s.booked_mbps)
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn availability_timeline(a: &v1::AvailabilityReply, width: usize) -> String {
     const ROWS: usize = 8;
     let mut out = format!("{}\n", a.resource);
@@ -501,15 +514,7 @@ pub fn availability_timeline(a: &v1::AvailabilityReply, width: usize) -> String 
             .map(|c| {
                 let a0 = t0 + TimeDelta::milliseconds(span * c as i64 / width as i64);
                 let a1 = t0 + TimeDelta::milliseconds(span * (c as i64 + 1) / width as i64);
-                d.steps
-                    .iter()
-                    .filter(|s| {
-                        from_timestamp(&s.start).is_some_and(|s0| s0 < a1)
-                            && from_timestamp(&s.end).is_some_and(|s1| s1 > a0)
-                    })
-                    .map(|s| s.booked_mbps)
-                    .max()
-                    .unwrap_or(0)
+                peak_in(d, a0, a1)
             })
             .collect();
         let peak = cols.iter().copied().max().unwrap_or(0);

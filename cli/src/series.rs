@@ -487,16 +487,7 @@ pub fn calendar_human(
             for h in 0..24 {
                 let a0 = (day_start + TimeDelta::hours(h)).with_timezone(&Utc);
                 let a1 = a0 + TimeDelta::hours(1);
-                let peak = d
-                    .steps
-                    .iter()
-                    .filter(|s| {
-                        from_timestamp(&s.start).is_some_and(|s0| s0 < a1)
-                            && from_timestamp(&s.end).is_some_and(|s1| s1 > a0)
-                    })
-                    .map(|s| s.booked_mbps)
-                    .max()
-                    .unwrap_or(0);
+                let peak = crate::output::peak_in(d, a0, a1);
                 let shade = if peak == 0 {
                     0
                 } else {
