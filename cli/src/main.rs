@@ -667,6 +667,12 @@ async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
 /// Holds every occurrence and, unless --hold-only, commits them; a failed commit
 /// cancels the series so nothing is left held.
 async fn reserve_series(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
+    if a.circuit.end.is_some() {
+        return Err(Error::invalid(
+            "end",
+            "a series takes each occurrence's times from its rule (--every, --cron, --rrule with --for); drop --end",
+        ));
+    }
     let from = a
         .circuit
         .start

@@ -16,7 +16,7 @@ use crate::time::{from_timestamp, timestamp};
 #[derive(Args, Default)]
 pub struct RecurrenceArgs {
     /// Repeat weekly: days and a local time range, e.g. `--every tue 14:00-18:00` or
-    /// `--every mon,thu 09:30-11:00`.
+    /// `--every mon,thu 09:30-11:00`, from --start on (default: now).
     #[arg(long, num_args = 2, value_names = ["DAYS", "FROM-TO"], conflicts_with_all = ["cron", "rrule"])]
     every: Vec<String>,
     /// Repeat on a five-field cron schedule (minute hour day month weekday; Sunday 0 or

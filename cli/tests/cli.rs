@@ -963,6 +963,24 @@ async fn a_weekly_series_through_the_binary() {
             ],
         );
         assert_eq!(e["field"], "recurrence.rrule", "{e}");
+        let e = fail(
+            url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "10",
+                "--every",
+                "tue",
+                "14:00-18:00",
+                "--count",
+                "2",
+                "--end",
+                "+1h",
+            ],
+        );
+        assert_eq!(e["field"], "end", "{e}");
     })
     .await
     .unwrap();
