@@ -1,11 +1,19 @@
 //! Stitching an end-to-end circuit out of per-domain segments.
 //!
-//! Two pure pieces the aggregator (federation, a later issue) is built on:
-//! [`agree_label`] picks the VLAN both sides of a demarcation point can use, and
-//! [`TwoPhase`] decides, from the answers of the domains holding segments, whether to
-//! commit everywhere or abort everywhere. No I/O here: the IDC sends and receives.
+//! The pure pieces the aggregator (federation) is built on: the topology documents
+//! domains exchange and what a domain keeps of them ([`documents`]), the domain-level
+//! routes over their demarcation points ([`routes`]), [`agree_label`], which picks the
+//! VLAN both sides of a demarcation point can use, and [`TwoPhase`], which decides from
+//! the answers of the domains holding segments whether to commit everywhere or abort
+//! everywhere. No I/O here: the IDC sends and receives.
 //!
 //! **Architecture invariant:** no I/O, no clock, no tokio/tonic/diesel.
+
+pub mod documents;
+pub mod routes;
+
+pub use documents::{Demarcation, DocumentStore, DomainDocument, EndPoint, Offer};
+pub use routes::{DomainRoute, Segment, domain_routes};
 
 use sluice_model::{Vlan, VlanSet};
 

@@ -1,0 +1,221 @@
+//! Topology documents: what each domain publishes about itself (its end points, its
+//! service demarcation points and whom they face), versioned and with an expiry, and
+//! what a domain keeps of everyone's: the newest unexpired version of each, passed on to
+//! its peers but never back where it came from, nor to the domain it describes (as NSI's
+//! document distribution does). Pure: the IDC sends, receives and keeps the clock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sluice_model::{Mbps, Stp, VlanSet};
+
+/// An edge port circuits can start or end on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndPoint {
+    pub stp: Stp,
+    pub vlans: VlanSet,
+    pub capacity: Mbps,
+}
+
+/// A port of this domain that faces a port of another: where segments are stitched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demarcation {
+    pub local: Stp,
+    /// The port on the other side, in the other domain.
+    pub remote: Stp,
+    pub vlans: VlanSet,
+    pub capacity: Mbps,
+}
+
+/// One domain's description of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDocument {
+    pub domain: String,
+    /// Grows with every change the domain publishes; the highest wins.
+    pub version: u64,
+    pub expires_at: DateTime<Utc>,
+    /// May change the VLAN at its demarcation points.
+    pub translates: bool,
+    pub end_points: Vec<EndPoint>,
+    pub demarcations: Vec<Demarcation>,
+}
+
+/// What became of a document offered to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// Newer than what was kept: kept, and to be passed on to these peers.
+    Accepted { flood_to: Vec<String> },
+    /// Not newer than the version kept: dropped (this stops flooding loops).
+    Stale,
+    /// Already expired: dropped.
+    Expired,
+    /// A document about ourselves from someone else: dropped; only we speak for us.
+    AboutUs,
+}
+
+/// The documents a domain knows, its own included.
+#[derive(Debug, Clone)]
+pub struct DocumentStore {
+    own_domain: String,
+    peers: Vec<String>,
+    docs: BTreeMap<String, (DomainDocument, DateTime<Utc>)>,
+}
+
+impl DocumentStore {
+    /// A store for `own` (its own document), with the domains it peers with directly.
+    pub fn new(own: DomainDocument, peers: Vec<String>, now: DateTime<Utc>) -> DocumentStore {
+        let mut docs = BTreeMap::new();
+        let domain = own.domain.clone();
+        docs.insert(domain.clone(), (own, now));
+        DocumentStore {
+            own_domain: domain,
+            peers,
+            docs,
+        }
+    }
+
+    /// A document that arrived from peer `from` (or, for our own, from nobody).
+    pub fn offer(&mut self, doc: DomainDocument, from: Option<&str>, now: DateTime<Utc>) -> Offer {
+        if doc.expires_at <= now {
+            return Offer::Expired;
+        }
+        if doc.domain == self.own_domain && from.is_some() {
+            return Offer::AboutUs;
+        }
+        if let Some((kept, _)) = self.docs.get(&doc.domain)
+            && kept.version >= doc.version
+            && kept.expires_at > now
+        {
+            return Offer::Stale;
+        }
+        let flood_to = self
+            .peers
+            .iter()
+            .filter(|p| Some(p.as_str()) != from && **p != doc.domain)
+            .cloned()
+            .collect();
+        self.docs.insert(doc.domain.clone(), (doc, now));
+        Offer::Accepted { flood_to }
+    }
+
+    /// Drops what has expired at `now`; returns the domains forgotten.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        let gone: Vec<String> = self
+            .docs
+            .iter()
+            .filter(|(d, (doc, _))| **d != self.own_domain && doc.expires_at <= now)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in &gone {
+            self.docs.remove(d);
+        }
+        gone
+    }
+
+    /// The documents known, with when each was received.
+    pub fn known(&self) -> impl Iterator<Item = (&DomainDocument, DateTime<Utc>)> {
+        self.docs.values().map(|(d, at)| (d, *at))
+    }
+
+    pub fn get(&self, domain: &str) -> Option<&DomainDocument> {
+        self.docs.get(domain).map(|(d, _)| d)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn stp(s: &str) -> Stp {
+        Stp::parse(s).unwrap()
+    }
+
+    /// A domain with one end point `d:n:edge` and demarcations to `(peer, local port,
+    /// remote port)`.
+    pub fn doc(
+        domain: &str,
+        version: u64,
+        expires: i64,
+        peers: &[(&str, &str, &str)],
+    ) -> DomainDocument {
+        DomainDocument {
+            domain: domain.into(),
+            version,
+            expires_at: t(expires),
+            translates: false,
+            end_points: vec![EndPoint {
+                stp: stp(&format!("{domain}:n:edge")),
+                vlans: VlanSet::parse("100-199").unwrap(),
+                capacity: Mbps(10_000),
+            }],
+            demarcations: peers
+                .iter()
+                .map(|(peer, local, remote)| Demarcation {
+                    local: stp(&format!("{domain}:n:{local}")),
+                    remote: stp(&format!("{peer}:n:{remote}")),
+                    vlans: VlanSet::parse("100-199").unwrap(),
+                    capacity: Mbps(10_000),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_newest_version_is_kept_and_passed_on_but_never_back() {
+        // b peers with a and c; a document about a comes in from a.
+        let mut b = DocumentStore::new(doc("b", 1, 1000, &[]), vec!["a".into(), "c".into()], t(0));
+        assert_eq!(
+            b.offer(doc("a", 3, 1000, &[]), Some("a"), t(1)),
+            Offer::Accepted {
+                flood_to: vec!["c".into()]
+            }
+        );
+        // The same version again (say, back from c): dropped, so flooding ends.
+        assert_eq!(
+            b.offer(doc("a", 3, 1000, &[]), Some("c"), t(2)),
+            Offer::Stale
+        );
+        assert_eq!(
+            b.offer(doc("a", 2, 1000, &[]), Some("c"), t(2)),
+            Offer::Stale
+        );
+        // A newer one that came through c goes on to a's other peers, not to a itself.
+        assert_eq!(
+            b.offer(doc("a", 4, 1000, &[]), Some("c"), t(3)),
+            Offer::Accepted { flood_to: vec![] }
+        );
+        assert_eq!(b.get("a").unwrap().version, 4);
+        // Someone else's word about b is not taken.
+        assert_eq!(
+            b.offer(doc("b", 9, 1000, &[]), Some("a"), t(4)),
+            Offer::AboutUs
+        );
+        assert_eq!(b.get("b").unwrap().version, 1);
+    }
+
+    #[test]
+    fn expired_documents_are_refused_and_forgotten() {
+        let mut b = DocumentStore::new(doc("b", 1, 100, &[]), vec!["a".into()], t(0));
+        assert_eq!(
+            b.offer(doc("a", 1, 5, &[]), Some("a"), t(10)),
+            Offer::Expired
+        );
+        assert!(matches!(
+            b.offer(doc("a", 1, 50, &[]), Some("a"), t(10)),
+            Offer::Accepted { .. }
+        ));
+        assert_eq!(b.expire(t(60)), vec!["a".to_string()]);
+        assert!(b.get("a").is_none());
+        // Our own document is never expired away by the store: we republish it.
+        assert!(b.get("b").is_some());
+        // Once expired, even an old version is welcome again.
+        assert!(matches!(
+            b.offer(doc("a", 1, 200, &[]), Some("a"), t(61)),
+            Offer::Accepted { .. }
+        ));
+    }
+}
