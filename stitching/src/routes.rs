@@ -19,6 +19,9 @@ pub struct Segment {
 /// The segments of one route, from the source's domain to the destination's.
 pub type DomainRoute = Vec<Segment>;
 
+/// A route under way: the domains so far, and the crossings (our port, theirs) taken.
+type Partial = (Vec<String>, Vec<(Stp, Stp)>);
+
 /// How many partial routes the search may look at: domains are few, but a dense mesh
 /// has many simple routes.
 const MAX_EXPANDED: usize = 10_000;
@@ -57,11 +60,9 @@ pub fn domain_routes(
     if doc(&src.domain).is_none() || doc(&dst.domain).is_none() || !allowed(&src.domain) {
         return Vec::new();
     }
-    // Breadth first over partial routes: (domains so far, the port we entered the last
-    // one by, the crossings taken).
+    // Breadth first over partial routes, so fewer domains come first.
     let mut routes = Vec::new();
-    let mut frontier: Vec<(Vec<String>, Vec<(Stp, Stp)>)> =
-        vec![(vec![src.domain.clone()], Vec::new())];
+    let mut frontier: Vec<Partial> = vec![(vec![src.domain.clone()], Vec::new())];
     let mut expanded = 0;
     while !frontier.is_empty() && routes.len() < k && expanded < MAX_EXPANDED {
         let mut next = Vec::new();
