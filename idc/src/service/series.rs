@@ -7,7 +7,7 @@ use sluice_model::{OccurrenceConflict, Recurrence, Series, SeriesRef, SkippedOcc
 use sluice_pce::{OccurrencePlan, plan_series};
 
 use super::*;
-use crate::store::{HeldOccurrence, Save};
+use crate::store::{HeldOccurrence, Save, Writer};
 
 /// What a series request asks beyond the criteria of one occurrence.
 #[derive(Debug, Clone)]
@@ -306,7 +306,7 @@ impl Inner {
             shift,
             length,
         } = change;
-        let mut writer = self.store.writer();
+        let writer = self.store.writer();
         let now = self.clock.now();
         let (series, mut all) = self
             .store
@@ -392,18 +392,11 @@ impl Inner {
                 changes: changes.clone(),
             })
             .collect();
-        let deadline = saves.iter().filter_map(|s| s.next_deadline).min();
-        let events = writer.save_all(&saves, now).map_err(store_error)?;
-        {
-            let mut index = self.write_index();
+        self.save_series(writer, &saves, now, |index| {
             for ((i, _), (_, usage)) in targets.iter().zip(&planned) {
                 index.insert(&all[*i].id, usage);
             }
-        }
-        drop(writer);
-        self.store.sync().map_err(store_error)?;
-        self.publish(events);
-        self.schedule(deadline);
+        })?;
         Ok((series, all))
     }
 
@@ -415,7 +408,7 @@ impl Inner {
         scope: SeriesScope,
         op: &mut Operation<'_>,
     ) -> Result<(Series, Vec<Reservation>), Error> {
-        let mut writer = self.store.writer();
+        let writer = self.store.writer();
         let now = self.clock.now();
         let (series, mut all) = self
             .store
@@ -459,10 +452,7 @@ impl Inner {
                 changes: changes.clone(),
             })
             .collect();
-        let deadline = saves.iter().filter_map(|s| s.next_deadline).min();
-        let events = writer.save_all(&saves, now).map_err(store_error)?;
-        {
-            let mut index = self.write_index();
+        self.save_series(writer, &saves, now, |index| {
             for (i, _, released, committed_now) in &touched {
                 if *released {
                     index.remove(&all[*i].id);
@@ -470,11 +460,27 @@ impl Inner {
                     index.commit(&all[*i].id);
                 }
             }
-        }
+        })?;
+        Ok((series, all))
+    }
+
+    /// Writes the saves of a series operation in one transaction and brings the index
+    /// along (`update`, with the writer still held), then makes it durable and tells
+    /// the watchers and the scheduler.
+    fn save_series(
+        &self,
+        mut writer: Writer<'_>,
+        saves: &[Save<'_>],
+        now: DateTime<Utc>,
+        update: impl FnOnce(&mut Index),
+    ) -> Result<(), Error> {
+        let deadline = saves.iter().filter_map(|s| s.next_deadline).min();
+        let events = writer.save_all(saves, now).map_err(store_error)?;
+        update(&mut self.write_index());
         drop(writer);
         self.store.sync().map_err(store_error)?;
         self.publish(events);
         self.schedule(deadline);
-        Ok((series, all))
+        Ok(())
     }
 }
