@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let fds = protox::compile(["sluice/v1/sluice.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["sluice/v1/sluice.proto", "sluice/v1/federation.proto"],
+        ["proto"],
+    )?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sluice_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(fds)?;

@@ -127,6 +127,10 @@ struct ServeArgs {
     hold_timeout: chrono::TimeDelta,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Federate with other domains' IDCs: the federation file (its listener over mutual
+    /// TLS, certificates, peers and their policy; see deploy/federation/).
+    #[arg(long)]
+    federation: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -808,6 +812,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             sluice_idc::topology_file::BUNDLED_NAME.to_string(),
         ),
     };
+    let federation = match &args.federation {
+        None => None,
+        Some(path) => match sluice_idc::federation::FederationConfig::load(path)
+            .and_then(|c| sluice_idc::federation::FederationSetup::from_config(&c))
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("error: bad federation file: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -818,6 +834,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             data_dir: args.data_dir.clone(),
             topology: Arc::new(topology),
             hold_timeout: args.hold_timeout,
+            federation,
         };
         let nodes = opts.topology.nodes().len();
         let links = opts.topology.links().len();
@@ -835,6 +852,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             server.addr,
             args.data_dir.join(sluice_idc::store::DB_FILE).display()
         );
+        if let Some((addr, fed)) = &server.federation {
+            println!(
+                "sluice: domain {domain} federation on {addr} (mutual TLS; peers call {})",
+                fed.url()
+            );
+        }
         let _ = std::io::stdout().flush();
         match server.run_until(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -704,7 +704,12 @@ fn migrate_creates_the_database_and_is_idempotent() {
     let names: Vec<&str> = applied.iter().filter_map(|v| v.as_str()).collect();
     assert_eq!(
         names,
-        ["20261127000001", "20261127000002", "20261127000003"],
+        [
+            "20261127000001",
+            "20261127000002",
+            "20261127000003",
+            "20261127000004"
+        ],
         "every migration, in order: {doc}"
     );
     let out = Command::new(SLUICE)

@@ -14,6 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use crate::federation::{Federation, Op};
 use crate::service::{Idc, ListQuery};
 use crate::store::EventRecord;
 
@@ -21,11 +22,45 @@ use crate::store::EventRecord;
 pub struct Api {
     idc: Idc,
     stop: Option<watch::Receiver<bool>>,
+    /// Set when this IDC is federated: circuits across domains go through it.
+    fed: Option<Federation>,
 }
 
 impl Api {
     pub fn new(idc: Idc) -> Api {
-        Api { idc, stop: None }
+        Api {
+            idc,
+            stop: None,
+            fed: None,
+        }
+    }
+
+    pub fn federated(mut self, fed: Federation) -> Api {
+        self.fed = Some(fed);
+        self
+    }
+
+    /// The federation, if `id` is a circuit across domains aggregated here.
+    fn circuit(&self, id: &str) -> Result<Option<&Federation>, Status> {
+        match &self.fed {
+            Some(f) if f.is_circuit(id).map_err(|e| to_status(&e))? => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    }
+
+    /// `op` on `id`: across domains if it is a circuit, here otherwise.
+    async fn operate(&self, id: String, op: Op) -> Result<Response<v1::Reservation>, Status> {
+        if let Some(fed) = self.circuit(&id)? {
+            return circuit_reply(fed.transition(&id, op).await);
+        }
+        reply(match op {
+            Op::Commit => self.idc.commit(&id).await,
+            Op::Abort => self.idc.abort(&id).await,
+            Op::Provision => self.idc.provision(&id).await,
+            Op::Release => self.idc.release(&id).await,
+            Op::Terminate => self.idc.terminate(&id).await,
+            Op::Query => self.idc.get(&id).await,
+        })
     }
 
     /// Ends open Watch streams once `stop` turns true. A watch has no end of its own, so
@@ -88,6 +123,13 @@ fn reply(r: Result<sluice_model::Reservation, Error>) -> Result<Response<v1::Res
         .map_err(|e| to_status(&e))
 }
 
+fn circuit_reply(
+    r: Result<(sluice_model::Reservation, Vec<sluice_model::CircuitSegment>), Error>,
+) -> Result<Response<v1::Reservation>, Status> {
+    r.map(|(r, segs)| Response::new(convert::circuit(&r, &segs)))
+        .map_err(|e| to_status(&e))
+}
+
 fn series_reply(
     r: Result<(sluice_model::Series, Vec<sluice_model::Reservation>), Error>,
 ) -> Result<Response<v1::Series>, Status> {
@@ -120,6 +162,12 @@ impl v1::reservations_server::Reservations for Api {
             return Err(to_status(&Error::missing("criteria")));
         };
         let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
+        let own = &self.idc.topology().domain;
+        if let Some(fed) = &self.fed
+            && (criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own)
+        {
+            return circuit_reply(fed.reserve(&owner, criteria).await);
+        }
         reply(self.idc.reserve(&owner, criteria).await)
     }
 
@@ -127,35 +175,35 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.commit(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Commit).await
     }
 
     async fn abort(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.abort(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Abort).await
     }
 
     async fn provision(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.provision(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Provision).await
     }
 
     async fn release(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.release(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Release).await
     }
 
     async fn terminate(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.terminate(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Terminate).await
     }
 
     async fn modify(
@@ -311,7 +359,7 @@ impl v1::reservations_server::Reservations for Api {
     }
 
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {
-        reply(self.idc.get(&id_of(req)?).await)
+        self.operate(id_of(req)?, Op::Query).await
     }
 
     async fn list(&self, req: Request<v1::ListRequest>) -> Result<Response<v1::ListReply>, Status> {
@@ -490,5 +538,28 @@ impl v1::topology_server::Topology for Api {
         _req: Request<v1::GetTopologyRequest>,
     ) -> Result<Response<v1::TopologyReply>, Status> {
         Ok(Response::new(convert::topology(self.idc.topology())))
+    }
+
+    async fn domains(
+        &self,
+        _req: Request<v1::DomainsRequest>,
+    ) -> Result<Response<v1::DomainsReply>, Status> {
+        let Some(fed) = &self.fed else {
+            return Ok(Response::new(v1::DomainsReply::default()));
+        };
+        let domains = fed
+            .known_documents()
+            .into_iter()
+            .map(|(d, at)| v1::KnownDomain {
+                own: d.domain == fed.domain(),
+                direct: fed.is_direct_peer(&d.domain),
+                received_at: Some(convert::timestamp(at)),
+                document: Some(sluice_proto::federation::document(&d)),
+            })
+            .collect();
+        Ok(Response::new(v1::DomainsReply {
+            domains,
+            federation_url: fed.url().to_string(),
+        }))
     }
 }

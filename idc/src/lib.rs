@@ -5,6 +5,7 @@
 //! (`pce`, `scheduler`, `stitching`) are called, never the other way round.
 
 pub mod clock;
+pub mod federation;
 pub mod grpc;
 pub mod server;
 pub mod service;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use sluice_model::Topology;
+use sluice_proto::v1::federation_server::FederationServer;
 use sluice_proto::v1::reservations_server::ReservationsServer;
 use sluice_proto::v1::topology_server::TopologyServer;
 use tokio::sync::watch;
@@ -16,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::clock::Clock;
+use crate::federation::{Federation, FederationApi, FederationSetup};
 use crate::grpc::Api;
 use crate::service::Idc;
 use crate::store::StoreError;
@@ -26,6 +28,8 @@ pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub topology: Arc<Topology>,
     pub hold_timeout: TimeDelta,
+    /// Meet other domains' IDCs (a second, mutual-TLS listener).
+    pub federation: Option<FederationSetup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,8 @@ pub enum StartError {
     },
     #[error("cannot start gRPC reflection: {0}")]
     Reflection(String),
+    #[error("federation TLS: {0}")]
+    Tls(String),
 }
 
 /// A started IDC. Dropping it without [`RunningServer::shutdown`] leaves the tasks
@@ -46,9 +52,12 @@ pub enum StartError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub idc: Idc,
+    /// Set when federated: where peers call, and the federation state.
+    pub federation: Option<(SocketAddr, Federation)>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -62,6 +71,9 @@ impl RunningServer {
         self.stop.send_replace(true);
         let result = self.server.await.unwrap_or(Ok(()));
         let _ = self.scheduler.await;
+        for task in self.background {
+            let _ = task.await;
+        }
         result
     }
 
@@ -102,7 +114,52 @@ pub async fn start(
     })?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let api = Api::new(idc.clone()).stop_on(stop_rx.clone());
+    let mut api = Api::new(idc.clone()).stop_on(stop_rx.clone());
+    let mut background = Vec::new();
+    let mut federation = None;
+    if let Some(setup) = &opts.federation {
+        let incoming = TcpIncoming::bind(setup.listen)
+            .map_err(|source| StartError::Bind {
+                addr: setup.listen,
+                source,
+            })?
+            .with_nodelay(Some(true));
+        let fed_addr = incoming.local_addr().map_err(|source| StartError::Bind {
+            addr: setup.listen,
+            source,
+        })?;
+        let url = setup
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("https://{fed_addr}"));
+        let fed = Federation::new(idc.clone(), setup, url);
+        api = api.federated(fed.clone());
+        let mut fed_stop = stop_rx.clone();
+        let serve = Server::builder()
+            .tls_config(setup.tls.server())
+            .map_err(|e| StartError::Tls(e.to_string()))?
+            .add_service(FederationServer::new(FederationApi::new(fed.clone())))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = fed_stop.wait_for(|s| *s).await;
+            });
+        background.push(tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "federation server failed");
+            }
+        }));
+        background.push(tokio::spawn(
+            fed.clone().run_exchange(setup.refresh, stop_rx.clone()),
+        ));
+        background.push(tokio::spawn(fed.clone().run_notifier(stop_rx.clone())));
+        info!(
+            domain.id = %opts.topology.domain,
+            listen = %fed_addr,
+            url = %fed.url(),
+            peers = setup.peers.len(),
+            "federation serving (mutual TLS)"
+        );
+        federation = Some((fed_addr, fed));
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ReservationsServer<Api>>().await;
     health.set_serving::<TopologyServer<Api>>().await;
@@ -134,8 +191,10 @@ pub async fn start(
     Ok(RunningServer {
         addr,
         idc,
+        federation,
         stop,
         server,
         scheduler,
+        background,
     })
 }

@@ -22,7 +22,9 @@ use sluice_pce::{Index, PathPlan, PathRequest, Place, Step, Usage};
 use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
+mod circuits;
 mod series;
+pub use circuits::FreeSpan;
 pub use series::{SeriesAsk, SeriesChange, SeriesScope};
 
 use crate::clock::Clock;

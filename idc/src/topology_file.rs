@@ -14,7 +14,9 @@
 //! ports = [
 //!   { name = "xe-0/0/0", vlans = "100-999", capacity_mbps = 10000 },
 //!   { name = "et-1/0/0", vlans = "2-4094", capacity_mbps = 100000 },
-//!   { name = "xe-9/0/0", vlans = "3000-3099", capacity_mbps = 10000, peer = "geant:uk:xe-9/0/0" },
+//!   # A service demarcation point: faces a port of another domain; peer_metric (default 1)
+//!   # is the cost of that inter-domain link when routes across domains are ranked.
+//!   { name = "xe-9/0/0", vlans = "3000-3099", capacity_mbps = 10000, peer = "geant:uk:xe-9/0/0", peer_metric = 10 },
 //! ]
 //!
 //! [[link]]
@@ -88,6 +90,9 @@ struct PortFile {
     capacity_mbps: Spanned<u64>,
     #[serde(default)]
     peer: Option<Spanned<String>>,
+    /// The cost of the inter-domain link behind a peer port.
+    #[serde(default)]
+    peer_metric: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +167,9 @@ pub fn to_toml(t: &Topology) -> String {
             );
             if let Some(peer) = &port.peer {
                 out += &format!(", peer = {}", q(&peer.stp.to_string()));
+                if peer.metric != 1 {
+                    out += &format!(", peer_metric = {}", peer.metric);
+                }
             }
             out += " },\n";
         }
@@ -225,6 +233,7 @@ pub fn parse(name: &str, text: &str) -> Result<Topology, TopologyFileError> {
                 vlans,
                 capacity: Mbps(*p.capacity_mbps.get_ref()),
                 peer,
+                peer_metric: p.peer_metric.unwrap_or(1),
             });
         }
         nodes.push(NodeSpec {

@@ -128,6 +128,18 @@ pub struct Error {
     pub earliest_start: Option<chrono::DateTime<chrono::Utc>>,
     /// When a series is refused: each occurrence that does not fit, and why.
     pub conflicts: Vec<OccurrenceConflict>,
+    /// With 00502: which domain's segment failed, and that domain's own code.
+    pub child: Option<Box<ChildFailure>>,
+}
+
+/// The segment of a circuit across domains that failed, as 00502 reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildFailure {
+    pub domain: String,
+    /// From 1, in order from the source.
+    pub segment: u32,
+    /// The child's code (its message is in the 00502's).
+    pub code: ErrorCode,
 }
 
 /// One occurrence of a series that does not fit, with what would.
@@ -151,6 +163,7 @@ impl Error {
             capacity: None,
             earliest_start: None,
             conflicts: Vec::new(),
+            child: None,
         }
     }
 
@@ -162,7 +175,29 @@ impl Error {
             capacity: None,
             earliest_start: None,
             conflicts: Vec::new(),
+            child: None,
         }
+    }
+
+    /// 00502: segment `segment` (from 1) in `domain` failed with `cause`; the cause's
+    /// field, capacity feedback and earliest start are kept.
+    pub fn child(domain: &str, segment: u32, cause: Error) -> Error {
+        let mut e = Error::new(
+            ErrorCode::ChildSegmentError,
+            format!(
+                "segment {segment} in {domain} failed: {} {}",
+                cause.code, cause.message
+            ),
+        );
+        e.field = cause.field;
+        e.capacity = cause.capacity;
+        e.earliest_start = cause.earliest_start;
+        e.child = Some(Box::new(ChildFailure {
+            domain: domain.to_string(),
+            segment,
+            code: cause.code,
+        }));
+        e
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {

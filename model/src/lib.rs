@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this crate does no I/O, reads no clock and knows no wire
 //! format. Times are passed in; conversions to protobuf or SQL live in `proto` and `idc`.
 
+pub mod circuit;
 pub mod error;
 pub mod recurrence;
 pub mod reservation;
@@ -11,7 +12,8 @@ pub mod stp;
 pub mod topology;
 pub mod units;
 
-pub use error::{CapacityFeedback, Error, ErrorCode, OccurrenceConflict};
+pub use circuit::CircuitSegment;
+pub use error::{CapacityFeedback, ChildFailure, Error, ErrorCode, OccurrenceConflict};
 pub use recurrence::{
     MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule, Series, SkippedOccurrence,
 };

@@ -152,6 +152,9 @@ pub enum Machine {
     DataPlane,
     /// A new version of the criteria (modify).
     Version,
+    /// A change in one domain's segment of a circuit across domains, as that domain
+    /// reported it (`from`/`to` are its states, the detail names the domain and machine).
+    Segment,
 }
 
 impl Machine {
@@ -162,6 +165,7 @@ impl Machine {
             Machine::Lifecycle => "lifecycle",
             Machine::DataPlane => "data_plane",
             Machine::Version => "version",
+            Machine::Segment => "segment",
         }
     }
 
@@ -172,6 +176,7 @@ impl Machine {
             Machine::Lifecycle,
             Machine::DataPlane,
             Machine::Version,
+            Machine::Segment,
         ]
         .into_iter()
         .find(|m| m.as_str() == s)

@@ -58,6 +58,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPort {
     pub stp: Stp,
+    /// The cost of the inter-domain link behind this port, for ranking domain routes.
+    pub metric: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +118,8 @@ pub struct PortSpec {
     pub vlans: VlanSet,
     pub capacity: Mbps,
     pub peer: Option<Stp>,
+    /// The cost of the inter-domain link behind a peer port (1 unless told).
+    pub peer_metric: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,7 +277,10 @@ impl Topology {
                     name: p.name,
                     vlans: p.vlans,
                     capacity: p.capacity,
-                    peer: p.peer.map(|stp| PeerPort { stp }),
+                    peer: p.peer.map(|stp| PeerPort {
+                        stp,
+                        metric: p.peer_metric,
+                    }),
                     link: None,
                 });
                 port_idxs.push(idx);
@@ -529,6 +536,7 @@ pub mod fixture {
                     vlans: vlans.clone(),
                     capacity: Mbps(edge_mbps),
                     peer: None,
+                    peer_metric: 1,
                 }];
                 for (a, b, cap, _) in links {
                     let other = if a == id {
@@ -545,6 +553,7 @@ pub mod fixture {
                             vlans: vlans.clone(),
                             capacity: Mbps(*cap),
                             peer: None,
+                            peer_metric: 1,
                         });
                     }
                 }
@@ -582,6 +591,7 @@ mod tests {
             vlans: VlanSet::parse("1-10").unwrap(),
             capacity: Mbps(1000),
             peer: None,
+            peer_metric: 1,
         }
     }
 

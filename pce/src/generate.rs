@@ -194,6 +194,7 @@ pub fn topology(p: &Params) -> (Vec<NodeSpec>, Vec<LinkSpec>) {
                     vlans: edge_vlans.clone(),
                     capacity: Mbps(EDGE_MBPS),
                     peer: None,
+                    peer_metric: 1,
                 })
                 .collect(),
         })
@@ -207,6 +208,7 @@ pub fn topology(p: &Params) -> (Vec<NodeSpec>, Vec<LinkSpec>) {
             vlans: link_vlans.clone(),
             capacity,
             peer: None,
+            peer_metric: 1,
         });
         (node_id(node), name)
     };

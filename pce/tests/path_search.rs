@@ -115,6 +115,7 @@ fn build(spec: &NetSpec) -> Arc<Topology> {
         vlans: vlans.clone(),
         capacity: Mbps(cap),
         peer: None,
+        peer_metric: 1,
     };
     for (node, name, vlans, cap) in &spec.edges {
         ports[*node].push(port(name.clone(), vlans, *cap));

@@ -33,7 +33,10 @@ pub fn from_timestamp(ts: &Timestamp, field: &str) -> Result<DateTime<Utc>, Erro
         })
 }
 
-fn opt_timestamp(ts: &Option<Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, Error> {
+pub(crate) fn opt_timestamp(
+    ts: &Option<Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, Error> {
     ts.as_ref().map(|t| from_timestamp(t, field)).transpose()
 }
 
@@ -165,6 +168,82 @@ pub fn lifecycle_state_name(s: v1::LifecycleState) -> &'static str {
         .map_or("Unspecified", |m| m.as_str())
 }
 
+pub fn states(s: &m::States, summary: &str) -> v1::States {
+    v1::States {
+        reservation: reservation_state(s.reservation) as i32,
+        provision: provision_state(s.provision) as i32,
+        lifecycle: lifecycle_state(s.lifecycle) as i32,
+        data_plane_active: s.data_plane_active,
+        summary: summary.to_string(),
+    }
+}
+
+/// The model's states from a peer's reply (`field` names where they were missing).
+pub fn states_from_wire(s: &Option<v1::States>, field: &str) -> Result<m::States, Error> {
+    let s = s.as_ref().ok_or_else(|| Error::missing(field))?;
+    let bad = || Error::invalid(field, format!("unknown states {s:?}"));
+    Ok(m::States {
+        reservation: m::ReservationState::ALL
+            .iter()
+            .copied()
+            .find(|m| reservation_state(*m) as i32 == s.reservation)
+            .ok_or_else(bad)?,
+        provision: m::ProvisionState::ALL
+            .iter()
+            .copied()
+            .find(|m| provision_state(*m) as i32 == s.provision)
+            .ok_or_else(bad)?,
+        lifecycle: m::LifecycleState::ALL
+            .iter()
+            .copied()
+            .find(|m| lifecycle_state(*m) as i32 == s.lifecycle)
+            .ok_or_else(bad)?,
+        data_plane_active: s.data_plane_active,
+    })
+}
+
+/// A circuit across domains: the circuit as a reservation, with its segments.
+pub fn circuit(r: &m::Reservation, segments: &[m::CircuitSegment]) -> v1::Reservation {
+    let mut wire = reservation(r);
+    wire.segments = segments.iter().map(segment).collect();
+    wire
+}
+
+pub fn segment(s: &m::CircuitSegment) -> v1::Segment {
+    v1::Segment {
+        domain: s.domain.clone(),
+        id: s.segment_id.clone(),
+        ingress: s.ingress.clone(),
+        ingress_vlan: u32::from(s.ingress_vlan.id()),
+        egress: s.egress.clone(),
+        egress_vlan: u32::from(s.egress_vlan.id()),
+        states: Some(states(&s.states, &s.summary)),
+        error: s.error.clone().unwrap_or_default(),
+    }
+}
+
+/// One word for a segment's states, as `Reservation::summary` gives for a reservation
+/// (a segment's committed version is not known to the aggregator: a segment at
+/// ReserveStart that is neither terminated nor failed counts as committed).
+pub fn segment_summary(s: &m::States) -> &'static str {
+    use m::{LifecycleState as L, ProvisionState as P, ReservationState as R};
+    match (s.lifecycle, s.reservation) {
+        (L::Terminated, _) => "terminated",
+        (L::Terminating, _) => "terminating",
+        (L::Failed, _) => "failed",
+        (L::PassedEndTime, _) => "ended",
+        (L::Created, R::ReserveHeld) => "held",
+        (L::Created, R::ReserveTimeout) => "timed-out",
+        (L::Created, R::ReserveFailed) => "reserve-failed",
+        (L::Created, R::ReserveChecking) => "checking",
+        (L::Created, R::ReserveCommitting) => "committing",
+        (L::Created, R::ReserveAborting) => "aborting",
+        (L::Created, R::ReserveStart) if s.data_plane_active => "active",
+        (L::Created, R::ReserveStart) if s.provision == P::Provisioned => "provisioned",
+        (L::Created, R::ReserveStart) => "committed",
+    }
+}
+
 pub fn reservation(r: &m::Reservation) -> v1::Reservation {
     v1::Reservation {
         id: r.id.clone(),
@@ -180,13 +259,7 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         path: r.path.iter().map(path_hop).collect(),
         version: r.version,
         committed_version: r.committed_version,
-        states: Some(v1::States {
-            reservation: reservation_state(r.states.reservation) as i32,
-            provision: provision_state(r.states.provision) as i32,
-            lifecycle: lifecycle_state(r.states.lifecycle) as i32,
-            data_plane_active: r.states.data_plane_active,
-            summary: r.summary().to_string(),
-        }),
+        states: Some(states(&r.states, r.summary())),
         provision_mode: if r.auto_provision {
             v1::ProvisionMode::Automatic
         } else {
@@ -201,6 +274,7 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         series_id: r.series.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
         occurrence: r.series.as_ref().map_or(0, |s| s.occurrence),
         missed: r.missed,
+        segments: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! in [`status`].
 
 pub mod convert;
+pub mod federation;
 pub mod status;
 
 /// Generated code for `sluice.v1`.

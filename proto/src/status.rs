@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sluice_model::{CapacityFeedback, Error, ErrorCode, Mbps, OccurrenceConflict};
+use sluice_model::{CapacityFeedback, ChildFailure, Error, ErrorCode, Mbps, OccurrenceConflict};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -39,6 +39,11 @@ pub fn to_status(e: &Error) -> Status {
             "earliest_start".into(),
             t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
+    }
+    if let Some(c) = &e.child {
+        metadata.insert("child_domain".into(), c.domain.clone());
+        metadata.insert("child_segment".into(), c.segment.to_string());
+        metadata.insert("child_code".into(), c.code.as_str().to_string());
     }
     // A refused series: per occurrence, its window and code, what fits on the series'
     // path, the nearest start, and another path, as `occurrence.N...` keys; the reason
@@ -184,7 +189,16 @@ pub fn from_status(s: &Status) -> Error {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc)),
         conflicts: conflicts_of(s, &info.metadata),
+        child: child_of(&info.metadata).map(Box::new),
     }
+}
+
+fn child_of(metadata: &HashMap<String, String>) -> Option<ChildFailure> {
+    Some(ChildFailure {
+        domain: metadata.get("child_domain")?.clone(),
+        segment: metadata.get("child_segment")?.parse().ok()?,
+        code: ErrorCode::parse(metadata.get("child_code")?)?,
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +266,26 @@ mod tests {
             c.reason.field = None;
         }
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn a_child_failure_names_the_domain_segment_and_code() {
+        let mut cause = Error::field(ErrorCode::CapacityUnavailable, "capacity_mbps", "full");
+        cause.capacity = Some(Box::new(CapacityFeedback {
+            requested: Mbps(1000),
+            available: Mbps(400),
+            bottlenecks: vec!["link:x".into()],
+        }));
+        let e = Error::child("geant", 2, cause);
+        assert_eq!(e.code, ErrorCode::ChildSegmentError);
+        assert!(e.message.contains("segment 2 in geant"), "{}", e.message);
+        let back = from_status(&to_status(&e));
+        assert_eq!(back, e);
+        let child = back.child.unwrap();
+        assert_eq!(
+            (child.domain.as_str(), child.segment, child.code),
+            ("geant", 2, ErrorCode::CapacityUnavailable)
+        );
     }
 
     #[test]

@@ -25,12 +25,40 @@ pub struct Demarcation {
     pub remote: Stp,
     pub vlans: VlanSet,
     pub capacity: Mbps,
+    /// The cost of crossing here (the inter-domain link behind it); routes with the
+    /// lowest total are tried first.
+    pub metric: u32,
+    /// What is free on this port (the lower of its two directions) over the document's
+    /// horizon; outside the steps, nothing is claimed.
+    pub free: Vec<FreeStep>,
+}
+
+/// Bandwidth free over `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeStep {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub free: Mbps,
+}
+
+impl Demarcation {
+    /// Whether the summary allows `bw` over all of `[start, end)` (unknown times do).
+    pub fn may_carry(&self, bw: Mbps, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
+        bw <= self.capacity
+            && self
+                .free
+                .iter()
+                .filter(|s| s.start < end && start < s.end)
+                .all(|s| s.free >= bw)
+    }
 }
 
 /// One domain's description of itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainDocument {
     pub domain: String,
+    /// Where its IDC's federation service listens (`https://host:port`).
+    pub url: String,
     /// Grows with every change the domain publishes; the highest wins.
     pub version: u64,
     pub expires_at: DateTime<Utc>,
@@ -53,12 +81,20 @@ pub enum Offer {
     AboutUs,
 }
 
+#[derive(Debug, Clone)]
+struct Kept {
+    doc: DomainDocument,
+    at: DateTime<Utc>,
+    from: Option<String>,
+}
+
 /// The documents a domain knows, its own included.
 #[derive(Debug, Clone)]
 pub struct DocumentStore {
     own_domain: String,
     peers: Vec<String>,
-    docs: BTreeMap<String, (DomainDocument, DateTime<Utc>)>,
+    /// Each domain's newest document, when it came, and from which peer (None: ours).
+    docs: BTreeMap<String, Kept>,
 }
 
 impl DocumentStore {
@@ -66,7 +102,14 @@ impl DocumentStore {
     pub fn new(own: DomainDocument, peers: Vec<String>, now: DateTime<Utc>) -> DocumentStore {
         let mut docs = BTreeMap::new();
         let domain = own.domain.clone();
-        docs.insert(domain.clone(), (own, now));
+        docs.insert(
+            domain.clone(),
+            Kept {
+                doc: own,
+                at: now,
+                from: None,
+            },
+        );
         DocumentStore {
             own_domain: domain,
             peers,
@@ -82,9 +125,9 @@ impl DocumentStore {
         if doc.domain == self.own_domain && from.is_some() {
             return Offer::AboutUs;
         }
-        if let Some((kept, _)) = self.docs.get(&doc.domain)
-            && kept.version >= doc.version
-            && kept.expires_at > now
+        if let Some(kept) = self.docs.get(&doc.domain)
+            && kept.doc.version >= doc.version
+            && kept.doc.expires_at > now
         {
             return Offer::Stale;
         }
@@ -94,7 +137,9 @@ impl DocumentStore {
             .filter(|p| Some(p.as_str()) != from && **p != doc.domain)
             .cloned()
             .collect();
-        self.docs.insert(doc.domain.clone(), (doc, now));
+        let from = from.map(str::to_string);
+        self.docs
+            .insert(doc.domain.clone(), Kept { doc, at: now, from });
         Offer::Accepted { flood_to }
     }
 
@@ -103,7 +148,7 @@ impl DocumentStore {
         let gone: Vec<String> = self
             .docs
             .iter()
-            .filter(|(d, (doc, _))| **d != self.own_domain && doc.expires_at <= now)
+            .filter(|(d, k)| **d != self.own_domain && k.doc.expires_at <= now)
             .map(|(d, _)| d.clone())
             .collect();
         for d in &gone {
@@ -114,11 +159,41 @@ impl DocumentStore {
 
     /// The documents known, with when each was received.
     pub fn known(&self) -> impl Iterator<Item = (&DomainDocument, DateTime<Utc>)> {
-        self.docs.values().map(|(d, at)| (d, *at))
+        self.docs.values().map(|k| (&k.doc, k.at))
     }
 
     pub fn get(&self, domain: &str) -> Option<&DomainDocument> {
-        self.docs.get(domain).map(|(d, _)| d)
+        self.docs.get(domain).map(|k| &k.doc)
+    }
+
+    /// What to give peer `to` when it pulls: everything known but its own document
+    /// and what came from it (never back where it came from).
+    pub fn for_peer<'a>(&'a self, to: &'a str) -> impl Iterator<Item = &'a DomainDocument> + 'a {
+        self.docs
+            .values()
+            .filter(move |k| k.doc.domain != to && k.from.as_deref() != Some(to))
+            .map(|k| &k.doc)
+    }
+
+    /// Replaces our own document (a new version of it).
+    pub fn publish(&mut self, own: DomainDocument, now: DateTime<Utc>) {
+        debug_assert_eq!(own.domain, self.own_domain);
+        self.docs.insert(
+            own.domain.clone(),
+            Kept {
+                doc: own,
+                at: now,
+                from: None,
+            },
+        );
+    }
+
+    pub fn own_domain(&self) -> &str {
+        &self.own_domain
+    }
+
+    pub fn peers(&self) -> &[String] {
+        &self.peers
     }
 }
 
@@ -144,6 +219,7 @@ pub(crate) mod tests {
     ) -> DomainDocument {
         DomainDocument {
             domain: domain.into(),
+            url: format!("https://{domain}.example:4443"),
             version,
             expires_at: t(expires),
             translates: false,
@@ -159,6 +235,8 @@ pub(crate) mod tests {
                     remote: stp(&format!("{peer}:n:{remote}")),
                     vlans: VlanSet::parse("100-199").unwrap(),
                     capacity: Mbps(10_000),
+                    metric: 1,
+                    free: Vec::new(),
                 })
                 .collect(),
         }
@@ -195,6 +273,15 @@ pub(crate) mod tests {
             Offer::AboutUs
         );
         assert_eq!(b.get("b").unwrap().version, 1);
+        // Pulled by a: b's own, but not a's (its own) ; pulled by c: a's came through c
+        // last (version 4), so c gets only b's.
+        let to_a: Vec<&str> = b.for_peer("a").map(|d| d.domain.as_str()).collect();
+        assert_eq!(to_a, ["b"]);
+        let to_c: Vec<&str> = b.for_peer("c").map(|d| d.domain.as_str()).collect();
+        assert_eq!(to_c, ["b"]);
+        // A third peer gets both.
+        let to_x: Vec<&str> = b.for_peer("x").map(|d| d.domain.as_str()).collect();
+        assert_eq!(to_x, ["a", "b"]);
     }
 
     #[test]

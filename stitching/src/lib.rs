@@ -2,8 +2,8 @@
 //!
 //! The pure pieces the aggregator (federation) is built on: the topology documents
 //! domains exchange and what a domain keeps of them ([`documents`]), the domain-level
-//! routes over their demarcation points ([`routes`]), [`agree_label`], which picks the
-//! VLAN both sides of a demarcation point can use, and [`TwoPhase`], which decides from
+//! routes over their demarcation points ([`routes`]), [`chain_labels`], which picks the
+//! VLAN on each side of every demarcation point, and [`TwoPhase`], which decides from
 //! the answers of the domains holding segments whether to commit everywhere or abort
 //! everywhere. No I/O here: the IDC sends and receives.
 //!
@@ -12,26 +12,66 @@
 pub mod documents;
 pub mod routes;
 
-pub use documents::{Demarcation, DocumentStore, DomainDocument, EndPoint, Offer};
-pub use routes::{DomainRoute, Segment, domain_routes};
+pub use documents::{Demarcation, DocumentStore, DomainDocument, EndPoint, FreeStep, Offer};
+pub use routes::{DomainRoute, RouteAsk, Segment, domain_routes};
 
 use sluice_model::{Vlan, VlanSet};
 
-/// The label on each side of a demarcation point: the lowest VLAN free on both sides;
-/// failing that, if one side may translate, the lowest free on each side.
-pub fn agree_label(
-    ours: &VlanSet,
-    theirs: &VlanSet,
-    we_translate: bool,
-    they_translate: bool,
-) -> Option<(Vlan, Vlan)> {
-    if let Some(v) = ours.intersect(theirs).first() {
-        return Some((v, v));
+/// One domain's segment as far as labels go: the VLANs free at its ingress and egress
+/// for the window (at the route's ends, narrowed to what the caller asked for), and
+/// whether it can change the VLAN between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSpan {
+    pub ingress: VlanSet,
+    pub egress: VlanSet,
+    pub translates: bool,
+}
+
+/// The VLAN at each segment's ingress and egress. Both sides of a demarcation point are
+/// one wire, so they carry the same VLAN, and so do the two ends of a segment in a domain
+/// that cannot translate: each such run of ports gets the lowest VLAN free on all of
+/// them. `Err(i)`: no VLAN is free along the run that reaches segment `i`.
+pub fn chain_labels(spans: &[LabelSpan]) -> Result<Vec<(Vlan, Vlan)>, usize> {
+    let Some(first) = spans.first() else {
+        return Ok(Vec::new());
+    };
+    // Ports whose VLAN must be equal: (segment, at its egress).
+    let mut run: Vec<(usize, bool)> = vec![(0, false)];
+    let mut set = first.ingress.clone();
+    let lowest = Vlan::new(Vlan::MIN).expect("the lowest VLAN is valid");
+    let mut out = vec![(lowest, lowest); spans.len()];
+    let close = |run: &mut Vec<(usize, bool)>, set: &VlanSet, out: &mut [(Vlan, Vlan)], at| {
+        let v = set.first().ok_or(at)?;
+        for (seg, egress) in run.drain(..) {
+            if egress {
+                out[seg].1 = v;
+            } else {
+                out[seg].0 = v;
+            }
+        }
+        Ok::<(), usize>(())
+    };
+    for (i, span) in spans.iter().enumerate() {
+        if span.translates {
+            close(&mut run, &set, &mut out, i)?;
+            set = span.egress.clone();
+        } else {
+            set = set.intersect(&span.egress);
+        }
+        if set.first().is_none() {
+            return Err(i);
+        }
+        run.push((i, true));
+        if let Some(next) = spans.get(i + 1) {
+            set = set.intersect(&next.ingress);
+            if set.first().is_none() {
+                return Err(i + 1);
+            }
+            run.push((i + 1, false));
+        }
     }
-    if we_translate || they_translate {
-        return Some((ours.first()?, theirs.first()?));
-    }
-    None
+    close(&mut run, &set, &mut out, spans.len() - 1)?;
+    Ok(out)
 }
 
 /// What one domain said about its segment.
@@ -106,21 +146,44 @@ mod tests {
     }
 
     #[test]
-    fn agrees_on_a_common_vlan_or_translates() {
+    fn labels_chain_through_domains_that_cannot_translate() {
         let v = |n| Vlan::new(n).unwrap();
+        let span = |i: &str, e: &str, tr| LabelSpan {
+            ingress: set(i),
+            egress: set(e),
+            translates: tr,
+        };
+        // a -> b -> c, nobody translates: one VLAN free everywhere.
+        let spans = [
+            span("100-200", "150-300", false),
+            span("100-4000", "160-170", false),
+            span("165-999", "100-999", false),
+        ];
+        assert_eq!(chain_labels(&spans), Ok(vec![(v(165), v(165)); 3]));
+        // Nothing common across b's egress and c's ingress: the run fails at c.
+        let spans = [
+            span("100-200", "100-200", false),
+            span("100-200", "100-200", false),
+            span("300", "100-999", false),
+        ];
+        assert_eq!(chain_labels(&spans), Err(2));
+        // b translates: a-b and b-c are separate runs.
+        let spans = [
+            span("100-200", "100-200", false),
+            span("100-200", "300-400", true),
+            span("350-400", "100-999", false),
+        ];
         assert_eq!(
-            agree_label(&set("100-200"), &set("150-300"), false, false),
-            Some((v(150), v(150)))
+            chain_labels(&spans),
+            Ok(vec![(v(100), v(100)), (v(100), v(350)), (v(350), v(350))])
         );
-        assert_eq!(agree_label(&set("100"), &set("200"), false, false), None);
+        // One segment alone: its own ends.
         assert_eq!(
-            agree_label(&set("100"), &set("200"), false, true),
-            Some((v(100), v(200)))
+            chain_labels(&[span("10-20", "15-30", false)]),
+            Ok(vec![(v(15), v(15))])
         );
-        assert_eq!(
-            agree_label(&VlanSet::empty(), &set("200"), true, true),
-            None
-        );
+        assert_eq!(chain_labels(&[span("10", "20", false)]), Err(0));
+        assert_eq!(chain_labels(&[]), Ok(vec![]));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 mod rows;
 mod schema;
+mod segments;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use sluice_model::{Change, Direction, Mbps, Reservation, Series, TimeWindow, Vla
 pub use rows::{BandwidthRow, LabelRow};
 use rows::{EventRow, ReservationRow, SeriesRow, from_ms, ms};
 use schema::{bookings, events, meta, reservations, series};
+pub use segments::SegmentRecord;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 

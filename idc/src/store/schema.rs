@@ -78,5 +78,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    segments (reservation_id, idx) {
+        reservation_id -> Text,
+        idx -> Integer,
+        domain -> Text,
+        segment_id -> Text,
+        ingress -> Text,
+        ingress_vlan -> Integer,
+        egress -> Text,
+        egress_vlan -> Integer,
+        reservation_state -> Text,
+        provision_state -> Text,
+        lifecycle_state -> Text,
+        data_plane_active -> Bool,
+        summary -> Text,
+        updated_ms -> BigInt,
+    }
+}
+
 diesel::joinable!(bookings -> reservations (reservation_id));
-diesel::allow_tables_to_appear_in_same_query!(meta, reservations, bookings, events, series);
+diesel::allow_tables_to_appear_in_same_query!(
+    meta,
+    reservations,
+    bookings,
+    events,
+    series,
+    segments
+);

@@ -2,6 +2,10 @@
 //! and database, in the test's own process. Several can run side by side (one per
 //! domain); everything is removed on drop.
 
+mod federation;
+
+pub use federation::{Domain, Peering, TestFederation, TestFederationBuilder};
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -10,6 +14,7 @@ use sluice_proto::v1::reservations_client::ReservationsClient;
 use tonic::transport::Channel;
 
 use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::federation::FederationSetup;
 use crate::server::{RunningServer, ServerOptions, start};
 
 pub struct TestIdc {
@@ -18,12 +23,14 @@ pub struct TestIdc {
     pub dir: tempfile::TempDir,
     topology: Arc<Topology>,
     hold_timeout: TimeDelta,
+    federation: Option<FederationSetup>,
 }
 
 pub struct TestIdcBuilder {
     topology: Arc<Topology>,
     clock: Option<ManualClock>,
     hold_timeout: TimeDelta,
+    federation: Option<FederationSetup>,
 }
 
 impl TestIdc {
@@ -33,6 +40,7 @@ impl TestIdc {
             topology: Arc::new(crate::topology_file::bundled()),
             clock: None,
             hold_timeout: crate::service::DEFAULT_HOLD_TIMEOUT,
+            federation: None,
         }
     }
 
@@ -70,6 +78,7 @@ impl TestIdc {
                     data_dir: self.dir.path().to_path_buf(),
                     topology: self.topology.clone(),
                     hold_timeout: self.hold_timeout,
+                    federation: self.federation.clone(),
                 },
                 clock,
             )
@@ -102,6 +111,11 @@ impl TestIdcBuilder {
         self
     }
 
+    pub fn federation(mut self, f: FederationSetup) -> Self {
+        self.federation = Some(f);
+        self
+    }
+
     pub async fn start(self) -> TestIdc {
         let mut idc = TestIdc {
             server: None,
@@ -109,6 +123,7 @@ impl TestIdcBuilder {
             dir: tempfile::tempdir().expect("temporary directory"),
             topology: self.topology,
             hold_timeout: self.hold_timeout,
+            federation: self.federation,
         };
         idc.restart().await;
         idc

@@ -1,0 +1,681 @@
+//! The aggregator (NSI tree model): a circuit whose end points lie in other domains.
+//!
+//! Reserve: rank the domain-level routes the documents allow; for the first, ask every
+//! domain on it for the VLANs free at its ingress and egress and chain a VLAN through
+//! every demarcation point; hold every segment in parallel; if all hold, record the
+//! circuit (held, with this IDC's hold timer); if any fails or does not answer in time,
+//! abort the ones that held and try the next route. A segment whose answer never came is
+//! left to its domain's own hold timer. Commit, abort, provision, release and terminate
+//! reach every segment; a query asks every domain afresh.
+
+use std::collections::HashSet;
+
+use sluice_model::{
+    CircuitSegment, Criteria, Error, ErrorCode, ReservationState, States, Stp, StpRequest, VlanSet,
+};
+use sluice_proto::status::from_status;
+use sluice_proto::{convert, v1};
+use sluice_stitching::{
+    DomainDocument, LabelSpan, RouteAsk, SegmentAnswer, TwoPhase, chain_labels, domain_routes,
+};
+use tokio::task::JoinSet;
+use tonic::Code;
+use tracing::{info, warn};
+
+use super::{Federation, border_bw, segment_owner};
+
+/// What a circuit's reply carries.
+pub type SegmentView = CircuitSegment;
+
+/// How many domain-level routes a reserve tries before giving up.
+const MAX_ROUTES: usize = 5;
+
+/// An operation the aggregator passes to every segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Commit,
+    Abort,
+    Provision,
+    Release,
+    Terminate,
+    Query,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Commit => "commit",
+            Op::Abort => "abort",
+            Op::Provision => "provision",
+            Op::Release => "release",
+            Op::Terminate => "terminate",
+            Op::Query => "query",
+        }
+    }
+}
+
+/// A segment as its domain answered: its id there, states and one word.
+#[derive(Debug, Clone)]
+struct Answer {
+    id: String,
+    states: States,
+    summary: String,
+}
+
+/// Why a route failed: where, and the domain's own error.
+#[derive(Debug, Clone)]
+struct Failure {
+    domain: String,
+    index: usize,
+    error: Error,
+}
+
+/// Sets the state of `machine` to the word `to`; false if either is not understood.
+pub(super) fn apply_state_word(states: &mut States, machine: &str, to: &str) -> bool {
+    use sluice_model::{LifecycleState, ProvisionState};
+    match machine {
+        "reservation" => ReservationState::parse(to).map(|s| states.reservation = s),
+        "provision" => ProvisionState::parse(to).map(|s| states.provision = s),
+        "lifecycle" => LifecycleState::parse(to).map(|s| states.lifecycle = s),
+        "data_plane" => match to {
+            "active" | "inactive" => {
+                states.data_plane_active = to == "active";
+                Some(())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+    .is_some()
+}
+
+fn answer_from_wire(r: v1::Reservation) -> Result<Answer, Error> {
+    let states = convert::states_from_wire(&r.states, "states")?;
+    let summary = r
+        .states
+        .as_ref()
+        .map(|s| s.summary.clone())
+        .unwrap_or_default();
+    Ok(Answer {
+        id: r.id,
+        states,
+        summary,
+    })
+}
+
+fn answer_local(r: sluice_model::Reservation) -> Answer {
+    Answer {
+        summary: r.summary().to_string(),
+        id: r.id,
+        states: r.states,
+    }
+}
+
+/// A failed call to a peer, as an error a person can act on: unreachable peers and
+/// refused handshakes (untrusted certificates) say so.
+fn call_error(domain: &str, s: &tonic::Status) -> Error {
+    match s.code() {
+        Code::Unavailable | Code::Unknown if from_status(s).code == ErrorCode::Internal => {
+            Error::internal(format!("{domain} unreachable: {}", s.message()))
+        }
+        _ => from_status(s),
+    }
+}
+
+fn timed_out(s: &tonic::Status) -> bool {
+    matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
+}
+
+/// The 00502 that ends a reserve: the first route's failure, naming the others tried.
+fn final_error(mut failures: Vec<Failure>) -> Error {
+    let first = failures.remove(0);
+    let mut e = Error::child(&first.domain, first.index as u32 + 1, first.error);
+    if !failures.is_empty() {
+        let others: Vec<String> = failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "segment {} in {}: {} {}",
+                    f.index + 1,
+                    f.domain,
+                    f.error.code.as_str(),
+                    f.error.message
+                )
+            })
+            .collect();
+        e.message = format!(
+            "{}; {} other route(s) also failed: {}",
+            e.message,
+            failures.len(),
+            others.join("; ")
+        );
+    }
+    e
+}
+
+impl Federation {
+    /// Whether `id` is a circuit across domains aggregated here.
+    pub fn is_circuit(&self, id: &str) -> Result<bool, Error> {
+        Ok(!self.idc().segments(id)?.is_empty())
+    }
+
+    /// Reserves a circuit across domains: held in every domain on one route, or in none.
+    pub async fn reserve(
+        &self,
+        owner: &str,
+        c: Criteria,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        c.check(self.idc().now())?;
+        let docs: Vec<DomainDocument> =
+            self.known_documents().into_iter().map(|(d, _)| d).collect();
+        for (field, end) in [("src", &c.src), ("dst", &c.dst)] {
+            let Some(doc) = docs.iter().find(|d| d.domain == end.stp.domain) else {
+                return Err(Error::field(
+                    ErrorCode::UnknownStp,
+                    field,
+                    format!(
+                        "no domain {} is known to {} (`sluice domains` lists those that are)",
+                        end.stp.domain,
+                        self.domain()
+                    ),
+                ));
+            };
+            if !doc.end_points.iter().any(|e| e.stp == end.stp) {
+                return Err(Error::field(
+                    ErrorCode::UnknownStp,
+                    field,
+                    format!(
+                        "{} is not an end point that {} publishes",
+                        end.stp, doc.domain
+                    ),
+                ));
+            }
+        }
+        let refs: Vec<&DomainDocument> = docs.iter().collect();
+        let ask = RouteAsk {
+            src: &c.src.stp,
+            dst: &c.dst.stp,
+            bw: border_bw(&c),
+            start: c.window.start,
+            end: c.window.end,
+            avoid: &[],
+        };
+        let routes = domain_routes(&refs, &ask, MAX_ROUTES);
+        if routes.is_empty() {
+            return Err(Error::new(
+                ErrorCode::NoPathFound,
+                format!(
+                    "no route of domains from {} to {} can carry {} Mb/s over the window",
+                    c.src.stp.domain,
+                    c.dst.stp.domain,
+                    border_bw(&c).0
+                ),
+            ));
+        }
+        let id = self.idc().new_circuit_id();
+        let mut failures: Vec<Failure> = Vec::new();
+        let mut failed: HashSet<(String, Stp, Stp)> = HashSet::new();
+        for route in routes {
+            // A segment that failed once would fail again on another route.
+            if route
+                .iter()
+                .any(|s| failed.contains(&(s.domain.clone(), s.ingress.clone(), s.egress.clone())))
+            {
+                continue;
+            }
+            match self.try_route(&id, owner, &c, &route, &docs).await {
+                Ok(segs) => {
+                    let (src_vlan, dst_vlan) = (
+                        segs[0].ingress_vlan,
+                        segs.last().expect("a route has a segment").egress_vlan,
+                    );
+                    return match self
+                        .idc()
+                        .insert_circuit(id, owner, &c, src_vlan, dst_vlan, segs.clone())
+                        .await
+                    {
+                        Ok(r) => Ok((r, segs)),
+                        Err(e) => {
+                            self.for_each(&segs, Op::Abort).await;
+                            Err(e)
+                        }
+                    };
+                }
+                Err(f) => {
+                    let s = &route[f.index];
+                    info!(
+                        reservation.id = %id,
+                        domain.id = %f.domain,
+                        segment = f.index + 1,
+                        error = %f.error,
+                        "route failed; trying the next"
+                    );
+                    failed.insert((s.domain.clone(), s.ingress.clone(), s.egress.clone()));
+                    failures.push(f);
+                }
+            }
+        }
+        Err(final_error(failures))
+    }
+
+    /// Labels, then holds, on one route: every segment held, or none left held (but
+    /// those whose answer never came, which their domains' hold timers end).
+    async fn try_route(
+        &self,
+        id: &str,
+        owner: &str,
+        c: &Criteria,
+        route: &[sluice_stitching::Segment],
+        docs: &[DomainDocument],
+    ) -> Result<Vec<SegmentView>, Failure> {
+        let fail = |index: usize, error: Error| Failure {
+            domain: route[index].domain.clone(),
+            index,
+            error,
+        };
+        // 1. What is free at every segment's two ends, asked in parallel.
+        let mut set = JoinSet::new();
+        for (i, s) in route.iter().enumerate() {
+            let fed = self.clone();
+            let (domain, ports) = (s.domain.clone(), [s.ingress.clone(), s.egress.clone()]);
+            let window = c.window;
+            set.spawn(async move { (i, fed.free_labels(&domain, &ports, window).await) });
+        }
+        let mut free: Vec<Option<[VlanSet; 2]>> = vec![None; route.len()];
+        while let Some(done) = set.join_next().await {
+            let (i, got) = done.map_err(|e| fail(0, Error::internal(e.to_string())))?;
+            free[i] = Some(got.map_err(|e| fail(i, e))?);
+        }
+        let mut spans: Vec<LabelSpan> = free
+            .into_iter()
+            .zip(route)
+            .map(|(f, s)| {
+                let [ingress, egress] = f.expect("every domain answered");
+                LabelSpan {
+                    ingress,
+                    egress,
+                    translates: docs
+                        .iter()
+                        .find(|d| d.domain == s.domain)
+                        .is_some_and(|d| d.translates),
+                }
+            })
+            .collect();
+        let narrow = |set: &mut VlanSet, asked: &StpRequest| {
+            if let Some(v) = &asked.vlans {
+                *set = set.intersect(v);
+            }
+        };
+        narrow(&mut spans[0].ingress, &c.src);
+        let last = spans.len() - 1;
+        narrow(&mut spans[last].egress, &c.dst);
+        // 2. One VLAN through every demarcation point.
+        let labels = chain_labels(&spans).map_err(|i| {
+            fail(
+                i,
+                Error::field(
+                    ErrorCode::StpUnavailable,
+                    if i == 0 { "src_vlan" } else { "path" },
+                    format!(
+                        "no VLAN is free on both sides of every demarcation point up to {}",
+                        route[i].domain
+                    ),
+                ),
+            )
+        })?;
+        // 3. Hold every segment in parallel.
+        let mut set = JoinSet::new();
+        for (i, (s, (vin, vout))) in route.iter().zip(&labels).enumerate() {
+            let seg = Criteria {
+                src: StpRequest {
+                    stp: s.ingress.clone(),
+                    vlans: Some(VlanSet::single(*vin)),
+                },
+                dst: StpRequest {
+                    stp: s.egress.clone(),
+                    vlans: Some(VlanSet::single(*vout)),
+                },
+                bw: c.bw,
+                bw_reverse: c.bw_reverse,
+                window: c.window,
+                ero: Default::default(),
+                description: c.description.clone(),
+                auto_provision: c.auto_provision,
+            };
+            let (fed, domain, id, owner) = (
+                self.clone(),
+                s.domain.clone(),
+                id.to_string(),
+                owner.to_string(),
+            );
+            set.spawn(async move { (i, fed.hold(&domain, &id, &owner, seg).await) });
+        }
+        let mut two = TwoPhase::new(route.len());
+        let mut held: Vec<Option<Answer>> = vec![None; route.len()];
+        let mut first_failure: Option<Failure> = None;
+        while let Some(done) = set.join_next().await {
+            let Ok((i, got)) = done else {
+                continue;
+            };
+            match got {
+                Ok(a) => {
+                    two.record(i, SegmentAnswer::Held);
+                    held[i] = Some(a);
+                }
+                Err((e, late)) => {
+                    two.record(
+                        i,
+                        if late {
+                            SegmentAnswer::TimedOut
+                        } else {
+                            SegmentAnswer::Failed
+                        },
+                    );
+                    // Prefer the first on the route, so the error is stable.
+                    if first_failure.as_ref().is_none_or(|f| i < f.index) {
+                        first_failure = Some(fail(i, e));
+                    }
+                }
+            }
+        }
+        let now = self.idc().now();
+        let segs: Vec<SegmentView> = route
+            .iter()
+            .zip(&labels)
+            .enumerate()
+            .filter_map(|(i, (s, (vin, vout)))| {
+                let a = held[i].as_ref()?;
+                Some(CircuitSegment {
+                    index: i as u32,
+                    domain: s.domain.clone(),
+                    segment_id: a.id.clone(),
+                    ingress: s.ingress.to_string(),
+                    ingress_vlan: *vin,
+                    egress: s.egress.to_string(),
+                    egress_vlan: *vout,
+                    states: a.states,
+                    summary: a.summary.clone(),
+                    updated_at: now,
+                    error: None,
+                })
+            })
+            .collect();
+        match two.decide() {
+            sluice_stitching::Decision::CommitAll => Ok(segs),
+            _ => {
+                self.for_each(&segs, Op::Abort).await;
+                Err(first_failure.expect("a route that did not hold has a failure"))
+            }
+        }
+    }
+
+    /// The VLANs free at two ports of `domain` over `window`.
+    async fn free_labels(
+        &self,
+        domain: &str,
+        ports: &[Stp; 2],
+        window: sluice_model::TimeWindow,
+    ) -> Result<[VlanSet; 2], Error> {
+        if domain == self.domain() {
+            return Ok([
+                self.idc().free_vlans(&ports[0], &window, "ingress")?,
+                self.idc().free_vlans(&ports[1], &window, "egress")?,
+            ]);
+        }
+        let mut client = self.client(domain)?;
+        let reply = client
+            .free_labels(self.request(v1::FreeLabelsRequest {
+                ports: ports.iter().map(|p| p.to_string()).collect(),
+                start: Some(convert::timestamp(window.start)),
+                end: Some(convert::timestamp(window.end)),
+            }))
+            .await
+            .map_err(|s| {
+                self.forget(domain);
+                call_error(domain, &s)
+            })?
+            .into_inner();
+        let parse = |i: usize| {
+            reply
+                .vlans
+                .get(i)
+                .ok_or_else(|| Error::internal(format!("{domain} answered too few label sets")))
+                .and_then(|v| VlanSet::parse(v))
+        };
+        Ok([parse(0)?, parse(1)?])
+    }
+
+    /// Holds one segment. The error says whether the answer never came (`true`): then
+    /// the hold may exist, and only its domain's timer will end it.
+    async fn hold(
+        &self,
+        domain: &str,
+        circuit: &str,
+        owner: &str,
+        seg: Criteria,
+    ) -> Result<Answer, (Error, bool)> {
+        if domain == self.domain() {
+            return self
+                .idc()
+                .reserve(&segment_owner(self.domain()), seg)
+                .await
+                .map(answer_local)
+                .map_err(|e| (e, false));
+        }
+        let mut client = self.client(domain).map_err(|e| (e, false))?;
+        let wire = v1::Criteria {
+            src: seg.src.stp.to_string(),
+            dst: seg.dst.stp.to_string(),
+            src_vlan: seg
+                .src
+                .vlans
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            dst_vlan: seg
+                .dst
+                .vlans
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            capacity_mbps: seg.bw.0 as i64,
+            reverse_capacity_mbps: seg.bw_reverse.map(|b| b.0 as i64),
+            start: Some(convert::timestamp(seg.window.start)),
+            end: Some(convert::timestamp(seg.window.end)),
+            ero_include: Vec::new(),
+            ero_exclude: Vec::new(),
+            description: seg.description.clone(),
+            provision_mode: if seg.auto_provision {
+                v1::ProvisionMode::Automatic
+            } else {
+                v1::ProvisionMode::Manual
+            } as i32,
+        };
+        match client
+            .hold_segment(self.request(v1::HoldSegmentRequest {
+                connection_id: circuit.to_string(),
+                criteria: Some(wire),
+                requester: owner.to_string(),
+            }))
+            .await
+        {
+            Ok(r) => answer_from_wire(r.into_inner()).map_err(|e| (e, false)),
+            Err(s) => {
+                self.forget(domain);
+                Err((call_error(domain, &s), timed_out(&s)))
+            }
+        }
+    }
+
+    /// `op` on one segment.
+    async fn segment_op(&self, seg: &CircuitSegment, op: Op) -> Result<Answer, Error> {
+        if seg.domain == self.domain() {
+            let idc = self.idc();
+            let id = seg.segment_id.as_str();
+            let r = match op {
+                Op::Commit => idc.commit(id).await,
+                Op::Abort => idc.abort(id).await,
+                Op::Provision => idc.provision(id).await,
+                Op::Release => idc.release(id).await,
+                Op::Terminate => idc.terminate(id).await,
+                Op::Query => idc.get(id).await,
+            };
+            return r.map(answer_local);
+        }
+        let mut client = self.client(&seg.domain)?;
+        let req = self.request(v1::IdRequest {
+            id: seg.segment_id.clone(),
+        });
+        let r = match op {
+            Op::Commit => client.commit_segment(req).await,
+            Op::Abort => client.abort_segment(req).await,
+            Op::Provision => client.provision_segment(req).await,
+            Op::Release => client.release_segment(req).await,
+            Op::Terminate => client.terminate_segment(req).await,
+            Op::Query => client.query_segment(req).await,
+        };
+        match r {
+            Ok(r) => answer_from_wire(r.into_inner()),
+            Err(s) => {
+                self.forget(&seg.domain);
+                Err(call_error(&seg.domain, &s))
+            }
+        }
+    }
+
+    /// `op` on every segment in parallel; each segment comes back with its new states,
+    /// or with the error its domain gave.
+    async fn for_each(
+        &self,
+        segs: &[CircuitSegment],
+        op: Op,
+    ) -> Vec<(CircuitSegment, Option<Error>)> {
+        let mut set = JoinSet::new();
+        for (i, s) in segs.iter().enumerate() {
+            let (fed, s) = (self.clone(), s.clone());
+            set.spawn(async move { (i, fed.segment_op(&s, op).await) });
+        }
+        let mut out: Vec<(CircuitSegment, Option<Error>)> =
+            segs.iter().map(|s| (s.clone(), None)).collect();
+        while let Some(done) = set.join_next().await {
+            let Ok((i, got)) = done else { continue };
+            let now = self.idc().now();
+            match got {
+                Ok(a) => {
+                    out[i].0.states = a.states;
+                    out[i].0.summary = a.summary;
+                    out[i].0.updated_at = now;
+                }
+                Err(e) => {
+                    if op != Op::Query {
+                        warn!(
+                            domain.id = %out[i].0.domain,
+                            segment = i + 1,
+                            operation = op.name(),
+                            error = %e,
+                            "segment operation failed"
+                        );
+                    }
+                    out[i].0.error = Some(format!("{}: {}", e.code.as_str(), e.message));
+                    out[i].1 = Some(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Records the segments' states as just reported, and returns the views.
+    fn record(
+        &self,
+        circuit: &str,
+        results: &[(CircuitSegment, Option<Error>)],
+    ) -> Vec<SegmentView> {
+        for (s, err) in results {
+            if err.is_none()
+                && let Err(e) =
+                    self.idc()
+                        .update_segment(circuit, s.index, s.states, &s.summary, &[])
+            {
+                warn!(reservation.id = %circuit, error = %e, "segment state not recorded");
+            }
+        }
+        results.iter().map(|(s, _)| s.clone()).collect()
+    }
+
+    /// A circuit's row and its segments, each asked afresh (a recursive query).
+    pub async fn get(
+        &self,
+        id: &str,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let r = self.idc().get(id).await?;
+        let segs = self.idc().segments(id)?;
+        let results = self.for_each(&segs, Op::Query).await;
+        Ok((r, self.record(id, &results)))
+    }
+
+    /// Commits every segment, then the circuit; if any segment cannot commit, the others
+    /// are aborted (or terminated, if they had committed) and so is the circuit.
+    pub async fn commit(
+        &self,
+        id: &str,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let r = self.idc().get(id).await?;
+        let now = self.idc().now();
+        if r.states.reservation != ReservationState::ReserveHeld
+            || r.hold_expires_at.is_some_and(|t| t <= now)
+        {
+            // The circuit's own state machine gives the precise refusal.
+            let r = self.idc().commit(id).await?;
+            return Ok((r, self.idc().segments(id)?));
+        }
+        let segs = self.idc().segments(id)?;
+        let results = self.for_each(&segs, Op::Commit).await;
+        if let Some((bad, err)) = results.iter().find_map(|(s, e)| e.as_ref().map(|e| (s, e))) {
+            let error = Error::child(&bad.domain, bad.index + 1, err.clone());
+            let (committed, rest): (Vec<_>, Vec<_>) = results
+                .iter()
+                .filter(|(_, e)| e.is_none())
+                .map(|(s, _)| s.clone())
+                .partition(|s| s.states.reservation == ReservationState::ReserveStart);
+            let mut undone = self.for_each(&committed, Op::Terminate).await;
+            undone.extend(self.for_each(&rest, Op::Abort).await);
+            self.record(id, &undone);
+            if let Err(e) = self.idc().abort(id).await {
+                warn!(reservation.id = %id, error = %e, "circuit not aborted after a failed commit");
+            }
+            return Err(error);
+        }
+        let views = self.record(id, &results);
+        let r = self.idc().commit(id).await?;
+        Ok((r, views))
+    }
+
+    /// `op` on the circuit and every segment. The circuit's state machine decides
+    /// first whether `op` is allowed; then every segment is asked. Terminate and abort
+    /// go on when a segment fails (it shows its error); provision and release report it
+    /// as 00502.
+    pub async fn transition(
+        &self,
+        id: &str,
+        op: Op,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let idc = self.idc();
+        let r = match op {
+            Op::Abort => idc.abort(id).await?,
+            Op::Provision => idc.provision(id).await?,
+            Op::Release => idc.release(id).await?,
+            Op::Terminate => idc.terminate(id).await?,
+            Op::Commit => return self.commit(id).await,
+            Op::Query => return self.get(id).await,
+        };
+        let segs = idc.segments(id)?;
+        let results = self.for_each(&segs, op).await;
+        let views = self.record(id, &results);
+        if matches!(op, Op::Provision | Op::Release)
+            && let Some((bad, err)) = results.iter().find_map(|(s, e)| e.as_ref().map(|e| (s, e)))
+        {
+            return Err(Error::child(&bad.domain, bad.index + 1, err.clone()));
+        }
+        Ok((r, views))
+    }
+}

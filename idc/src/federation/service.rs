@@ -1,0 +1,286 @@
+//! The federation service other domains' IDCs call. Mutual TLS is required by the
+//! server; here the caller's domain is read from its certificate and checked against
+//! this domain's peers and their policy before anything else happens.
+
+use sluice_model::{Error, ErrorCode, Reservation, TimeWindow};
+use sluice_proto::status::to_status;
+use sluice_proto::{convert, federation as doc_wire, v1};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{Federation, Policy, lock, segment_owner, tls};
+
+#[derive(Clone)]
+pub struct FederationApi {
+    fed: Federation,
+}
+
+impl FederationApi {
+    pub fn new(fed: Federation) -> FederationApi {
+        FederationApi { fed }
+    }
+
+    /// The calling domain, from its client certificate, and our policy for it.
+    fn peer<T>(&self, req: &Request<T>) -> Result<(String, Policy), Status> {
+        let domain = req
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| tls::peer_domain(c.as_ref())))
+            .ok_or_else(|| {
+                to_status(&Error::new(
+                    ErrorCode::Unauthorized,
+                    "no client certificate: peers must use mutual TLS",
+                ))
+            })?;
+        let policy = self.fed.policy(&domain).cloned().ok_or_else(|| {
+            to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "peer",
+                format!("{domain} is not a peer of {}", self.fed.domain()),
+            ))
+        })?;
+        Ok((domain, policy))
+    }
+
+    /// The segment `id`, if the calling domain is the one it was held for.
+    async fn own_segment(&self, peer: &str, id: &str) -> Result<Reservation, Status> {
+        if id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let r = self.fed.idc().get(id).await.map_err(|e| to_status(&e))?;
+        if r.owner != segment_owner(peer) {
+            return Err(to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "id",
+                format!("{id} is not a segment held for {peer}"),
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// A segment as its aggregator sees it: our internal path stays private.
+fn segment_reply(r: Result<Reservation, Error>) -> Result<Response<v1::Reservation>, Status> {
+    r.map(|r| {
+        let mut wire = convert::reservation(&r);
+        wire.path.clear();
+        Response::new(wire)
+    })
+    .map_err(|e| to_status(&e))
+}
+
+#[tonic::async_trait]
+impl v1::federation_server::Federation for FederationApi {
+    async fn pull_documents(
+        &self,
+        req: Request<v1::PullDocumentsRequest>,
+    ) -> Result<Response<v1::Documents>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let docs = lock(&self.fed.inner.docs);
+        Ok(Response::new(v1::Documents {
+            documents: docs.for_peer(&peer).map(doc_wire::document).collect(),
+        }))
+    }
+
+    async fn push_documents(
+        &self,
+        req: Request<v1::Documents>,
+    ) -> Result<Response<v1::PushDocumentsReply>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let mut docs = Vec::new();
+        for (i, d) in req.into_inner().documents.iter().enumerate() {
+            docs.push(
+                doc_wire::document_from_wire(d)
+                    .map_err(|e| to_status(&e.within(&format!("documents[{i}]"))))?,
+            );
+        }
+        let accepted = self.fed.take_documents(docs, &peer);
+        Ok(Response::new(v1::PushDocumentsReply { accepted }))
+    }
+
+    async fn free_labels(
+        &self,
+        req: Request<v1::FreeLabelsRequest>,
+    ) -> Result<Response<v1::FreeLabelsReply>, Status> {
+        self.peer(&req)?;
+        let r = req.into_inner();
+        let (start, end) = match (&r.start, &r.end) {
+            (Some(s), Some(e)) => (
+                convert::from_timestamp(s, "start").map_err(|e| to_status(&e))?,
+                convert::from_timestamp(e, "end").map_err(|e| to_status(&e))?,
+            ),
+            (None, _) => return Err(to_status(&Error::missing("start"))),
+            (_, None) => return Err(to_status(&Error::missing("end"))),
+        };
+        let window = TimeWindow::new(start, end).map_err(|e| to_status(&e))?;
+        let mut vlans = Vec::with_capacity(r.ports.len());
+        for (i, p) in r.ports.iter().enumerate() {
+            let field = format!("ports[{i}]");
+            let stp = sluice_model::Stp::parse(p).map_err(|e| to_status(&e.within(&field)))?;
+            let free = self
+                .fed
+                .idc()
+                .free_vlans(&stp, &window, &field)
+                .map_err(|e| to_status(&e))?;
+            vlans.push(free.to_string());
+        }
+        Ok(Response::new(v1::FreeLabelsReply { vlans }))
+    }
+
+    async fn hold_segment(
+        &self,
+        req: Request<v1::HoldSegmentRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let r = req.into_inner();
+        let Some(c) = r.criteria else {
+            return Err(to_status(&Error::missing("criteria")));
+        };
+        let criteria = convert::criteria(&c, self.fed.idc().now())
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        policy
+            .check(&peer, &criteria)
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        let held = self
+            .fed
+            .idc()
+            .reserve(&segment_owner(&peer), criteria)
+            .await;
+        if let Ok(h) = &held {
+            lock(&self.fed.inner.segment_of).insert(h.id.clone(), Some(peer.clone()));
+            info!(
+                reservation.id = %h.id,
+                peer.id = %peer,
+                circuit = %r.connection_id,
+                requester = %r.requester,
+                "segment held for a peer"
+            );
+        }
+        segment_reply(held)
+    }
+
+    async fn commit_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().commit(&id).await)
+    }
+
+    async fn abort_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().abort(&id).await)
+    }
+
+    async fn provision_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().provision(&id).await)
+    }
+
+    async fn release_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().release(&id).await)
+    }
+
+    async fn terminate_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().terminate(&id).await)
+    }
+
+    async fn modify_segment(
+        &self,
+        req: Request<v1::ModifyRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let m = req.into_inner();
+        let current = self.own_segment(&peer, &m.id).await?;
+        let bw = m
+            .capacity_mbps
+            .map(|v| convert::capacity(v, "capacity_mbps"))
+            .transpose()
+            .map_err(|e| to_status(&e))?;
+        let bw_reverse = m
+            .reverse_capacity_mbps
+            .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
+            .transpose()
+            .map_err(|e| to_status(&e))?;
+        let start = m
+            .start
+            .as_ref()
+            .map(|t| convert::from_timestamp(t, "start"))
+            .transpose()
+            .map_err(|e| to_status(&e))?;
+        let end = m
+            .end
+            .as_ref()
+            .map(|t| convert::from_timestamp(t, "end"))
+            .transpose()
+            .map_err(|e| to_status(&e))?;
+        // The policy holds for the new version too.
+        let as_criteria = sluice_model::Criteria {
+            src: sluice_model::StpRequest {
+                stp: current.src.stp.clone(),
+                vlans: None,
+            },
+            dst: sluice_model::StpRequest {
+                stp: current.dst.stp.clone(),
+                vlans: None,
+            },
+            bw: bw.unwrap_or(current.bw),
+            bw_reverse: Some(bw_reverse.unwrap_or(current.bw_reverse)),
+            window: TimeWindow::new(
+                start.unwrap_or(current.window.start),
+                end.unwrap_or(current.window.end),
+            )
+            .map_err(|e| to_status(&e))?,
+            ero: Default::default(),
+            description: String::new(),
+            auto_provision: current.auto_provision,
+        };
+        policy
+            .check(&peer, &as_criteria)
+            .map_err(|e| to_status(&e))?;
+        segment_reply(
+            self.fed
+                .idc()
+                .modify(&current.id, bw, bw_reverse, start, end)
+                .await,
+        )
+    }
+
+    async fn query_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let r = self.own_segment(&peer, &req.into_inner().id).await?;
+        segment_reply(Ok(r))
+    }
+
+    async fn notify(
+        &self,
+        req: Request<v1::SegmentEvents>,
+    ) -> Result<Response<v1::NotifyReply>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        for e in &req.into_inner().events {
+            self.fed.on_notify(&peer, e);
+        }
+        Ok(Response::new(v1::NotifyReply {}))
+    }
+}

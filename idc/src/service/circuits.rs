@@ -1,0 +1,182 @@
+//! What the federation needs of the IDC: circuits across domains (a reservation row
+//! without bookings, plus its segments), and facts about this domain's own ports for the
+//! topology document and label agreement.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sluice_model::{
+    Change, Criteria, Direction, Error, ErrorCode, Mbps, Reservation, Resource, States, Stp,
+    TimeWindow, Vlan, VlanSet,
+};
+use sluice_pce::Place;
+use tracing::info;
+
+use super::{Idc, store_error};
+use crate::store::SegmentRecord;
+
+/// A stretch of time over which a port has `free` bandwidth in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeSpan {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub free: Mbps,
+}
+
+impl Idc {
+    /// A fresh id, for a circuit whose segments are about to be asked for.
+    pub fn new_circuit_id(&self) -> String {
+        self.inner.new_id()
+    }
+
+    pub fn hold_timeout(&self) -> TimeDelta {
+        self.inner.hold_timeout
+    }
+
+    fn local_port(&self, stp: &Stp, field: &str) -> Result<usize, Error> {
+        self.inner.topo.port_by_stp(stp).ok_or_else(|| {
+            Error::field(
+                ErrorCode::UnknownStp,
+                field,
+                format!("{stp} is not a port of {}", self.inner.topo.domain),
+            )
+        })
+    }
+
+    /// The VLANs of `stp`'s range free for the whole window.
+    pub fn free_vlans(
+        &self,
+        stp: &Stp,
+        window: &TimeWindow,
+        field: &str,
+    ) -> Result<VlanSet, Error> {
+        let pi = self.local_port(stp, field)?;
+        let now = self.now();
+        let mut free = self.inner.topo.port(pi).vlans.clone();
+        for v in self
+            .inner
+            .read_index()
+            .vlans_in_use(Place::Port(pi), window, now)
+        {
+            free.remove(v);
+        }
+        Ok(free)
+    }
+
+    /// Where `stp` has less than its capacity free (the lower of its two directions)
+    /// over `window`: the summary a topology document carries.
+    pub fn port_free_spans(&self, stp: &Stp, window: &TimeWindow) -> Result<Vec<FreeSpan>, Error> {
+        let pi = self.local_port(stp, "port")?;
+        let now = self.now();
+        let topo = &self.inner.topo;
+        let index = self.inner.read_index();
+        let mut points: Vec<(DateTime<Utc>, DateTime<Utc>, Mbps)> = Vec::new();
+        for d in [Direction::Forward, Direction::Reverse] {
+            let r = Resource::Port(pi, d);
+            let cap = topo.capacity(r);
+            for s in index.steps(r, window, now) {
+                if s.booked > Mbps::ZERO {
+                    points.push((s.start, s.end, cap.saturating_sub(s.booked)));
+                }
+            }
+        }
+        // Merge the two directions: at any instant the lower of the two.
+        let mut cuts: Vec<DateTime<Utc>> = points.iter().flat_map(|p| [p.0, p.1]).collect();
+        cuts.sort();
+        cuts.dedup();
+        let cap = topo.port(pi).capacity;
+        let mut out: Vec<FreeSpan> = Vec::new();
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let free = points
+                .iter()
+                .filter(|p| p.0 <= a && b <= p.1)
+                .map(|p| p.2)
+                .min()
+                .unwrap_or(cap);
+            if free == cap {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.end == a && last.free == free => last.end = b,
+                _ => out.push(FreeSpan {
+                    start: a,
+                    end: b,
+                    free,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a circuit across domains whose every segment is held: its row (held, with
+    /// this IDC's hold timer) and its segments.
+    pub async fn insert_circuit(
+        &self,
+        id: String,
+        owner: &str,
+        criteria: &Criteria,
+        src_vlan: Vlan,
+        dst_vlan: Vlan,
+        segments: Vec<SegmentRecord>,
+    ) -> Result<Reservation, Error> {
+        let inner = &self.inner;
+        let mut writer = inner.store.writer();
+        let now = inner.clock.now();
+        let (r, changes) = Reservation::held(
+            id,
+            owner.to_string(),
+            criteria,
+            src_vlan,
+            dst_vlan,
+            Vec::new(),
+            now,
+            inner.hold_timeout,
+        );
+        let deadline = sluice_scheduler::next_deadline(&r, now);
+        let events = writer
+            .insert_circuit(&r, deadline, &segments, &changes, now)
+            .map_err(store_error)?;
+        drop(writer);
+        info!(reservation.id = %r.id, segments = segments.len(), "circuit held in every domain");
+        inner.publish(events);
+        inner.schedule(deadline);
+        Ok(r)
+    }
+
+    /// The segments of circuit `id` (empty: not a circuit across domains).
+    pub fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, Error> {
+        self.inner.store.segments(id).map_err(store_error)
+    }
+
+    /// The circuit and segment index that `domain`'s reservation `segment_id` is part of.
+    pub fn circuit_of(
+        &self,
+        domain: &str,
+        segment_id: &str,
+    ) -> Result<Option<(String, u32)>, Error> {
+        self.inner
+            .store
+            .circuit_of(domain, segment_id)
+            .map_err(store_error)
+    }
+
+    /// A segment's states as its domain reported them, with events for the circuit's
+    /// watchers.
+    pub fn update_segment(
+        &self,
+        circuit: &str,
+        index: u32,
+        states: States,
+        summary: &str,
+        changes: &[Change],
+    ) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut writer = inner.store.writer();
+        let now = inner.clock.now();
+        let events = writer
+            .update_segment(circuit, index, states, summary, changes, now)
+            .map_err(store_error)?;
+        drop(writer);
+        inner.publish(events);
+        Ok(())
+    }
+}

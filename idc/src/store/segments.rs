@@ -1,0 +1,179 @@
+//! The segments of circuits that cross domains, as their aggregator keeps them.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use sluice_model::{
+    Change, LifecycleState, ProvisionState, Reservation, ReservationState, States, Vlan,
+};
+
+use super::rows::{ReservationRow, from_ms, ms};
+use super::schema::{reservations, segments};
+use super::{EventRecord, Store, StoreError, Writer, insert_events};
+
+pub use sluice_model::CircuitSegment as SegmentRecord;
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = segments)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+struct SegmentRow {
+    reservation_id: String,
+    idx: i32,
+    domain: String,
+    segment_id: String,
+    ingress: String,
+    ingress_vlan: i32,
+    egress: String,
+    egress_vlan: i32,
+    reservation_state: String,
+    provision_state: String,
+    lifecycle_state: String,
+    data_plane_active: bool,
+    summary: String,
+    updated_ms: i64,
+}
+
+impl SegmentRow {
+    fn from_model(reservation_id: &str, s: &SegmentRecord) -> SegmentRow {
+        SegmentRow {
+            reservation_id: reservation_id.to_string(),
+            idx: s.index as i32,
+            domain: s.domain.clone(),
+            segment_id: s.segment_id.clone(),
+            ingress: s.ingress.clone(),
+            ingress_vlan: i32::from(s.ingress_vlan.id()),
+            egress: s.egress.clone(),
+            egress_vlan: i32::from(s.egress_vlan.id()),
+            reservation_state: s.states.reservation.as_str().to_string(),
+            provision_state: s.states.provision.as_str().to_string(),
+            lifecycle_state: s.states.lifecycle.as_str().to_string(),
+            data_plane_active: s.states.data_plane_active,
+            summary: s.summary.clone(),
+            updated_ms: ms(s.updated_at),
+        }
+    }
+
+    fn into_model(self) -> Result<SegmentRecord, StoreError> {
+        let bad = |what: &str, v: &str| {
+            StoreError::Corrupt(format!(
+                "segment {} of {}: bad {what} {v:?}",
+                self.idx, self.reservation_id
+            ))
+        };
+        let vlan = |v: i32, what: &str| {
+            u16::try_from(v)
+                .ok()
+                .and_then(Vlan::new)
+                .ok_or_else(|| bad(what, &v.to_string()))
+        };
+        Ok(SegmentRecord {
+            index: self.idx as u32,
+            ingress_vlan: vlan(self.ingress_vlan, "ingress VLAN")?,
+            egress_vlan: vlan(self.egress_vlan, "egress VLAN")?,
+            states: States {
+                reservation: ReservationState::parse(&self.reservation_state)
+                    .ok_or_else(|| bad("reservation state", &self.reservation_state))?,
+                provision: ProvisionState::parse(&self.provision_state)
+                    .ok_or_else(|| bad("provision state", &self.provision_state))?,
+                lifecycle: LifecycleState::parse(&self.lifecycle_state)
+                    .ok_or_else(|| bad("lifecycle state", &self.lifecycle_state))?,
+                data_plane_active: self.data_plane_active,
+            },
+            updated_at: from_ms(self.updated_ms)?,
+            summary: self.summary,
+            domain: self.domain,
+            segment_id: self.segment_id,
+            ingress: self.ingress,
+            egress: self.egress,
+            error: None,
+        })
+    }
+}
+
+impl Store {
+    /// The segments of circuit `id`, in order; empty if it is not a circuit across
+    /// domains.
+    pub fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, StoreError> {
+        let mut conn = self.reader()?;
+        segments::table
+            .filter(segments::reservation_id.eq(id))
+            .order(segments::idx)
+            .select(SegmentRow::as_select())
+            .load(&mut conn)?
+            .into_iter()
+            .map(SegmentRow::into_model)
+            .collect()
+    }
+
+    /// The circuit (and segment index) that `domain`'s reservation `segment_id` is part of.
+    pub fn circuit_of(
+        &self,
+        domain: &str,
+        segment_id: &str,
+    ) -> Result<Option<(String, u32)>, StoreError> {
+        let mut conn = self.reader()?;
+        Ok(segments::table
+            .filter(segments::domain.eq(domain))
+            .filter(segments::segment_id.eq(segment_id))
+            .select((segments::reservation_id, segments::idx))
+            .first::<(String, i32)>(&mut conn)
+            .optional()?
+            .map(|(id, idx)| (id, idx as u32)))
+    }
+}
+
+impl Writer<'_> {
+    /// A new circuit across domains: its row (no bookings: each domain books its own
+    /// segment), its segments and its events, in one transaction.
+    pub fn insert_circuit(
+        &mut self,
+        r: &Reservation,
+        next_deadline: Option<DateTime<Utc>>,
+        segs: &[SegmentRecord],
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            diesel::insert_into(reservations::table)
+                .values(ReservationRow::from_model(r, next_deadline))
+                .execute(conn)?;
+            let rows: Vec<SegmentRow> = segs
+                .iter()
+                .map(|s| SegmentRow::from_model(&r.id, s))
+                .collect();
+            diesel::insert_into(segments::table)
+                .values(&rows)
+                .execute(conn)?;
+            insert_events(conn, &r.id, changes, now)
+        })?;
+        self.committed_one();
+        Ok(events)
+    }
+
+    /// A segment's states as its domain just reported them, and events for the circuit
+    /// (say, what changed in that segment), in one transaction.
+    pub fn update_segment(
+        &mut self,
+        circuit: &str,
+        index: u32,
+        states: States,
+        summary: &str,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            diesel::update(segments::table.find((circuit, index as i32)))
+                .set((
+                    segments::reservation_state.eq(states.reservation.as_str()),
+                    segments::provision_state.eq(states.provision.as_str()),
+                    segments::lifecycle_state.eq(states.lifecycle.as_str()),
+                    segments::data_plane_active.eq(states.data_plane_active),
+                    segments::summary.eq(summary),
+                    segments::updated_ms.eq(ms(now)),
+                ))
+                .execute(conn)?;
+            insert_events(conn, circuit, changes, now)
+        })?;
+        self.committed_one();
+        Ok(events)
+    }
+}

@@ -1,0 +1,360 @@
+//! Circuits across domains: several IDCs in this process, each with its own database and
+//! certificate, talking mutual TLS over loopback (`testing::TestFederation`). Every call
+//! and wait is bounded; after each failure the test checks that no domain is left with a
+//! hold or a booking.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use sluice_idc::federation::Policy;
+use sluice_idc::testing::{TestFederation, eventually};
+use sluice_model::{Error, ErrorCode, Mbps};
+use sluice_proto::convert::timestamp as ts;
+use sluice_proto::status::from_status;
+use sluice_proto::v1;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {WAIT:?}"))
+}
+
+fn criteria(src: &str, dst: &str, mbps: i64, start_in: i64, hours: i64) -> v1::Criteria {
+    let start = Utc::now() + TimeDelta::seconds(start_in);
+    v1::Criteria {
+        src: src.into(),
+        dst: dst.into(),
+        capacity_mbps: mbps,
+        start: Some(ts(start)),
+        end: Some(ts(start + TimeDelta::hours(hours))),
+        description: "federation test".into(),
+        ..Default::default()
+    }
+}
+
+async fn reserve(
+    fed: &TestFederation,
+    at: &str,
+    c: v1::Criteria,
+) -> Result<v1::Reservation, Error> {
+    let mut client = fed.client(at).await;
+    bounded(
+        "reserve",
+        client.reserve(v1::ReserveRequest { criteria: Some(c) }),
+    )
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|s| from_status(&s))
+}
+
+async fn op(
+    fed: &TestFederation,
+    at: &str,
+    what: &str,
+    id: &str,
+) -> Result<v1::Reservation, Error> {
+    let mut c = fed.client(at).await;
+    let req = v1::IdRequest { id: id.into() };
+    let r = match what {
+        "commit" => bounded(what, c.commit(req)).await,
+        "abort" => bounded(what, c.abort(req)).await,
+        "provision" => bounded(what, c.provision(req)).await,
+        "terminate" => bounded(what, c.terminate(req)).await,
+        "get" => bounded(what, c.get(req)).await,
+        _ => panic!("no operation {what}"),
+    };
+    r.map(|r| r.into_inner()).map_err(|s| from_status(&s))
+}
+
+fn summary(r: &v1::Reservation) -> &str {
+    &r.states.as_ref().expect("states").summary
+}
+
+fn segment_summaries(r: &v1::Reservation) -> Vec<(String, String)> {
+    r.segments
+        .iter()
+        .map(|s| {
+            (
+                s.domain.clone(),
+                s.states.as_ref().expect("states").summary.clone(),
+            )
+        })
+        .collect()
+}
+
+/// No domain holds anything: no live hold, nothing in any index.
+async fn nothing_held(fed: &TestFederation) {
+    for d in &fed.domains {
+        let Some(s) = &d.server else { continue };
+        let domain = &s.idc.topology().domain;
+        let (held, _) = s
+            .idc
+            .list(sluice_idc::service::ListQuery {
+                states: vec!["held".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            held.is_empty(),
+            "{domain} still holds {:?}",
+            held.iter().map(|r| &r.id).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            s.idc.indexed_reservations(),
+            0,
+            "{domain} still has bookings"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_of_three_domains_reserves_commits_queries_and_terminates_everywhere() {
+    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    assert!(fed.exchange(4).await, "documents reach every domain");
+    // a knows c only through b.
+    let (_, a_fed) = fed.get("a").server().federation.as_ref().unwrap();
+    assert!(!a_fed.is_direct_peer("c"));
+    assert!(a_fed.known_documents().iter().any(|(d, _)| d.domain == "c"));
+
+    let r = reserve(
+        &fed,
+        "a",
+        criteria("a:core:e1", "c:core:e2?vlan=150", 1000, 60, 2),
+    )
+    .await
+    .expect("held across three domains");
+    assert_eq!(summary(&r), "held");
+    let domains: Vec<&str> = r.segments.iter().map(|s| s.domain.as_str()).collect();
+    assert_eq!(domains, ["a", "b", "c"]);
+    // One VLAN through both demarcation points (nobody translates), the one asked for
+    // at the far end.
+    for s in &r.segments {
+        assert_eq!((s.ingress_vlan, s.egress_vlan), (150, 150), "{s:?}");
+    }
+    assert_eq!(r.segments[0].egress, "a:b-b:to-b");
+    assert_eq!(r.segments[1].ingress, "b:b-a:to-a");
+    assert_eq!(r.segments[2].egress, "c:core:e2");
+    // Each domain holds its own segment, owned by the aggregator, with its own path.
+    for s in &r.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(seg.owner, "peer:a");
+        assert!(!seg.path.is_empty());
+    }
+
+    let r = op(&fed, "a", "commit", &r.id).await.expect("committed");
+    assert_eq!(summary(&r), "committed");
+    assert!(
+        segment_summaries(&r).iter().all(|(_, s)| s == "committed"),
+        "{:?}",
+        segment_summaries(&r)
+    );
+
+    // A query asks every domain afresh: terminate c's segment behind a's back and look.
+    let c_seg = r.segments[2].id.clone();
+    fed.get("c").idc().terminate(&c_seg).await.unwrap();
+    let got = op(&fed, "a", "get", &r.id).await.unwrap();
+    assert_eq!(
+        got.segments[2].states.as_ref().unwrap().summary,
+        "terminated"
+    );
+    assert_eq!(
+        got.segments[1].states.as_ref().unwrap().summary,
+        "committed"
+    );
+
+    let r = op(&fed, "a", "terminate", &r.id).await.unwrap();
+    assert_eq!(summary(&r), "terminated");
+    for s in &r.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(seg.summary(), "terminated", "{}", s.domain);
+    }
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triangle_goes_around_a_domain_that_is_full_for_the_window() {
+    // a-b-c over cheap links, a-c directly over an expensive one: b is tried first.
+    let fed = TestFederation::builder()
+        .domain("a")
+        .domain("b")
+        .domain("c")
+        .peering("a", "b", 1)
+        .peering("b", "c", 1)
+        .peering("a", "c", 10)
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    // b fills its link towards c for the window, after a last heard from it.
+    let c = criteria("b:core:e1", "b:b-c:to-c", 10_000, 60, 3);
+    let mut bc = fed.client("b").await;
+    let full = bc
+        .reserve(v1::ReserveRequest { criteria: Some(c) })
+        .await
+        .expect("b books its own border")
+        .into_inner();
+    bc.commit(v1::IdRequest {
+        id: full.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 120, 1))
+        .await
+        .expect("held around b");
+    let domains: Vec<&str> = r.segments.iter().map(|s| s.domain.as_str()).collect();
+    assert_eq!(domains, ["a", "c"]);
+    // Nothing was left in b by the route that failed there.
+    let b = fed.get("b").idc();
+    assert_eq!(b.indexed_reservations(), 1, "only b's own booking");
+
+    // With a-c full too, the answer names the first route's failure: b, 00705.
+    op(&fed, "a", "commit", &r.id).await.unwrap();
+    let e = reserve(&fed, "a", criteria("a:core:e2", "c:core:e2", 9500, 120, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    let child = e.child.as_ref().expect("names the child");
+    assert_eq!(
+        (child.domain.as_str(), child.segment, child.code),
+        ("b", 2, ErrorCode::CapacityUnavailable),
+        "{e}"
+    );
+    assert!(e.message.contains("other route"), "{}", e.message);
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_policy_is_refused_and_nothing_is_held_anywhere() {
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .policy(
+            "c",
+            "a",
+            Policy {
+                max_bw: Some(Mbps(500)),
+                ..Policy::default()
+            },
+        )
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let e = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    let child = e.child.as_ref().unwrap();
+    assert_eq!(
+        (child.domain.as_str(), child.code),
+        ("c", ErrorCode::Unauthorized)
+    );
+    assert_eq!(e.field.as_deref(), Some("criteria.capacity_mbps"));
+    nothing_held(&fed).await;
+    // Within the policy it goes through.
+    reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 500, 60, 1))
+        .await
+        .expect("500 is allowed");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_domain_fails_the_reserve_and_leaves_nothing() {
+    let mut fed = TestFederation::line(&["a", "b", "c"])
+        .call_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    fed.kill("c").await;
+    let e = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    assert_eq!(e.child.as_ref().unwrap().domain, "c");
+    assert!(e.message.contains("unreachable"), "{}", e.message);
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_killed_between_hold_and_commit_aborts_the_rest_and_its_hold_expires() {
+    let hold = TimeDelta::seconds(2);
+    let mut fed = TestFederation::line(&["a", "b", "c"])
+        .hold_timeout(hold)
+        .call_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap();
+    let c_seg = r.segments[2].id.clone();
+    fed.kill("c").await;
+    let e = op(&fed, "a", "commit", &r.id).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    assert_eq!(e.child.as_ref().unwrap().domain, "c");
+    // a and b let go at once; the circuit is aborted.
+    nothing_held(&fed).await;
+    let got = fed.get("a").idc().get(&r.id).await.unwrap();
+    assert_eq!(got.summary(), "aborted");
+    // c's orphaned hold ends by c's own timer: when c comes back after the timeout, it
+    // is gone.
+    tokio::time::sleep(hold.to_std().unwrap() + Duration::from_millis(200)).await;
+    fed.get_mut("c").restart().await;
+    let c = fed.get("c").idc().clone();
+    assert!(
+        eventually(WAIT, || async {
+            c.get(&c_seg).await.unwrap().summary() == "timed-out"
+        })
+        .await,
+        "c's hold timed out"
+    );
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_known_by_their_certificate_only() {
+    // c's certificate comes from another CA: nobody accepts its connections, and it
+    // accepts none.
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .untrusted("c")
+        .call_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    assert!(!fed.exchange(3).await, "c cannot exchange documents");
+    let e = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownStp, "{e}");
+    assert_eq!(e.field.as_deref(), Some("dst"));
+    nothing_held(&fed).await;
+
+    // A client with a certificate from the right CA, but for a domain b does not list:
+    // 00302, and nothing reserved.
+    let (b_addr, _) = fed.get("b").server().federation.as_ref().unwrap();
+    let mallory = fed.ca().material("mallory").unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{b_addr}"))
+        .unwrap()
+        .tls_config(mallory.client("b"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS with a certificate from the federation CA");
+    let mut client = v1::federation_client::FederationClient::new(ch);
+    let s = client
+        .hold_segment(v1::HoldSegmentRequest {
+            connection_id: "x".into(),
+            criteria: Some(criteria("b:b-a:to-a", "b:core:e1", 100, 60, 1)),
+            requester: "a".into(),
+        })
+        .await
+        .unwrap_err();
+    let e = from_status(&s);
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+    assert!(e.message.contains("mallory"), "{}", e.message);
+    // A field in the request cannot make it someone else: `requester` is only recorded.
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
