@@ -3,6 +3,7 @@
 mod bench;
 mod bench_series;
 mod client;
+mod federation;
 mod output;
 mod series;
 mod time;
@@ -96,7 +97,15 @@ enum Cmd {
         /// Seed for --generate (the same seed gives the same topology).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Every domain's published document (end points, demarcation points, free
+        /// capacity at the borders), not only this domain's topology.
+        #[arg(long, conflicts_with_all = ["file", "generate"])]
+        all: bool,
     },
+    /// The domains this IDC knows from the exchanged topology documents, and how fresh.
+    Domains,
+    /// Make a development CA and a certificate per domain, for a demo federation.
+    Certs(federation::CertsArgs),
     /// Booked and available bandwidth of a link or port over time.
     Availability(AvailabilityArgs),
     /// One week of a port or link: how full it is hour by hour, and the circuits on it.
@@ -325,6 +334,7 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
         Cmd::Migrate { data_dir } => migrate(&data_dir),
         Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
+        Cmd::Certs(a) => federation::certs(&a).map(|(json, text)| Some(Out { json, text })),
         Cmd::Topology {
             generate: Some((nodes, links)),
             seed,
@@ -544,6 +554,23 @@ async fn run_client(
             watch(&mut c, w, json_out).await?;
             return Ok(None);
         }
+        Cmd::Topology { all: true, .. } | Cmd::Domains => {
+            let all = matches!(cmd, Cmd::Topology { .. });
+            let d = c
+                .topology
+                .domains(v1::DomainsRequest {})
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: federation::domains_json(&d),
+                text: if all {
+                    federation::documents_human(&d)
+                } else {
+                    federation::domains_human(&d)
+                },
+            }
+        }
         Cmd::Topology { .. } => {
             let t = c
                 .topology
@@ -638,7 +665,7 @@ async fn run_client(
                 text: series::calendar_human(&avail, &circuits, tz, from),
             }
         }
-        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) => {
+        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Certs(_) => {
             unreachable!("handled before connecting")
         }
     };

@@ -40,10 +40,60 @@ pub fn reservation_json(r: &v1::Reservation) -> Value {
         "hold_expires_at": r.hold_expires_at.as_ref().map(|_| show(&r.hold_expires_at)),
         "reverse_bw_mbps": r.reverse_capacity_mbps,
         "path": r.path.iter().map(hop_json).collect::<Vec<_>>(),
+        "segments": r.segments.iter().map(segment_json).collect::<Vec<_>>(),
         "ero": {"include": r.ero_include, "exclude": r.ero_exclude},
         "created_at": show(&r.created_at),
         "updated_at": show(&r.updated_at),
     })
+}
+
+fn segment_json(s: &v1::Segment) -> Value {
+    let st = s.states.clone().unwrap_or_default();
+    json!({
+        "domain": s.domain,
+        "id": s.id,
+        "ingress": s.ingress,
+        "ingress_vlan": s.ingress_vlan,
+        "egress": s.egress,
+        "egress_vlan": s.egress_vlan,
+        "state": {
+            "reservation": reservation_state_name(st.reservation()),
+            "provision": provision_state_name(st.provision()),
+            "lifecycle": lifecycle_state_name(st.lifecycle()),
+            "data_plane_active": st.data_plane_active,
+            "summary": st.summary,
+        },
+        "error": (!s.error.is_empty()).then_some(&s.error),
+    })
+}
+
+/// One line per domain of a circuit across domains.
+fn segments_human(r: &v1::Reservation) -> String {
+    let mut out = format!(
+        "  across {} domains:
+",
+        r.segments.len()
+    );
+    for (i, s) in r.segments.iter().enumerate() {
+        let st = s.states.clone().unwrap_or_default();
+        out += &format!(
+            "    {}. {:<10} {} vlan {} → {} vlan {}  {}  ({})
+",
+            i + 1,
+            s.domain,
+            s.ingress,
+            s.ingress_vlan,
+            s.egress,
+            s.egress_vlan,
+            if s.error.is_empty() {
+                st.summary.clone()
+            } else {
+                format!("{} (now: {})", st.summary, s.error)
+            },
+            s.id
+        );
+    }
+    out
 }
 
 fn hop_json(h: &v1::PathHop) -> Value {
@@ -106,11 +156,15 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
         show(&r.end),
         duration
     );
-    out += &format!(
-        "  path: {}  vlan {}\n",
-        path_line(r),
-        vlan_run(r.src_vlan, &r.path, r.dst_vlan)
-    );
+    if r.segments.is_empty() {
+        out += &format!(
+            "  path: {}  vlan {}\n",
+            path_line(r),
+            vlan_run(r.src_vlan, &r.path, r.dst_vlan)
+        );
+    } else {
+        out += &segments_human(r);
+    }
     out += &format!(
         "  states: {}{} · {} · {} · data plane {}\n",
         reservation_state_name(s.reservation()),

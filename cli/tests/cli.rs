@@ -135,8 +135,10 @@ async fn reserve_show_list_and_lifecycle_through_the_binary() {
         // The human forms read well and say the same.
         let out = sluice(url, &["show", &hid]);
         let text = String::from_utf8_lossy(&out.stdout);
+        // It started when it was booked and is automatic: committed after its start, it
+        // went up at once.
         assert!(
-            text.contains(&format!("reservation {hid}  committed")),
+            text.contains(&format!("reservation {hid}  active")),
             "{text}"
         );
         assert!(text.contains("houston"), "{text}");

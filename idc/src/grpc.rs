@@ -48,6 +48,14 @@ impl Api {
         }
     }
 
+    /// The federation, if series `id` is a recurring circuit across domains.
+    async fn circuit_series(&self, id: &str) -> Result<Option<&Federation>, Status> {
+        match &self.fed {
+            Some(f) if f.is_circuit_series(id).await.map_err(|e| to_status(&e))? => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    }
+
     /// `op` on `id`: across domains if it is a circuit, here otherwise.
     async fn operate(&self, id: String, op: Op) -> Result<Response<v1::Reservation>, Status> {
         if let Some(fed) = self.circuit(&id)? {
@@ -127,6 +135,26 @@ fn circuit_reply(
     r: Result<(sluice_model::Reservation, Vec<sluice_model::CircuitSegment>), Error>,
 ) -> Result<Response<v1::Reservation>, Status> {
     r.map(|(r, segs)| Response::new(convert::circuit(&r, &segs)))
+        .map_err(|e| to_status(&e))
+}
+
+/// Which occurrences a cancel names.
+pub(crate) fn series_scope(
+    scope: &Option<v1::cancel_series_request::Scope>,
+) -> Result<crate::service::SeriesScope, Error> {
+    use crate::service::SeriesScope;
+    use v1::cancel_series_request::Scope;
+    Ok(match scope {
+        None => SeriesScope::All,
+        Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
+        Some(Scope::From(t)) => SeriesScope::From(convert::from_timestamp(t, "from")?),
+    })
+}
+
+fn circuit_series_reply(
+    r: Result<crate::federation::CircuitSeries, Error>,
+) -> Result<Response<v1::Series>, Status> {
+    r.map(|(s, occurrences)| Response::new(convert::circuit_series(&s, &occurrences)))
         .map_err(|e| to_status(&e))
 }
 
@@ -236,6 +264,16 @@ impl v1::reservations_server::Reservations for Api {
             Ok((bw, rev, start, end))
         };
         let (bw, rev, start, end) = parse().map_err(|e| to_status(&e))?;
+        if bw.is_none() && rev.is_none() && start.is_none() && end.is_none() {
+            return Err(to_status(&Error::field(
+                sluice_model::ErrorCode::MissingParameter,
+                "capacity_mbps",
+                "modify needs a new capacity, start or end",
+            )));
+        }
+        if let Some(fed) = self.circuit(&m.id)? {
+            return circuit_reply(fed.modify(&m.id, bw, rev, start, end).await);
+        }
         reply(self.idc.modify(&m.id, bw, rev, start, end).await)
     }
 
@@ -282,6 +320,12 @@ impl v1::reservations_server::Reservations for Api {
             })
         })()
         .map_err(|e| to_status(&e))?;
+        let own = &self.idc.topology().domain;
+        if let Some(fed) = &self.fed
+            && (ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own)
+        {
+            return circuit_series_reply(fed.reserve_series(&owner, ask).await);
+        }
         series_reply(self.idc.reserve_series(&owner, ask).await)
     }
 
@@ -289,33 +333,36 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        series_reply(self.idc.commit_series(&id_of(req)?).await)
+        let id = id_of(req)?;
+        if let Some(fed) = self.circuit_series(&id).await? {
+            return circuit_series_reply(fed.commit_series(&id).await);
+        }
+        series_reply(self.idc.commit_series(&id).await)
     }
 
     async fn get_series(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        series_reply(self.idc.get_series(&id_of(req)?).await)
+        let id = id_of(req)?;
+        if let Some(fed) = self.circuit_series(&id).await? {
+            return circuit_series_reply(fed.get_series(&id).await);
+        }
+        series_reply(self.idc.get_series(&id).await)
     }
 
     async fn cancel_series(
         &self,
         req: Request<v1::CancelSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        use crate::service::SeriesScope;
-        use v1::cancel_series_request::Scope;
         let r = req.into_inner();
         if r.id.is_empty() {
             return Err(to_status(&Error::missing("id")));
         }
-        let scope = match &r.scope {
-            None => SeriesScope::All,
-            Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
-            Some(Scope::From(t)) => {
-                SeriesScope::From(convert::from_timestamp(t, "from").map_err(|e| to_status(&e))?)
-            }
-        };
+        let scope = series_scope(&r.scope).map_err(|e| to_status(&e))?;
+        if let Some(fed) = self.circuit_series(&r.id).await? {
+            return circuit_series_reply(fed.cancel_series(&r.id, scope).await);
+        }
         series_reply(self.idc.cancel_series(&r.id, scope).await)
     }
 
@@ -355,6 +402,17 @@ impl v1::reservations_server::Reservations for Api {
             ))
         })();
         let (scope, change) = parsed.map_err(|e| to_status(&e))?;
+        if self.circuit_series(&r.id).await?.is_some() {
+            return Err(to_status(&Error::field(
+                sluice_model::ErrorCode::InvalidParameter,
+                "id",
+                format!(
+                    "{} is a recurring circuit across domains: changing its occurrences is not \
+                     supported yet; cancel them and book again",
+                    r.id
+                ),
+            )));
+        }
         series_reply(self.idc.modify_series(&r.id, scope, change).await)
     }
 

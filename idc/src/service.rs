@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 mod circuits;
 mod series;
-pub use circuits::FreeSpan;
+pub use circuits::{CircuitOccurrence, FreeSpan};
 pub use series::{SeriesAsk, SeriesChange, SeriesScope};
 
 use crate::clock::Clock;

@@ -152,6 +152,43 @@ async fn a_line_of_three_domains_reserves_commits_queries_and_terminates_everywh
         segment_summaries(&r)
     );
 
+    // A new version everywhere, or nowhere.
+    let mut client = fed.client("a").await;
+    let m = client
+        .modify(v1::ModifyRequest {
+            id: r.id.clone(),
+            capacity_mbps: Some(1500),
+            ..Default::default()
+        })
+        .await
+        .expect("modified in every domain")
+        .into_inner();
+    assert_eq!(m.capacity_mbps, 1500);
+    for s in &m.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(seg.bw, Mbps(1500), "{}", s.domain);
+    }
+    let e = from_status(
+        &client
+            .modify(v1::ModifyRequest {
+                id: r.id.clone(),
+                capacity_mbps: Some(20_000),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    assert_eq!(
+        e.child.as_ref().unwrap().domain,
+        "a",
+        "the first segment refuses: {e}"
+    );
+    for s in &m.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(seg.bw, Mbps(1500), "{} keeps the old version", s.domain);
+    }
+
     // A query asks every domain afresh: terminate c's segment behind a's back and look.
     let c_seg = r.segments[2].id.clone();
     fed.get("c").idc().terminate(&c_seg).await.unwrap();
@@ -356,5 +393,283 @@ async fn peers_are_known_by_their_certificate_only() {
     assert!(e.message.contains("mallory"), "{}", e.message);
     // A field in the request cannot make it someone else: `requester` is only recorded.
     nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+fn weekly(count: u32) -> v1::Recurrence {
+    v1::Recurrence {
+        rule: Some(v1::recurrence::Rule::Cron(v1::CronRule {
+            expression: "0 14 * * 2".into(),
+            time_zone: "Europe/Rome".into(),
+            from: Some(ts(Utc::now() + TimeDelta::days(1))),
+            count: Some(count),
+            ..Default::default()
+        })),
+        duration_seconds: 4 * 3600,
+    }
+}
+
+async fn reserve_series(
+    fed: &TestFederation,
+    at: &str,
+    c: v1::Criteria,
+    r: v1::Recurrence,
+) -> Result<v1::Series, Error> {
+    let mut client = fed.client(at).await;
+    bounded(
+        "reserve series",
+        client.reserve_series(v1::ReserveSeriesRequest {
+            criteria: Some(c),
+            recurrence: Some(r),
+            ..Default::default()
+        }),
+    )
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|s| from_status(&s))
+}
+
+/// Per domain: its series held for `a`, and the summaries of their occurrences.
+async fn domain_series(fed: &TestFederation, s: &v1::Series) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for seg in &s.occurrences[0].segments {
+        let idc = fed.get(&seg.domain).idc();
+        let (series, occurrences) = idc.get_series(&seg.series_id).await.unwrap();
+        assert_eq!(series.owner, "peer:a");
+        out.push((
+            seg.domain.clone(),
+            occurrences
+                .iter()
+                .map(|r| r.summary().to_string())
+                .collect(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weekly_series_is_admitted_by_every_domain_for_every_occurrence() {
+    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    assert!(fed.exchange(4).await);
+    let s = reserve_series(
+        &fed,
+        "a",
+        criteria("a:core:e1", "c:core:e1", 2000, 60, 1),
+        weekly(10),
+    )
+    .await
+    .expect("ten weeks across three domains");
+    assert_eq!(s.occurrences.len(), 10);
+    for o in &s.occurrences {
+        let domains: Vec<&str> = o.segments.iter().map(|x| x.domain.as_str()).collect();
+        assert_eq!(domains, ["a", "b", "c"]);
+        assert_eq!(o.states.as_ref().unwrap().summary, "held");
+    }
+    for (domain, states) in domain_series(&fed, &s).await {
+        assert_eq!(states, vec!["held"; 10], "{domain}");
+    }
+
+    let mut client = fed.client("a").await;
+    let s = client
+        .commit_series(v1::IdRequest { id: s.id.clone() })
+        .await
+        .expect("committed everywhere")
+        .into_inner();
+    assert!(
+        s.occurrences
+            .iter()
+            .all(|o| o.states.as_ref().unwrap().summary == "committed")
+    );
+    for (domain, states) in domain_series(&fed, &s).await {
+        assert_eq!(states, vec!["committed"; 10], "{domain}");
+    }
+
+    // One occurrence off, everywhere.
+    let s = client
+        .cancel_series(v1::CancelSeriesRequest {
+            id: s.id.clone(),
+            scope: Some(v1::cancel_series_request::Scope::Occurrence(3)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.occurrences[2].states.as_ref().unwrap().summary,
+        "terminated"
+    );
+    for (domain, states) in domain_series(&fed, &s).await {
+        assert_eq!(states[2], "terminated", "{domain}");
+        assert_eq!(
+            states.iter().filter(|x| *x == "committed").count(),
+            9,
+            "{domain}"
+        );
+    }
+    // The rest, everywhere.
+    let s = client
+        .cancel_series(v1::CancelSeriesRequest {
+            id: s.id.clone(),
+            scope: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (domain, states) in domain_series(&fed, &s).await {
+        assert_eq!(states, vec!["terminated"; 10], "{domain}");
+    }
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_occurrence_that_does_not_fit_in_one_domain_refuses_the_whole_series() {
+    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    assert!(fed.exchange(4).await);
+    // b's border towards c is full during the 7th occurrence.
+    let probe = reserve_series(
+        &fed,
+        "a",
+        criteria("a:core:e1", "c:core:e1", 100, 60, 1),
+        weekly(10),
+    )
+    .await
+    .unwrap();
+    let seventh = probe.occurrences[6].clone();
+    let mut a = fed.client("a").await;
+    a.cancel_series(v1::CancelSeriesRequest {
+        id: probe.id.clone(),
+        scope: None,
+    })
+    .await
+    .unwrap();
+    let mut b = fed.client("b").await;
+    let full = b
+        .reserve(v1::ReserveRequest {
+            criteria: Some(v1::Criteria {
+                start: seventh.start,
+                end: seventh.end,
+                ..criteria("b:core:e1", "b:b-c:to-c", 10_000, 60, 1)
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    b.commit(v1::IdRequest {
+        id: full.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let e = reserve_series(
+        &fed,
+        "a",
+        criteria("a:core:e1", "c:core:e1", 2000, 60, 1),
+        weekly(10),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    let child = e.child.as_ref().unwrap();
+    assert_eq!(
+        (child.domain.as_str(), child.code),
+        ("b", ErrorCode::CapacityUnavailable)
+    );
+    let numbers: Vec<u32> = e.conflicts.iter().map(|c| c.number).collect();
+    assert_eq!(numbers, [7], "{e}");
+    // With b's own booking gone, nothing is left anywhere.
+    b.terminate(v1::IdRequest { id: full.id }).await.unwrap();
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modify_one_domain_refuses_puts_back_the_segments_that_took_it() {
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .internal("b", 5000)
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap();
+    op(&fed, "a", "commit", &r.id).await.unwrap();
+    let mut client = fed.client("a").await;
+    let e = from_status(
+        &client
+            .modify(v1::ModifyRequest {
+                id: r.id.clone(),
+                capacity_mbps: Some(6000),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    );
+    let child = e.child.as_ref().expect("names the domain");
+    assert_eq!(
+        (child.domain.as_str(), child.code),
+        ("b", ErrorCode::CapacityUnavailable),
+        "{e}"
+    );
+    for s in &r.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(
+            seg.bw,
+            Mbps(1000),
+            "{} is back on the old version",
+            s.domain
+        );
+    }
+    let got = op(&fed, "a", "get", &r.id).await.unwrap();
+    assert_eq!(got.capacity_mbps, 1000);
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_state_changes_reach_the_aggregators_watchers() {
+    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    assert!(fed.exchange(4).await);
+    // Starts now, provisioned automatically: every domain brings its data plane up.
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 0, 1))
+        .await
+        .unwrap();
+    let mut client = fed.client("a").await;
+    let mut stream = client
+        .watch(v1::WatchRequest {
+            reservation_id: r.id.clone(),
+            since_seq: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    op(&fed, "a", "commit", &r.id).await.unwrap();
+    let mut active_in: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while active_in.len() < 3 {
+        let e = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("segment events within the wait")
+            .unwrap()
+            .expect("the stream stays open");
+        if e.machine == "segment" && e.detail.contains("data_plane") && e.to == "active" {
+            let domain = e
+                .detail
+                .split(" in ")
+                .nth(1)
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap();
+            active_in.push(domain.to_string());
+        }
+    }
+    active_in.sort();
+    assert_eq!(active_in, ["a", "b", "c"]);
+    // And the circuit shows every segment active.
+    let got = op(&fed, "a", "get", &r.id).await.unwrap();
+    assert!(
+        segment_summaries(&got).iter().all(|(_, s)| s == "active"),
+        "{:?}",
+        segment_summaries(&got)
+    );
     fed.shutdown().await;
 }

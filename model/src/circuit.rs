@@ -13,6 +13,8 @@ pub struct CircuitSegment {
     pub domain: String,
     /// The reservation's id in that domain.
     pub segment_id: String,
+    /// For an occurrence of a recurring circuit: the series it is part of in that domain.
+    pub series_id: Option<String>,
     pub ingress: String,
     pub ingress_vlan: Vlan,
     pub egress: String,

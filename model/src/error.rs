@@ -180,7 +180,7 @@ impl Error {
     }
 
     /// 00502: segment `segment` (from 1) in `domain` failed with `cause`; the cause's
-    /// field, capacity feedback and earliest start are kept.
+    /// field, capacity feedback, earliest start and refused occurrences are kept.
     pub fn child(domain: &str, segment: u32, cause: Error) -> Error {
         let mut e = Error::new(
             ErrorCode::ChildSegmentError,
@@ -192,6 +192,7 @@ impl Error {
         e.field = cause.field;
         e.capacity = cause.capacity;
         e.earliest_start = cause.earliest_start;
+        e.conflicts = cause.conflicts;
         e.child = Some(Box::new(ChildFailure {
             domain: domain.to_string(),
             segment,

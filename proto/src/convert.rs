@@ -209,6 +209,19 @@ pub fn circuit(r: &m::Reservation, segments: &[m::CircuitSegment]) -> v1::Reserv
     wire
 }
 
+/// A recurring circuit across domains: each occurrence with its segments.
+pub fn circuit_series(
+    s: &m::Series,
+    occurrences: &[(m::Reservation, Vec<m::CircuitSegment>)],
+) -> v1::Series {
+    let rs: Vec<m::Reservation> = occurrences.iter().map(|(r, _)| r.clone()).collect();
+    let mut wire = series(s, &rs);
+    for (w, (_, segs)) in wire.occurrences.iter_mut().zip(occurrences) {
+        w.segments = segs.iter().map(segment).collect();
+    }
+    wire
+}
+
 pub fn segment(s: &m::CircuitSegment) -> v1::Segment {
     v1::Segment {
         domain: s.domain.clone(),
@@ -219,6 +232,7 @@ pub fn segment(s: &m::CircuitSegment) -> v1::Segment {
         egress_vlan: u32::from(s.egress_vlan.id()),
         states: Some(states(&s.states, &s.summary)),
         error: s.error.clone().unwrap_or_default(),
+        series_id: s.series_id.clone().unwrap_or_default(),
     }
 }
 

@@ -26,6 +26,12 @@ pub fn next_deadline(r: &Reservation, now: DateTime<Utc>) -> Option<DateTime<Utc
         || r.states.provision == ProvisionState::Provisioned;
     if now < r.window.start && wants_start {
         Some(r.window.start)
+    } else if r.auto_provision
+        && r.states.provision == ProvisionState::Released
+        && r.window.contains(now)
+    {
+        // Committed after its start: provisioning is due now, not at the end.
+        Some(now)
     } else if r.data_plane_should_be_active(now) != r.states.data_plane_active {
         Some(now)
     } else {
@@ -133,6 +139,20 @@ mod tests {
         .collect();
         assert_eq!(log, expect);
         assert_eq!(next_deadline(&r, t(3000)), None);
+    }
+
+    #[test]
+    fn an_automatic_circuit_committed_after_its_start_goes_up_at_once() {
+        let mut r = held(true);
+        // Committed at 1500, inside the window that began at 1000.
+        r.commit(t(1500)).unwrap();
+        assert_eq!(next_deadline(&r, t(1500)), Some(t(1500)));
+        let changes = run_due(&mut r, t(1500));
+        assert!(r.states.data_plane_active, "{changes:?}");
+        assert_eq!(next_deadline(&r, t(1500)), Some(t(2000)));
+        // Released by hand: it stays down.
+        r.release(t(1600)).unwrap();
+        assert_eq!(next_deadline(&r, t(1600)), Some(t(2000)));
     }
 
     #[test]

@@ -64,10 +64,10 @@ struct Answer {
 
 /// Why a route failed: where, and the domain's own error.
 #[derive(Debug, Clone)]
-struct Failure {
-    domain: String,
-    index: usize,
-    error: Error,
+pub(super) struct Failure {
+    pub domain: String,
+    pub index: usize,
+    pub error: Error,
 }
 
 /// Sets the state of `machine` to the word `to`; false if either is not understood.
@@ -113,7 +113,7 @@ fn answer_local(r: sluice_model::Reservation) -> Answer {
 
 /// A failed call to a peer, as an error a person can act on: unreachable peers and
 /// refused handshakes (untrusted certificates) say so.
-fn call_error(domain: &str, s: &tonic::Status) -> Error {
+pub(super) fn call_error(domain: &str, s: &tonic::Status) -> Error {
     match s.code() {
         Code::Unavailable | Code::Unknown if from_status(s).code == ErrorCode::Internal => {
             Error::internal(format!("{domain} unreachable: {}", s.message()))
@@ -122,12 +122,12 @@ fn call_error(domain: &str, s: &tonic::Status) -> Error {
     }
 }
 
-fn timed_out(s: &tonic::Status) -> bool {
+pub(super) fn timed_out(s: &tonic::Status) -> bool {
     matches!(s.code(), Code::DeadlineExceeded | Code::Cancelled)
 }
 
 /// The 00502 that ends a reserve: the first route's failure, naming the others tried.
-fn final_error(mut failures: Vec<Failure>) -> Error {
+pub(super) fn final_error(mut failures: Vec<Failure>) -> Error {
     let first = failures.remove(0);
     let mut e = Error::child(&first.domain, first.index as u32 + 1, first.error);
     if !failures.is_empty() {
@@ -159,13 +159,11 @@ impl Federation {
         Ok(!self.idc().segments(id)?.is_empty())
     }
 
-    /// Reserves a circuit across domains: held in every domain on one route, or in none.
-    pub async fn reserve(
+    /// The documents known, and the routes that may carry `c` (its end points checked).
+    pub(super) fn routes_for(
         &self,
-        owner: &str,
-        c: Criteria,
-    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
-        c.check(self.idc().now())?;
+        c: &Criteria,
+    ) -> Result<(Vec<DomainDocument>, Vec<sluice_stitching::DomainRoute>), Error> {
         let docs: Vec<DomainDocument> =
             self.known_documents().into_iter().map(|(d, _)| d).collect();
         for (field, end) in [("src", &c.src), ("dst", &c.dst)] {
@@ -195,7 +193,7 @@ impl Federation {
         let ask = RouteAsk {
             src: &c.src.stp,
             dst: &c.dst.stp,
-            bw: border_bw(&c),
+            bw: border_bw(c),
             start: c.window.start,
             end: c.window.end,
             avoid: &[],
@@ -208,10 +206,21 @@ impl Federation {
                     "no route of domains from {} to {} can carry {} Mb/s over the window",
                     c.src.stp.domain,
                     c.dst.stp.domain,
-                    border_bw(&c).0
+                    border_bw(c).0
                 ),
             ));
         }
+        Ok((docs, routes))
+    }
+
+    /// Reserves a circuit across domains: held in every domain on one route, or in none.
+    pub async fn reserve(
+        &self,
+        owner: &str,
+        c: Criteria,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        c.check(self.idc().now())?;
+        let (docs, routes) = self.routes_for(&c)?;
         let id = self.idc().new_circuit_id();
         let mut failures: Vec<Failure> = Vec::new();
         let mut failed: HashSet<(String, Stp, Stp)> = HashSet::new();
@@ -258,16 +267,16 @@ impl Federation {
         Err(final_error(failures))
     }
 
-    /// Labels, then holds, on one route: every segment held, or none left held (but
-    /// those whose answer never came, which their domains' hold timers end).
-    async fn try_route(
+    /// The VLAN at each segment's ingress and egress: what is free at both ends of every
+    /// segment over `window`, asked of every domain in parallel, then one VLAN chained
+    /// through every demarcation point.
+    pub(super) async fn agree_labels(
         &self,
-        id: &str,
-        owner: &str,
-        c: &Criteria,
         route: &[sluice_stitching::Segment],
+        c: &Criteria,
+        window: sluice_model::TimeWindow,
         docs: &[DomainDocument],
-    ) -> Result<Vec<SegmentView>, Failure> {
+    ) -> Result<Vec<(sluice_model::Vlan, sluice_model::Vlan)>, Failure> {
         let fail = |index: usize, error: Error| Failure {
             domain: route[index].domain.clone(),
             index,
@@ -278,7 +287,6 @@ impl Federation {
         for (i, s) in route.iter().enumerate() {
             let fed = self.clone();
             let (domain, ports) = (s.domain.clone(), [s.ingress.clone(), s.egress.clone()]);
-            let window = c.window;
             set.spawn(async move { (i, fed.free_labels(&domain, &ports, window).await) });
         }
         let mut free: Vec<Option<[VlanSet; 2]>> = vec![None; route.len()];
@@ -310,7 +318,7 @@ impl Federation {
         let last = spans.len() - 1;
         narrow(&mut spans[last].egress, &c.dst);
         // 2. One VLAN through every demarcation point.
-        let labels = chain_labels(&spans).map_err(|i| {
+        chain_labels(&spans).map_err(|i| {
             fail(
                 i,
                 Error::field(
@@ -322,7 +330,25 @@ impl Federation {
                     ),
                 ),
             )
-        })?;
+        })
+    }
+
+    /// Labels, then holds, on one route: every segment held, or none left held (but
+    /// those whose answer never came, which their domains' hold timers end).
+    async fn try_route(
+        &self,
+        id: &str,
+        owner: &str,
+        c: &Criteria,
+        route: &[sluice_stitching::Segment],
+        docs: &[DomainDocument],
+    ) -> Result<Vec<SegmentView>, Failure> {
+        let fail = |index: usize, error: Error| Failure {
+            domain: route[index].domain.clone(),
+            index,
+            error,
+        };
+        let labels = self.agree_labels(route, c, c.window, docs).await?;
         // 3. Hold every segment in parallel.
         let mut set = JoinSet::new();
         for (i, (s, (vin, vout))) in route.iter().zip(&labels).enumerate() {
@@ -389,6 +415,7 @@ impl Federation {
                     index: i as u32,
                     domain: s.domain.clone(),
                     segment_id: a.id.clone(),
+                    series_id: None,
                     ingress: s.ingress.to_string(),
                     ingress_vlan: *vin,
                     egress: s.egress.to_string(),
@@ -648,6 +675,90 @@ impl Federation {
         let views = self.record(id, &results);
         let r = self.idc().commit(id).await?;
         Ok((r, views))
+    }
+
+    /// A new version (rates, window) of a committed circuit: every segment takes it in
+    /// turn, and if one cannot, those that did are put back, so the old version stays in
+    /// force everywhere.
+    pub async fn modify(
+        &self,
+        id: &str,
+        bw: Option<sluice_model::Mbps>,
+        bw_reverse: Option<sluice_model::Mbps>,
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        end: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let old = self.idc().check_circuit_modifiable(id).await?;
+        let segs = self.idc().segments(id)?;
+        let new = v1::ModifyRequest {
+            id: String::new(),
+            capacity_mbps: bw.map(|b| b.0 as i64),
+            start: start.map(convert::timestamp),
+            end: end.map(convert::timestamp),
+            reverse_capacity_mbps: bw_reverse.map(|b| b.0 as i64),
+        };
+        let back = v1::ModifyRequest {
+            id: String::new(),
+            capacity_mbps: Some(old.bw.0 as i64),
+            start: start.map(|_| convert::timestamp(old.window.start)),
+            end: end.map(|_| convert::timestamp(old.window.end)),
+            reverse_capacity_mbps: Some(old.bw_reverse.0 as i64),
+        };
+        let mut done: Vec<&CircuitSegment> = Vec::new();
+        for s in &segs {
+            if let Err(e) = self.modify_segment(s, &new).await {
+                for d in done {
+                    if let Err(e) = self.modify_segment(d, &back).await {
+                        warn!(reservation.id = %id, domain.id = %d.domain, error = %e, "segment not put back after a failed modify");
+                    }
+                }
+                return Err(Error::child(&s.domain, s.index + 1, e));
+            }
+            done.push(s);
+        }
+        let r = self
+            .idc()
+            .modify_circuit(id, bw, bw_reverse, start, end)
+            .await?;
+        let results = self.for_each(&segs, Op::Query).await;
+        Ok((r, self.record(id, &results)))
+    }
+
+    async fn modify_segment(
+        &self,
+        seg: &CircuitSegment,
+        m: &v1::ModifyRequest,
+    ) -> Result<(), Error> {
+        if seg.domain == self.domain() {
+            let time = |t: &Option<prost_types::Timestamp>, f| {
+                t.as_ref()
+                    .map(|t| convert::from_timestamp(t, f))
+                    .transpose()
+            };
+            let mbps = |v: Option<i64>| v.map(|v| sluice_model::Mbps(v as u64));
+            return self
+                .idc()
+                .modify(
+                    &seg.segment_id,
+                    mbps(m.capacity_mbps),
+                    mbps(m.reverse_capacity_mbps),
+                    time(&m.start, "start")?,
+                    time(&m.end, "end")?,
+                )
+                .await
+                .map(|_| ());
+        }
+        let mut client = self.client(&seg.domain)?;
+        let mut m = m.clone();
+        m.id = seg.segment_id.clone();
+        client
+            .modify_segment(self.request(m))
+            .await
+            .map(|_| ())
+            .map_err(|s| {
+                self.forget(&seg.domain);
+                call_error(&seg.domain, &s)
+            })
     }
 
     /// `op` on the circuit and every segment. The circuit's state machine decides

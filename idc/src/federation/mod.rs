@@ -19,6 +19,7 @@ pub mod config;
 pub mod tls;
 
 mod aggregate;
+mod series;
 mod service;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use tracing::{debug, info, warn};
 
 pub use aggregate::{Op, SegmentView};
 pub use config::{FederationConfig, PeerConfig, Policy};
+pub use series::CircuitSeries;
 pub use service::FederationApi;
 pub use tls::{DevCa, TlsMaterial};
 

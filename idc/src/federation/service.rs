@@ -41,6 +41,27 @@ impl FederationApi {
         Ok((domain, policy))
     }
 
+    /// The series `id`, if the calling domain is the one it was held for.
+    async fn own_series(&self, peer: &str, id: &str) -> Result<String, Status> {
+        if id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let (s, _) = self
+            .fed
+            .idc()
+            .get_series(id)
+            .await
+            .map_err(|e| to_status(&e))?;
+        if s.owner != segment_owner(peer) {
+            return Err(to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "id",
+                format!("{id} is not a series held for {peer}"),
+            )));
+        }
+        Ok(s.id)
+    }
+
     /// The segment `id`, if the calling domain is the one it was held for.
     async fn own_segment(&self, peer: &str, id: &str) -> Result<Reservation, Status> {
         if id.is_empty() {
@@ -56,6 +77,20 @@ impl FederationApi {
         }
         Ok(r)
     }
+}
+
+/// A series segment as its aggregator sees it: paths stay private.
+fn series_segment_reply(
+    r: Result<(sluice_model::Series, Vec<Reservation>), Error>,
+) -> Result<Response<v1::Series>, Status> {
+    r.map(|(s, occurrences)| {
+        let mut wire = convert::series(&s, &occurrences);
+        for o in &mut wire.occurrences {
+            o.path.clear();
+        }
+        Response::new(wire)
+    })
+    .map_err(|e| to_status(&e))
 }
 
 /// A segment as its aggregator sees it: our internal path stays private.
@@ -271,6 +306,79 @@ impl v1::federation_server::Federation for FederationApi {
         let (peer, _) = self.peer(&req)?;
         let r = self.own_segment(&peer, &req.into_inner().id).await?;
         segment_reply(Ok(r))
+    }
+
+    async fn hold_series_segment(
+        &self,
+        req: Request<v1::HoldSeriesSegmentRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let r = req.into_inner();
+        let now = self.fed.idc().now();
+        let ask = (|| {
+            let c = r
+                .criteria
+                .as_ref()
+                .ok_or_else(|| Error::missing("criteria"))?;
+            let rec = r
+                .recurrence
+                .as_ref()
+                .ok_or_else(|| Error::missing("recurrence"))?;
+            Ok::<_, Error>(crate::service::SeriesAsk {
+                criteria: convert::series_criteria(c, now).map_err(|e| e.within("criteria"))?,
+                recurrence: convert::recurrence(rec, now).map_err(|e| e.within("recurrence"))?,
+                same_path: true,
+                skip_conflicts: false,
+            })
+        })()
+        .map_err(|e| to_status(&e))?;
+        // The policy holds for every occurrence: check it on the first one's window.
+        let first = sluice_scheduler::recurrence::occurrences(&ask.recurrence)
+            .map_err(|e| to_status(&e.within("recurrence")))?;
+        let mut one = ask.criteria.clone();
+        one.window = first[0].window;
+        policy
+            .check(&peer, &one)
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        let held = self
+            .fed
+            .idc()
+            .reserve_series(&segment_owner(&peer), ask)
+            .await;
+        if let Ok((series, occurrences)) = &held {
+            let mut known = lock(&self.fed.inner.segment_of);
+            for o in occurrences {
+                known.insert(o.id.clone(), Some(peer.clone()));
+            }
+            info!(
+                series.id = %series.id,
+                peer.id = %peer,
+                circuit = %r.connection_id,
+                occurrences = occurrences.len(),
+                "series segment held for a peer"
+            );
+        }
+        series_segment_reply(held)
+    }
+
+    async fn commit_series_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_series(&peer, &req.into_inner().id).await?;
+        series_segment_reply(self.fed.idc().commit_series(&id).await)
+    }
+
+    async fn cancel_series_segment(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let r = req.into_inner();
+        let id = self.own_series(&peer, &r.id).await?;
+        let scope = crate::grpc::series_scope(&r.scope).map_err(|e| to_status(&e))?;
+        series_segment_reply(self.fed.idc().cancel_series(&id, scope).await)
     }
 
     async fn notify(

@@ -4,14 +4,24 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sluice_model::{
-    Change, Criteria, Direction, Error, ErrorCode, Mbps, Reservation, Resource, States, Stp,
-    TimeWindow, Vlan, VlanSet,
+    Change, Criteria, Direction, Error, ErrorCode, Mbps, Recurrence, Reservation, Resource, Series,
+    SeriesRef, States, Stp, TimeWindow, Vlan, VlanSet,
 };
 use sluice_pce::Place;
 use tracing::info;
 
 use super::{Idc, store_error};
-use crate::store::SegmentRecord;
+use crate::store::{BookingChange, Bookings, HeldOccurrence, SegmentRecord};
+
+/// One occurrence of a recurring circuit, held in every domain.
+#[derive(Debug, Clone)]
+pub struct CircuitOccurrence {
+    pub number: u32,
+    pub window: TimeWindow,
+    pub src_vlan: Vlan,
+    pub dst_vlan: Vlan,
+    pub segments: Vec<SegmentRecord>,
+}
 
 /// A stretch of time over which a port has `free` bandwidth in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +147,113 @@ impl Idc {
             .map_err(store_error)?;
         drop(writer);
         info!(reservation.id = %r.id, segments = segments.len(), "circuit held in every domain");
+        inner.publish(events);
+        inner.schedule(deadline);
+        Ok(r)
+    }
+
+    /// Records a recurring circuit whose every occurrence is held in every domain: the
+    /// series row and, per occurrence, a circuit row (held) with its segments.
+    pub async fn insert_circuit_series(
+        &self,
+        id: String,
+        owner: &str,
+        criteria: &Criteria,
+        recurrence: Recurrence,
+        occurrences: Vec<CircuitOccurrence>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let inner = &self.inner;
+        let mut writer = inner.store.writer();
+        let now = inner.clock.now();
+        let series = Series {
+            id: id.clone(),
+            owner: owner.to_string(),
+            description: criteria.description.clone(),
+            recurrence,
+            same_path: true,
+            skipped: Vec::new(),
+            created_at: now,
+        };
+        let mut held = Vec::with_capacity(occurrences.len());
+        let mut segs = Vec::with_capacity(occurrences.len());
+        for o in occurrences {
+            let one = Criteria {
+                window: o.window,
+                ..criteria.clone()
+            };
+            let (mut r, changes) = Reservation::held(
+                format!("{id}-{:03}", o.number),
+                owner.to_string(),
+                &one,
+                o.src_vlan,
+                o.dst_vlan,
+                Vec::new(),
+                now,
+                inner.hold_timeout,
+            );
+            r.series = Some(SeriesRef {
+                id: id.clone(),
+                occurrence: o.number,
+            });
+            held.push(HeldOccurrence {
+                next_deadline: sluice_scheduler::next_deadline(&r, now),
+                bookings: Bookings {
+                    window: o.window,
+                    hold_until: r.hold_expires_at,
+                    bandwidth: Vec::new(),
+                    labels: Vec::new(),
+                },
+                reservation: r,
+                changes,
+            });
+            segs.push(o.segments);
+        }
+        let events = writer
+            .insert_circuit_series(&series, &held, &segs, now)
+            .map_err(store_error)?;
+        drop(writer);
+        info!(series.id = %id, occurrences = held.len(), "recurring circuit held in every domain");
+        inner.publish(events);
+        inner.schedule(held.iter().filter_map(|h| h.next_deadline).min());
+        Ok((series, held.into_iter().map(|h| h.reservation).collect()))
+    }
+
+    /// Refuses a modification the circuit's own state does not allow, before any
+    /// segment is asked.
+    pub async fn check_circuit_modifiable(&self, id: &str) -> Result<Reservation, Error> {
+        let r = self.get(id).await?;
+        r.check_modifiable(self.now())?;
+        Ok(r)
+    }
+
+    /// A new version of a circuit's row (its segments have already taken it): rates and
+    /// window, no bookings here.
+    pub async fn modify_circuit(
+        &self,
+        id: &str,
+        bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Reservation, Error> {
+        let inner = &self.inner;
+        let mut writer = inner.store.writer();
+        let now = inner.clock.now();
+        let mut r = writer
+            .load(id)
+            .map_err(store_error)?
+            .ok_or_else(|| Error::not_found(id))?;
+        let mut changes = sluice_scheduler::run_due(&mut r, now);
+        r.check_modifiable(now)?;
+        let (new_bw, new_rev) = super::new_rates(&r, bw, bw_reverse);
+        let window = TimeWindow::new(start.unwrap_or(r.window.start), end.unwrap_or(r.window.end))?;
+        changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
+        let deadline = sluice_scheduler::next_deadline(&r, now);
+        let events = writer
+            .save(&r, deadline, BookingChange::Keep, &changes, now)
+            .map_err(store_error)?;
+        drop(writer);
+        inner.store.sync().map_err(store_error)?;
         inner.publish(events);
         inner.schedule(deadline);
         Ok(r)

@@ -84,6 +84,7 @@ diesel::table! {
         idx -> Integer,
         domain -> Text,
         segment_id -> Text,
+        series_id -> Nullable<Text>,
         ingress -> Text,
         ingress_vlan -> Integer,
         egress -> Text,

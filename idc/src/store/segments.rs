@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use sluice_model::{
-    Change, LifecycleState, ProvisionState, Reservation, ReservationState, States, Vlan,
+    Change, LifecycleState, ProvisionState, Reservation, ReservationState, Series, States, Vlan,
 };
 
-use super::rows::{ReservationRow, from_ms, ms};
-use super::schema::{reservations, segments};
-use super::{EventRecord, Store, StoreError, Writer, insert_events};
+use super::rows::{ReservationRow, SeriesRow, from_ms, ms};
+use super::schema::{reservations, segments, series};
+use super::{EventRecord, HeldOccurrence, Store, StoreError, Writer, insert_events};
 
 pub use sluice_model::CircuitSegment as SegmentRecord;
 
@@ -20,6 +20,7 @@ struct SegmentRow {
     idx: i32,
     domain: String,
     segment_id: String,
+    series_id: Option<String>,
     ingress: String,
     ingress_vlan: i32,
     egress: String,
@@ -39,6 +40,7 @@ impl SegmentRow {
             idx: s.index as i32,
             domain: s.domain.clone(),
             segment_id: s.segment_id.clone(),
+            series_id: s.series_id.clone(),
             ingress: s.ingress.clone(),
             ingress_vlan: i32::from(s.ingress_vlan.id()),
             egress: s.egress.clone(),
@@ -82,6 +84,7 @@ impl SegmentRow {
             summary: self.summary,
             domain: self.domain,
             segment_id: self.segment_id,
+            series_id: self.series_id,
             ingress: self.ingress,
             egress: self.egress,
             error: None,
@@ -144,6 +147,39 @@ impl Writer<'_> {
                 .values(&rows)
                 .execute(conn)?;
             insert_events(conn, &r.id, changes, now)
+        })?;
+        self.committed_one();
+        Ok(events)
+    }
+
+    /// A recurring circuit: its series row, each occurrence's row (no bookings) with
+    /// its segments, and their events, in one transaction.
+    pub fn insert_circuit_series(
+        &mut self,
+        series: &Series,
+        held: &[HeldOccurrence],
+        segs: &[Vec<SegmentRecord>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self.conn.immediate_transaction(|conn| {
+            diesel::insert_into(series::table)
+                .values(SeriesRow::from_model(series))
+                .execute(conn)?;
+            let mut events = Vec::new();
+            for (h, segs) in held.iter().zip(segs) {
+                diesel::insert_into(reservations::table)
+                    .values(ReservationRow::from_model(&h.reservation, h.next_deadline))
+                    .execute(conn)?;
+                let rows: Vec<SegmentRow> = segs
+                    .iter()
+                    .map(|s| SegmentRow::from_model(&h.reservation.id, s))
+                    .collect();
+                diesel::insert_into(segments::table)
+                    .values(&rows)
+                    .execute(conn)?;
+                events.extend(insert_events(conn, &h.reservation.id, &h.changes, now)?);
+            }
+            Ok::<_, StoreError>(events)
         })?;
         self.committed_one();
         Ok(events)

@@ -7,6 +7,8 @@ CREATE TABLE segments (
     idx INTEGER NOT NULL,
     domain TEXT NOT NULL,
     segment_id TEXT NOT NULL,
+    -- For an occurrence of a recurring circuit: that domain's series id.
+    series_id TEXT,
     ingress TEXT NOT NULL,
     ingress_vlan INTEGER NOT NULL,
     egress TEXT NOT NULL,
