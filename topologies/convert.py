@@ -20,7 +20,8 @@ The source JSON has `nodes` [{id, name, lon, lat}] and `links` [{a, b, km}]. Map
     VLANs 2-4094, the link's capacity);
   * link id = "<a>--<b>" ("-2", "-3", ... for further links between the same pair),
     capacity = --capacity-mbps, metric = max(1, round(km)); self-loops are skipped;
-  * each --peer adds a port xe-9/0/K (K = 0, 1, ... per node, VLANs 3000-3099, 10 Gb/s)
+  * each --peer adds a port xe-9/0/K (K = 0, 1, ... per node, VLANs 3000-3099, 10 Gb/s),
+    and makes its node a VLAN-translating border node
     facing the given port of another domain.
 Python 3.11+, standard library only.
 """
@@ -207,7 +208,11 @@ def convert(src: str, domain: str, description: str, capacity: int,
         w(f"id = {toml_str(node['id'])}")
         w(f"name = {toml_str(node['name'])}")
         w(f"location = [{toml_float(node['lon'])}, {toml_float(node['lat'])}]   # [lon, lat]")
-        w("vlan_translation = false")
+        # A border node (it has a peer port) rewrites VLANs at the hand-off, as border
+        # routers do: the edge ranges (100-999) and the inter-domain ranges (3000-3099)
+        # do not overlap, so a circuit across domains changes VLAN there.
+        border = any(peer for _, _, _, peer in node["ports"])
+        w(f"vlan_translation = {'true' if border else 'false'}")
         w("ports = [")
         for pname, vlans, cap, peer in node["ports"]:
             extra = f", peer = {toml_str(peer)}" if peer else ""

@@ -169,6 +169,7 @@ pub fn domains_human(r: &v1::DomainsReply) -> String {
             .iter()
             .map(|m| m.remote.split(':').next().unwrap_or_default().to_string())
             .collect();
+        faces.sort();
         faces.dedup();
         t.add_row([
             d.domain.clone(),

@@ -272,6 +272,13 @@ pub fn error_json(e: &Error) -> Value {
     if let Some(t) = e.earliest_start {
         err["earliest_start"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
+    if let Some(c) = &e.child {
+        err["child"] = json!({
+            "domain": c.domain,
+            "segment": c.segment,
+            "code": c.code.as_str(),
+        });
+    }
     if !e.conflicts.is_empty() {
         err["conflicts"] = e
             .conflicts

@@ -261,11 +261,7 @@ pub fn series_human(s: &v1::Series) -> String {
                     end.rsplit(' ').next().unwrap_or("").to_string(),
                     states(r).summary.clone(),
                     r.id.clone(),
-                    r.path
-                        .iter()
-                        .map(|h| h.to.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    via(r),
                 ],
             )
         })
@@ -346,11 +342,7 @@ pub fn ics(s: &v1::Series, now: DateTime<Utc>) -> String {
                     r.capacity_mbps,
                     r.src,
                     r.dst,
-                    r.path
-                        .iter()
-                        .map(|h| h.to.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    via(r)
                 ))
             ),
             "END:VEVENT".into(),
@@ -561,4 +553,21 @@ pub fn shift_arg(text: &str) -> Result<TimeDelta, Error> {
                 format!("{text:?} is not a duration such as 1h or -30m"),
             )
         })
+}
+
+/// Where an occurrence goes: its nodes, or for a circuit across domains its domains.
+fn via(r: &v1::Reservation) -> String {
+    if r.segments.is_empty() {
+        r.path
+            .iter()
+            .map(|h| h.to.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        r.segments
+            .iter()
+            .map(|s| s.domain.as_str())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
 }

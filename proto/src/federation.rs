@@ -21,6 +21,7 @@ pub fn document(d: &DomainDocument) -> v1::DomainDocument {
                 stp: e.stp.to_string(),
                 vlans: e.vlans.to_string(),
                 capacity_mbps: e.capacity.0,
+                translates: e.translates,
             })
             .collect(),
         demarcations: d
@@ -32,6 +33,7 @@ pub fn document(d: &DomainDocument) -> v1::DomainDocument {
                 vlans: m.vlans.to_string(),
                 capacity_mbps: m.capacity.0,
                 metric: m.metric,
+                translates: m.translates,
                 free: m
                     .free
                     .iter()
@@ -86,6 +88,7 @@ pub fn document_from_wire(d: &v1::DomainDocument) -> Result<DomainDocument, Erro
             stp: s,
             vlans: vlans(&e.vlans, &at("vlans"))?,
             capacity: Mbps(e.capacity_mbps),
+            translates: e.translates,
         });
     }
     let mut demarcations = Vec::with_capacity(d.demarcations.len());
@@ -112,6 +115,7 @@ pub fn document_from_wire(d: &v1::DomainDocument) -> Result<DomainDocument, Erro
             remote: stp(&m.remote, &at("remote"))?,
             vlans: vlans(&m.vlans, &at("vlans"))?,
             capacity: Mbps(m.capacity_mbps),
+            translates: m.translates,
             metric: m.metric,
             free,
         });
@@ -149,12 +153,14 @@ mod tests {
                 stp: Stp::parse("geant:uk:xe-0/0/0").unwrap(),
                 vlans: VlanSet::parse("100-999").unwrap(),
                 capacity: Mbps(10_000),
+                translates: false,
             }],
             demarcations: vec![Demarcation {
                 local: Stp::parse("geant:it:xe-9/0/0").unwrap(),
                 remote: Stp::parse("garr:mi-1:xe-9/0/0").unwrap(),
                 vlans: VlanSet::parse("3000-3099").unwrap(),
                 capacity: Mbps(10_000),
+                translates: true,
                 metric: 3,
                 free: vec![FreeStep {
                     start: t(0),

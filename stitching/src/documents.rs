@@ -15,6 +15,8 @@ pub struct EndPoint {
     pub stp: Stp,
     pub vlans: VlanSet,
     pub capacity: Mbps,
+    /// Its node can change a circuit's VLAN.
+    pub translates: bool,
 }
 
 /// A port of this domain that faces a port of another: where segments are stitched.
@@ -25,6 +27,8 @@ pub struct Demarcation {
     pub remote: Stp,
     pub vlans: VlanSet,
     pub capacity: Mbps,
+    /// Its node can change a circuit's VLAN (a border router rewriting at the hand-off).
+    pub translates: bool,
     /// The cost of crossing here (the inter-domain link behind it); routes with the
     /// lowest total are tried first.
     pub metric: u32,
@@ -62,10 +66,27 @@ pub struct DomainDocument {
     /// Grows with every change the domain publishes; the highest wins.
     pub version: u64,
     pub expires_at: DateTime<Utc>,
-    /// May change the VLAN at its demarcation points.
+    /// Every segment through it may change VLAN (each end point and demarcation also
+    /// says whether its own node can).
     pub translates: bool,
     pub end_points: Vec<EndPoint>,
     pub demarcations: Vec<Demarcation>,
+}
+
+impl DomainDocument {
+    /// Whether a segment from `ingress` to `egress` can change VLAN on the way.
+    pub fn segment_translates(&self, ingress: &Stp, egress: &Stp) -> bool {
+        let at = |stp: &Stp| {
+            self.end_points
+                .iter()
+                .any(|e| e.stp == *stp && e.translates)
+                || self
+                    .demarcations
+                    .iter()
+                    .any(|m| m.local == *stp && m.translates)
+        };
+        self.translates || at(ingress) || at(egress)
+    }
 }
 
 /// What became of a document offered to the store.
@@ -227,6 +248,7 @@ pub(crate) mod tests {
                 stp: stp(&format!("{domain}:n:edge")),
                 vlans: VlanSet::parse("100-199").unwrap(),
                 capacity: Mbps(10_000),
+                translates: false,
             }],
             demarcations: peers
                 .iter()
@@ -235,6 +257,7 @@ pub(crate) mod tests {
                     remote: stp(&format!("{peer}:n:{remote}")),
                     vlans: VlanSet::parse("100-199").unwrap(),
                     capacity: Mbps(10_000),
+                    translates: false,
                     metric: 1,
                     free: Vec::new(),
                 })

@@ -305,7 +305,7 @@ impl Federation {
                     translates: docs
                         .iter()
                         .find(|d| d.domain == s.domain)
-                        .is_some_and(|d| d.translates),
+                        .is_some_and(|d| d.segment_translates(&s.ingress, &s.egress)),
                 }
             })
             .collect();

@@ -199,6 +199,7 @@ impl Federation {
                     stp,
                     vlans: port.vlans.clone(),
                     capacity: port.capacity,
+                    translates: topo.node(port.node).vlan_translation,
                 }),
                 Some(peer) => {
                     let free = idc
@@ -216,6 +217,7 @@ impl Federation {
                         remote: peer.stp.clone(),
                         vlans: port.vlans.clone(),
                         capacity: port.capacity,
+                        translates: topo.node(port.node).vlan_translation,
                         metric: peer.metric,
                         free,
                     })

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The seed's circuit, for real: three domains as three IDC processes on loopback, each
+# with its own database, certificate and policy (GARR, GÉANT, Internet2, built from the
+# real networks in topologies/), federated over mutual TLS. Books Rome → Houston once
+# and weekly with the CLI, shows it end to end and in every domain, ends it everywhere,
+# and tears everything down (also on failure or Ctrl-C).
+#
+#   deploy/federation/demo.sh            # builds target/release/sluice if needed
+#   SLUICE=/path/to/sluice deploy/federation/demo.sh
+#   KEEP=1 deploy/federation/demo.sh     # leave the three IDCs running; Ctrl-C ends them
+#
+# Ports: client APIs 127.0.0.1:50561-50563, federation 127.0.0.1:50571-50573.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+SLUICE=${SLUICE:-$root/target/release/sluice}
+if [[ ! -x $SLUICE ]]; then
+    echo "== building sluice"
+    (cd "$root" && cargo build --release --bin sluice)
+fi
+
+domains=(garr geant internet2)
+declare -A api=([garr]=50561 [geant]=50562 [internet2]=50563)
+declare -A fed=([garr]=50571 [geant]=50572 [internet2]=50573)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-federation.XXXXXX")
+pids=()
+cleanup() {
+    local rc=$?
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ $rc -ne 0 ]]; then
+        echo "== FAILED (exit $rc); the IDCs' logs:" >&2
+        for d in "${domains[@]}"; do
+            echo "--- $d" >&2
+            tail -n 30 "$work/$d.log" >&2 2>/dev/null || true
+        done
+    fi
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for d in "${domains[@]}"; do
+    for p in "${api[$d]}" "${fed[$d]}"; do
+        port_free "$p" || { echo "port $p is in use: is another demo running?" >&2; exit 1; }
+    done
+done
+
+s() { local d=$1; shift; "$SLUICE" --server "http://127.0.0.1:${api[$d]}" --user alice "$@"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
+
+echo "== certificates (a development CA and one certificate per domain)"
+"$SLUICE" certs --out "$work/certs" "${domains[@]}"
+cp "$here"/{garr,geant,internet2}.toml "$work/"
+
+echo "== starting three IDCs"
+for d in "${domains[@]}"; do
+    "$SLUICE" serve --listen "127.0.0.1:${api[$d]}" --data-dir "$work/$d" \
+        --topology "$root/topologies/$d.toml" --federation "$work/$d.toml" \
+        --hold-timeout 60s >"$work/$d.log" 2>&1 &
+    pids+=($!)
+done
+for d in "${domains[@]}"; do
+    for _ in $(seq 100); do
+        grep -q "federation on" "$work/$d.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep "sluice: domain" "$work/$d.log" || { echo "$d did not start" >&2; exit 1; }
+done
+
+echo "== waiting until GARR knows all three domains (Internet2 only through GÉANT)"
+for _ in $(seq 150); do
+    n=$(s garr domains --json | json 'len(d["domains"])')
+    [[ $n -eq 3 ]] && break
+    sleep 0.2
+done
+[[ $n -eq 3 ]] || { echo "GARR knows $n domains, not 3" >&2; s garr domains >&2; exit 1; }
+s garr domains
+
+echo "== one-off: 1 Gb/s Rome (GARR) → Houston (Internet2), across GÉANT"
+src=garr:rm-1:xe-0/0/0
+dst=internet2:houston:xe-0/0/0
+id=$(s garr reserve "$src" "$dst" --bw 1000 --start +2m --end +2h \
+    --description "Italy to Texas, as in the seed" --json | json 'd["id"]')
+s garr show "$id"
+segments=$(s garr show "$id" --json | json '" ".join(x["domain"] + ":" + x["state"]["summary"] for x in d["segments"])')
+echo "segments: $segments"
+[[ $segments == "garr:committed geant:committed internet2:committed" ]] \
+    || { echo "expected three committed segments" >&2; exit 1; }
+echo "-- what each domain holds for GARR:"
+s geant list --owner peer:garr
+s internet2 list --owner peer:garr
+
+echo "== weekly: 500 Mb/s every Tuesday 14:00-18:00 Rome time, ten weeks"
+series=$(s garr reserve "$src" "$dst" --bw 500 --every tue 14:00-18:00 --tz Europe/Rome \
+    --count 10 --description "weekly lab" --json | json 'd["id"]')
+s garr series show "$series"
+for d in geant internet2; do
+    n=$(s "$d" list --owner peer:garr --state committed --json | json 'len(d["reservations"])')
+    echo "$d: $n committed reservations for GARR"
+    # The one-off and the ten occurrences.
+    [[ $n -eq 11 ]] || { echo "$d should hold 11 committed for GARR, not $n" >&2; exit 1; }
+done
+
+echo "== over Internet2's policy for GARR (at most 5000 Mb/s): refused, nothing held"
+if out=$(s garr reserve "$src" "$dst" --bw 6000 --start +2m --end +1h --json 2>&1); then
+    echo "a 6000 Mb/s request went through: $out" >&2; exit 1
+fi
+echo "$out"
+[[ $(json 'd["error"]["code"], d["error"]["child"]["domain"], d["error"]["child"]["code"]' <<<"$out") \
+    == "('00502', 'internet2', '00302')" ]] \
+    || { echo "expected 00502 wrapping Internet2's 00302" >&2; exit 1; }
+for d in "${domains[@]}"; do
+    n=$(s "$d" list --state held --json | json 'len(d["reservations"])')
+    [[ $n -eq 0 ]] || { echo "$d holds $n after the refusal" >&2; exit 1; }
+done
+
+echo "== ending both everywhere"
+s garr terminate "$id" >/dev/null
+s garr series cancel "$series" >/dev/null
+for d in "${domains[@]}"; do
+    n=$(s "$d" list --state committed --state held --json | json 'len(d["reservations"])')
+    echo "$d: $n held or committed left"
+    [[ $n -eq 0 ]] || { echo "$d still has $n" >&2; exit 1; }
+done
+
+if [[ -n ${KEEP:-} ]]; then
+    echo "== the three IDCs keep running (Ctrl-C ends them):"
+    for d in "${domains[@]}"; do echo "   $d: sluice --server http://127.0.0.1:${api[$d]}"; done
+    wait
+fi
+echo "== done: three domains started, booked across, ended, torn down"
