@@ -57,10 +57,24 @@ pub struct BenchArgs {
     /// how late after its start each first occurrence is provisioned.
     #[arg(long, default_value_t = 0)]
     pub(crate) scheduler_series: usize,
+    /// Instead of the one-domain figures: start GARR, GÉANT and Internet2 as three
+    /// federated IDC processes (mutual TLS on loopback) and time this many sequential
+    /// reserve+commit of a Rome → Houston circuit through GARR.
+    #[arg(long, default_value_t = 0)]
+    federation: usize,
+    /// With --federation: whole reserve→commit→provision→release→terminate cycles.
+    #[arg(long, default_value_t = 100)]
+    federation_cycles: usize,
+    /// With --federation: weekly series of 52 occurrences, reserve and commit timed.
+    #[arg(long, default_value_t = 10)]
+    federation_series: usize,
+    /// With --federation: where garr.toml, geant.toml and internet2.toml are.
+    #[arg(long, default_value = "topologies")]
+    topologies: std::path::PathBuf,
 }
 
 /// Kills the child IDC however the bench ends.
-struct ChildIdc(Child);
+pub(crate) struct ChildIdc(pub(crate) Child);
 
 impl Drop for ChildIdc {
     fn drop(&mut self) {
@@ -235,7 +249,20 @@ pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::Exit
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match rt.block_on(bench(args, json_out)) {
+    let result = if args.federation > 0 {
+        rt.block_on(crate::bench_federation::run(
+            crate::bench_federation::FederationBench {
+                bookings: args.federation,
+                cycles: args.federation_cycles,
+                series: args.federation_series,
+                topologies: args.topologies.clone(),
+            },
+            json_out,
+        ))
+    } else {
+        rt.block_on(bench(args, json_out))
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e:#}");

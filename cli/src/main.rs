@@ -1,6 +1,7 @@
 //! `sluice`: run an IDC (`serve`), and book, inspect and operate circuits from the shell.
 
 mod bench;
+mod bench_federation;
 mod bench_series;
 mod client;
 mod federation;

@@ -388,6 +388,11 @@ async fn topology_availability_and_watch() {
         let t = ok(url, &["topology"]);
         assert_eq!(t["domain"], "internet2");
         assert_eq!(t["nodes"].as_array().unwrap().len(), 11);
+        // Not federated: no other domains, said plainly.
+        let d = ok(url, &["domains"]);
+        assert_eq!(d["domains"].as_array().unwrap().len(), 0);
+        let text = String::from_utf8_lossy(&sluice(url, &["domains"]).stdout).to_string();
+        assert!(text.contains("without federation"), "{text}");
         let r = ok(
             url,
             &[
@@ -992,4 +997,52 @@ async fn a_weekly_series_through_the_binary() {
     .await
     .unwrap();
     idc.shutdown().await;
+}
+
+#[test]
+fn certs_makes_a_ca_once_and_a_certificate_per_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("certs");
+    let run = |domains: &[&str]| {
+        let out = Command::new(SLUICE)
+            .args(["certs", "--json", "--out"])
+            .arg(&out_dir)
+            .args(domains)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = run(&["garr", "geant"]);
+    assert_eq!(first["ca_reused"], false);
+    let ca = std::fs::read_to_string(out_dir.join("ca.pem")).unwrap();
+    // A domain added later is signed by the same CA.
+    let second = run(&["internet2"]);
+    assert_eq!(second["ca_reused"], true);
+    assert_eq!(std::fs::read_to_string(out_dir.join("ca.pem")).unwrap(), ca);
+    for d in ["garr", "geant", "internet2"] {
+        let cert = std::fs::read_to_string(out_dir.join(format!("{d}.pem"))).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{d}");
+        let key = out_dir.join(format!("{d}.key"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{d}"
+        );
+    }
+    // A bad domain id is refused, naming the field.
+    let out = Command::new(SLUICE)
+        .args(["certs", "--json", "--out"])
+        .arg(&out_dir)
+        .arg("no spaces")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["error"]["field"], "domains");
 }

@@ -673,3 +673,42 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
     );
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_domain_that_answers_too_late_is_aborted_around_and_its_hold_expires_there() {
+    let hold = TimeDelta::seconds(2);
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .hold_timeout(hold)
+        .call_timeout(Duration::from_millis(1500))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    // c's store is busy for 3 s: its hold lands long after a stopped waiting.
+    let c = fed.get("c").idc().clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let busy = std::thread::spawn(move || {
+        let _writer = c.store().writer();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    locked_rx.recv().unwrap();
+    let e = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ChildSegmentError, "{e}");
+    assert_eq!(e.child.as_ref().unwrap().domain, "c", "{e}");
+    busy.join().unwrap();
+    // a and b let go at once. c's hold lands once its store is free, after a stopped
+    // waiting, and ends by c's own timer.
+    let c = fed.get("c").idc().clone();
+    let late_hold_timed_out = || async {
+        let (all, _) = c.list(Default::default()).await.unwrap();
+        all.len() == 1 && all[0].summary() == "timed-out"
+    };
+    assert!(
+        eventually(WAIT, late_hold_timed_out).await,
+        "the late hold landed in c and timed out there"
+    );
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
