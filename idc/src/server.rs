@@ -118,12 +118,22 @@ pub async fn start(
     let mut background = Vec::new();
     let mut federation = None;
     if let Some(setup) = &opts.federation {
-        let incoming = TcpIncoming::bind(setup.listen)
-            .map_err(|source| StartError::Bind {
-                addr: setup.listen,
-                source,
-            })?
-            .with_nodelay(Some(true));
+        let bind_error = |source| StartError::Bind {
+            addr: setup.listen,
+            source,
+        };
+        let prebound = setup
+            .prebound
+            .as_ref()
+            .and_then(|l| l.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let incoming = match prebound {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(bind_error)?;
+                TcpIncoming::from(tokio::net::TcpListener::from_std(l).map_err(bind_error)?)
+            }
+            None => TcpIncoming::bind(setup.listen).map_err(bind_error)?,
+        }
+        .with_nodelay(Some(true));
         let fed_addr = incoming.local_addr().map_err(|source| StartError::Bind {
             addr: setup.listen,
             source,

@@ -68,6 +68,10 @@ pub struct FederationSetup {
     pub refresh: Duration,
     pub call_timeout: Duration,
     pub peers: Vec<PeerConfig>,
+    /// A listener already bound to `listen`, used on the first start instead of binding
+    /// again: the test harness binds every domain's before starting any, so each knows
+    /// its peers' addresses and no other socket can take one meanwhile.
+    pub prebound: Option<Arc<Mutex<Option<std::net::TcpListener>>>>,
 }
 
 impl FederationSetup {
@@ -80,6 +84,7 @@ impl FederationSetup {
             refresh: c.refresh,
             call_timeout: c.call_timeout,
             peers: c.peers.clone(),
+            prebound: None,
         })
     }
 }

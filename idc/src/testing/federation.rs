@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -55,13 +56,12 @@ pub struct TestFederation {
     ca: DevCa,
 }
 
-/// A free loopback port for a federation listener, which is started right after (the
-/// peers' configurations need every address before any domain starts). The kernel hands
-/// out ephemeral ports in turn, so another process taking it meanwhile is rare.
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
+/// A federation listener bound now on a free loopback port and kept until its domain
+/// starts: the peers' configurations need every address before any domain starts.
+fn bound() -> (SocketAddr, Arc<Mutex<Option<std::net::TcpListener>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    let addr = l.local_addr().expect("a bound address");
+    (addr, Arc::new(Mutex::new(Some(l))))
 }
 
 impl TestFederation {
@@ -276,7 +276,8 @@ impl TestFederationBuilder {
     pub async fn start(self) -> TestFederation {
         let ca = DevCa::new().expect("development CA");
         let rogue = DevCa::new().expect("second CA");
-        let addrs: Vec<SocketAddr> = self.domains.iter().map(|_| free_port()).collect();
+        let listeners: Vec<_> = self.domains.iter().map(|_| bound()).collect();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
         let url = |name: &str| {
             let i = self
                 .domains
@@ -322,6 +323,7 @@ impl TestFederationBuilder {
                 refresh: Duration::from_secs(3600),
                 call_timeout: self.call_timeout,
                 peers,
+                prebound: Some(listeners[i].1.clone()),
             };
             started.push(
                 TestIdc::builder()
