@@ -138,6 +138,28 @@ fn circuit_reply(
         .map_err(|e| to_status(&e))
 }
 
+/// A series request's criteria and rule, checked field by field.
+pub(crate) fn series_ask(
+    criteria: &Option<v1::Criteria>,
+    recurrence: &Option<v1::Recurrence>,
+    now: chrono::DateTime<chrono::Utc>,
+    same_path: bool,
+    skip_conflicts: bool,
+) -> Result<crate::service::SeriesAsk, Error> {
+    let c = criteria
+        .as_ref()
+        .ok_or_else(|| Error::missing("criteria"))?;
+    let rec = recurrence
+        .as_ref()
+        .ok_or_else(|| Error::missing("recurrence"))?;
+    Ok(crate::service::SeriesAsk {
+        criteria: convert::series_criteria(c, now)?,
+        recurrence: convert::recurrence(rec, now)?,
+        same_path,
+        skip_conflicts,
+    })
+}
+
 /// Which occurrences a cancel names.
 pub(crate) fn series_scope(
     scope: &Option<v1::cancel_series_request::Scope>,
@@ -242,28 +264,7 @@ impl v1::reservations_server::Reservations for Api {
         if m.id.is_empty() {
             return Err(to_status(&Error::missing("id")));
         }
-        let parse = || -> Result<_, Error> {
-            let bw = m
-                .capacity_mbps
-                .map(|c| convert::capacity(c, "capacity_mbps"))
-                .transpose()?;
-            let start = m
-                .start
-                .as_ref()
-                .map(|t| convert::from_timestamp(t, "start"))
-                .transpose()?;
-            let end = m
-                .end
-                .as_ref()
-                .map(|t| convert::from_timestamp(t, "end"))
-                .transpose()?;
-            let rev = m
-                .reverse_capacity_mbps
-                .map(|c| convert::reverse_capacity(c, "reverse_capacity_mbps"))
-                .transpose()?;
-            Ok((bw, rev, start, end))
-        };
-        let (bw, rev, start, end) = parse().map_err(|e| to_status(&e))?;
+        let (bw, rev, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
         if bw.is_none() && rev.is_none() && start.is_none() && end.is_none() {
             return Err(to_status(&Error::field(
                 sluice_model::ErrorCode::MissingParameter,
@@ -303,22 +304,13 @@ impl v1::reservations_server::Reservations for Api {
         let owner = user(&req);
         let r = req.into_inner();
         let now = self.idc.now();
-        let ask = (|| {
-            let c = r
-                .criteria
-                .as_ref()
-                .ok_or_else(|| Error::missing("criteria"))?;
-            let rec = r
-                .recurrence
-                .as_ref()
-                .ok_or_else(|| Error::missing("recurrence"))?;
-            Ok::<_, Error>(crate::service::SeriesAsk {
-                criteria: convert::series_criteria(c, now)?,
-                recurrence: convert::recurrence(rec, now)?,
-                same_path: !r.allow_path_change,
-                skip_conflicts: r.skip_conflicts,
-            })
-        })()
+        let ask = series_ask(
+            &r.criteria,
+            &r.recurrence,
+            now,
+            !r.allow_path_change,
+            r.skip_conflicts,
+        )
         .map_err(|e| to_status(&e))?;
         let own = &self.idc.topology().domain;
         if let Some(fed) = &self.fed

@@ -654,6 +654,32 @@ struct Tick {
     failed: usize,
 }
 
+/// The window of a new version: a start can move only before it has come, and not
+/// into the past; the end must lie ahead.
+fn new_window(
+    r: &Reservation,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<TimeWindow, Error> {
+    let new_start = start.unwrap_or(r.window.start);
+    let new_end = end.unwrap_or(r.window.end);
+    if new_start != r.window.start {
+        if r.window.start <= now {
+            return Err(Error::invalid(
+                "start",
+                "the reservation has started; its start can no longer change",
+            ));
+        }
+        check_start(new_start, now)?;
+    }
+    let window = TimeWindow::new(new_start, new_end)?;
+    if new_end <= now {
+        return Err(Error::invalid("end", "the new end is in the past"));
+    }
+    Ok(window)
+}
+
 /// The rates of a new version: a symmetric circuit stays symmetric; an asymmetric one
 /// keeps its Z→A rate unless told otherwise.
 fn new_rates(r: &Reservation, bw: Option<Mbps>, bw_reverse: Option<Mbps>) -> (Mbps, Mbps) {
@@ -941,21 +967,7 @@ impl Inner {
         let mut changes = sluice_scheduler::run_due(&mut r, now);
         r.check_modifiable(now)?;
         let (new_bw, new_rev) = new_rates(&r, bw, bw_reverse);
-        let new_start = start.unwrap_or(r.window.start);
-        let new_end = end.unwrap_or(r.window.end);
-        if new_start != r.window.start {
-            if r.window.start <= now {
-                return Err(Error::invalid(
-                    "start",
-                    "the reservation has started; its start can no longer change",
-                ));
-            }
-            check_start(new_start, now)?;
-        }
-        let window = TimeWindow::new(new_start, new_end)?;
-        if new_end <= now {
-            return Err(Error::invalid("end", "the new end is in the past"));
-        }
+        let window = new_window(&r, start, end, now)?;
         let (plan, req) = self.new_version_request(&r, new_bw, new_rev, window)?;
         sluice_pce::check_plan(&self.read_index(), &plan, &req, now)?;
         changes.extend(r.apply_version(new_bw, new_rev, window, now)?);

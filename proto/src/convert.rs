@@ -292,6 +292,54 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
     }
 }
 
+/// What a modify asks for: new A→Z and Z→A rates, start and end, each absent to keep.
+pub type ModifyFields = (
+    Option<Mbps>,
+    Option<Mbps>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+pub fn modify_fields(m: &v1::ModifyRequest) -> Result<ModifyFields, Error> {
+    let bw = m
+        .capacity_mbps
+        .map(|c| capacity(c, "capacity_mbps"))
+        .transpose()?;
+    let rev = m
+        .reverse_capacity_mbps
+        .map(|c| reverse_capacity(c, "reverse_capacity_mbps"))
+        .transpose()?;
+    Ok((
+        bw,
+        rev,
+        opt_timestamp(&m.start, "start")?,
+        opt_timestamp(&m.end, "end")?,
+    ))
+}
+
+/// Criteria as a peer domain is asked for its segment (no ERO: its path is its own).
+pub fn criteria_to_wire(c: &m::Criteria) -> v1::Criteria {
+    let vlans = |v: &Option<VlanSet>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    v1::Criteria {
+        src: c.src.stp.to_string(),
+        dst: c.dst.stp.to_string(),
+        src_vlan: vlans(&c.src.vlans),
+        dst_vlan: vlans(&c.dst.vlans),
+        capacity_mbps: c.bw.0 as i64,
+        reverse_capacity_mbps: c.bw_reverse.map(|b| b.0 as i64),
+        start: Some(timestamp(c.window.start)),
+        end: Some(timestamp(c.window.end)),
+        ero_include: Vec::new(),
+        ero_exclude: Vec::new(),
+        description: c.description.clone(),
+        provision_mode: if c.auto_provision {
+            v1::ProvisionMode::Automatic
+        } else {
+            v1::ProvisionMode::Manual
+        } as i32,
+    }
+}
+
 /// The criteria of every occurrence of a series: as `criteria`, with a window that
 /// stands in until the recurrence gives each occurrence its own.
 pub fn series_criteria(c: &v1::Criteria, now: DateTime<Utc>) -> Result<m::Criteria, Error> {

@@ -262,33 +262,7 @@ impl Federation {
                 .map(|(s, rs)| series_answer_local(&s, &rs));
         }
         let mut client = self.client(domain)?;
-        let wire = v1::Criteria {
-            src: seg.src.stp.to_string(),
-            dst: seg.dst.stp.to_string(),
-            src_vlan: seg
-                .src
-                .vlans
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            dst_vlan: seg
-                .dst
-                .vlans
-                .as_ref()
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            capacity_mbps: seg.bw.0 as i64,
-            reverse_capacity_mbps: seg.bw_reverse.map(|b| b.0 as i64),
-            start: Some(convert::timestamp(seg.window.start)),
-            end: Some(convert::timestamp(seg.window.end)),
-            description: seg.description.clone(),
-            provision_mode: if seg.auto_provision {
-                v1::ProvisionMode::Automatic
-            } else {
-                v1::ProvisionMode::Manual
-            } as i32,
-            ..Default::default()
-        };
+        let wire = convert::criteria_to_wire(&seg);
         match client
             .hold_series_segment(self.request(v1::HoldSeriesSegmentRequest {
                 connection_id: circuit.to_string(),

@@ -245,28 +245,7 @@ impl v1::federation_server::Federation for FederationApi {
         let (peer, policy) = self.peer(&req)?;
         let m = req.into_inner();
         let current = self.own_segment(&peer, &m.id).await?;
-        let bw = m
-            .capacity_mbps
-            .map(|v| convert::capacity(v, "capacity_mbps"))
-            .transpose()
-            .map_err(|e| to_status(&e))?;
-        let bw_reverse = m
-            .reverse_capacity_mbps
-            .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
-            .transpose()
-            .map_err(|e| to_status(&e))?;
-        let start = m
-            .start
-            .as_ref()
-            .map(|t| convert::from_timestamp(t, "start"))
-            .transpose()
-            .map_err(|e| to_status(&e))?;
-        let end = m
-            .end
-            .as_ref()
-            .map(|t| convert::from_timestamp(t, "end"))
-            .transpose()
-            .map_err(|e| to_status(&e))?;
+        let (bw, bw_reverse, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
         // The policy holds for the new version too.
         let as_criteria = sluice_model::Criteria {
             src: sluice_model::StpRequest {
@@ -315,23 +294,8 @@ impl v1::federation_server::Federation for FederationApi {
         let (peer, policy) = self.peer(&req)?;
         let r = req.into_inner();
         let now = self.fed.idc().now();
-        let ask = (|| {
-            let c = r
-                .criteria
-                .as_ref()
-                .ok_or_else(|| Error::missing("criteria"))?;
-            let rec = r
-                .recurrence
-                .as_ref()
-                .ok_or_else(|| Error::missing("recurrence"))?;
-            Ok::<_, Error>(crate::service::SeriesAsk {
-                criteria: convert::series_criteria(c, now).map_err(|e| e.within("criteria"))?,
-                recurrence: convert::recurrence(rec, now).map_err(|e| e.within("recurrence"))?,
-                same_path: true,
-                skip_conflicts: false,
-            })
-        })()
-        .map_err(|e| to_status(&e))?;
+        let ask = crate::grpc::series_ask(&r.criteria, &r.recurrence, now, true, false)
+            .map_err(|e| to_status(&e))?;
         // The policy holds for every occurrence: check it on the first one's window.
         let first = sluice_scheduler::recurrence::occurrences(&ask.recurrence)
             .map_err(|e| to_status(&e.within("recurrence")))?;

@@ -246,7 +246,7 @@ impl Idc {
         let mut changes = sluice_scheduler::run_due(&mut r, now);
         r.check_modifiable(now)?;
         let (new_bw, new_rev) = super::new_rates(&r, bw, bw_reverse);
-        let window = TimeWindow::new(start.unwrap_or(r.window.start), end.unwrap_or(r.window.end))?;
+        let window = super::new_window(&r, start, end, now)?;
         changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer
