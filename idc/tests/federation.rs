@@ -712,3 +712,44 @@ async fn a_domain_that_answers_too_late_is_aborted_around_and_its_hold_expires_t
     nothing_held(&fed).await;
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_whose_domain_was_down_at_terminate_is_ended_when_it_comes_back() {
+    let mut fed = TestFederation::line(&["a", "b", "c"])
+        .call_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap();
+    op(&fed, "a", "commit", &r.id).await.unwrap();
+    let c_seg = r.segments[2].id.clone();
+    fed.kill("c").await;
+    // The circuit ends; c's segment cannot be told and says so.
+    let t = op(&fed, "a", "terminate", &r.id).await.unwrap();
+    assert_eq!(summary(&t), "terminated");
+    assert!(!t.segments[2].error.is_empty(), "{:?}", t.segments[2]);
+    assert_eq!(t.segments[2].states.as_ref().unwrap().summary, "committed");
+    // c comes back (same address, same database): the next exchange ends it there.
+    fed.get_mut("c").restart().await;
+    assert_eq!(
+        fed.get("c").idc().get(&c_seg).await.unwrap().summary(),
+        "committed"
+    );
+    fed.exchange(1).await;
+    assert_eq!(
+        fed.get("c").idc().get(&c_seg).await.unwrap().summary(),
+        "terminated"
+    );
+    let got = op(&fed, "a", "get", &r.id).await.unwrap();
+    assert!(
+        segment_summaries(&got)
+            .iter()
+            .all(|(_, s)| s == "terminated"),
+        "{:?}",
+        segment_summaries(&got)
+    );
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}

@@ -602,6 +602,35 @@ impl Federation {
         results.iter().map(|(s, _)| s.clone()).collect()
     }
 
+    /// Terminates again the segments of terminated circuits that their domains could
+    /// not be told about (down or unreachable then); returns how many ended now. Runs
+    /// with every document exchange, so a domain that comes back is cleaned up.
+    pub async fn finish_terminations(&self) -> usize {
+        let pending = match self.idc().unended_segments() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot read the segments left to terminate");
+                return 0;
+            }
+        };
+        let mut ended = 0;
+        for (circuit, seg) in pending {
+            let mut results = self
+                .for_each(std::slice::from_ref(&seg), Op::Terminate)
+                .await;
+            if results[0].1.is_none() {
+                ended += 1;
+                info!(reservation.id = %circuit, domain.id = %seg.domain, "segment terminated after its domain came back");
+            } else {
+                // It may have ended by itself meanwhile (terminated there, or past its
+                // end): take the domain's word for its state.
+                results = self.for_each(std::slice::from_ref(&seg), Op::Query).await;
+            }
+            self.record(&circuit, &results);
+        }
+        ended
+    }
+
     /// A circuit's row and its segments, each asked afresh (a recursive query).
     pub async fn get(
         &self,

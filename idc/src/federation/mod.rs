@@ -326,6 +326,7 @@ impl Federation {
     /// Returns how many documents were new.
     pub async fn refresh(&self) -> u32 {
         self.republish();
+        self.finish_terminations().await;
         let peers: Vec<String> = self
             .inner
             .peers

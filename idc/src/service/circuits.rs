@@ -259,6 +259,11 @@ impl Idc {
         Ok(r)
     }
 
+    /// Segments of terminated circuits that their domains have not yet ended.
+    pub fn unended_segments(&self) -> Result<Vec<(String, SegmentRecord)>, Error> {
+        self.inner.store.unended_segments(1000).map_err(store_error)
+    }
+
     /// The segments of circuit `id` (empty: not a circuit across domains).
     pub fn segments(&self, id: &str) -> Result<Vec<SegmentRecord>, Error> {
         self.inner.store.segments(id).map_err(store_error)

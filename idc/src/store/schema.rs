@@ -99,6 +99,7 @@ diesel::table! {
 }
 
 diesel::joinable!(bookings -> reservations (reservation_id));
+diesel::joinable!(segments -> reservations (reservation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     meta,
     reservations,

@@ -124,6 +124,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Segments of circuits terminated here that their domain has not yet reported
+    /// ended (it could not be reached at the time): `(circuit, segment)`, at most
+    /// `limit`.
+    pub fn unended_segments(&self, limit: i64) -> Result<Vec<(String, SegmentRecord)>, StoreError> {
+        let mut conn = self.reader()?;
+        let rows: Vec<SegmentRow> = segments::table
+            .inner_join(reservations::table.on(reservations::id.eq(segments::reservation_id)))
+            .filter(reservations::lifecycle_state.eq(LifecycleState::Terminated.as_str()))
+            .filter(segments::lifecycle_state.eq_any([
+                LifecycleState::Created.as_str(),
+                LifecycleState::Terminating.as_str(),
+            ]))
+            .select(SegmentRow::as_select())
+            .limit(limit)
+            .load(&mut conn)?;
+        rows.into_iter()
+            .map(|r| {
+                let id = r.reservation_id.clone();
+                r.into_model().map(|s| (id, s))
+            })
+            .collect()
+    }
+}
+
 impl Writer<'_> {
     /// A new circuit across domains: its row (no bookings: each domain books its own
     /// segment), its segments and its events, in one transaction.
