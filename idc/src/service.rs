@@ -367,6 +367,14 @@ impl Idc {
             .await
     }
 
+    /// A commit that is in the WAL but not yet fsynced, for a caller that makes a
+    /// durable write right after (one group fsync then covers both): the aggregator
+    /// commits its own segment so, then the circuit.
+    pub async fn commit_unsynced(&self, id: &str) -> Result<Reservation, Error> {
+        self.transition(id, "commit", Reservation::commit, Durable::AfterCrash)
+            .await
+    }
+
     pub async fn abort(&self, id: &str) -> Result<Reservation, Error> {
         self.transition(id, "abort", Reservation::abort, Durable::AfterCrash)
             .await

@@ -753,3 +753,37 @@ async fn a_segment_whose_domain_was_down_at_terminate_is_ended_when_it_comes_bac
     nothing_held(&fed).await;
     fed.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_committed_for_a_circuit_that_never_committed_are_ended() {
+    // As if a stopped after its segments committed and before it committed the circuit:
+    // the segments are committed in every domain, the circuit's hold runs out.
+    let hold = TimeDelta::seconds(2);
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .hold_timeout(hold)
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap();
+    for s in &r.segments {
+        fed.get(&s.domain).idc().commit(&s.id).await.unwrap();
+    }
+    let a = fed.get("a").idc().clone();
+    let id = r.id.clone();
+    assert!(
+        eventually(WAIT, || async {
+            a.get(&id).await.unwrap().summary() == "timed-out"
+        })
+        .await,
+        "the circuit's own hold ran out"
+    );
+    fed.exchange(1).await;
+    for s in &r.segments {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert_eq!(seg.summary(), "terminated", "{}", s.domain);
+    }
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}

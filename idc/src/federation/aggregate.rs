@@ -513,7 +513,9 @@ impl Federation {
             let idc = self.idc();
             let id = seg.segment_id.as_str();
             let r = match op {
-                Op::Commit => idc.commit(id).await,
+                // Not fsynced on its own: the circuit's commit right after is, and one
+                // fsync covers every write before it.
+                Op::Commit => idc.commit_unsynced(id).await,
                 Op::Abort => idc.abort(id).await,
                 Op::Provision => idc.provision(id).await,
                 Op::Release => idc.release(id).await,
@@ -602,9 +604,11 @@ impl Federation {
         results.iter().map(|(s, _)| s.clone()).collect()
     }
 
-    /// Terminates again the segments of terminated circuits that their domains could
-    /// not be told about (down or unreachable then); returns how many ended now. Runs
-    /// with every document exchange, so a domain that comes back is cleaned up.
+    /// Terminates the segments that should be gone but whose domains have not said so:
+    /// of terminated circuits whose domain could not be told (down or unreachable then),
+    /// and of circuits that never committed while a segment had (this IDC stopped
+    /// between the segments' commits and its own). Returns how many ended now. Runs with
+    /// every document exchange, so a domain that comes back is cleaned up.
     pub async fn finish_terminations(&self) -> usize {
         let pending = match self.idc().unended_segments() {
             Ok(p) => p,

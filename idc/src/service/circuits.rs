@@ -259,7 +259,8 @@ impl Idc {
         Ok(r)
     }
 
-    /// Segments of terminated circuits that their domains have not yet ended.
+    /// Segments that should be gone (their circuit was terminated or never committed)
+    /// but whose domains have not yet said so.
     pub fn unended_segments(&self) -> Result<Vec<(String, SegmentRecord)>, Error> {
         self.inner.store.unended_segments(1000).map_err(store_error)
     }

@@ -125,18 +125,26 @@ impl Store {
 }
 
 impl Store {
-    /// Segments of circuits terminated here that their domain has not yet reported
-    /// ended (it could not be reached at the time): `(circuit, segment)`, at most
-    /// `limit`.
+    /// Segments that should be gone but whose domain has not said so: of circuits
+    /// terminated here, or that never committed (aborted, timed out: say the
+    /// aggregator stopped between the segments' commits and its own), while the segment
+    /// was last seen live. `(circuit, segment)`, at most `limit`.
     pub fn unended_segments(&self, limit: i64) -> Result<Vec<(String, SegmentRecord)>, StoreError> {
         let mut conn = self.reader()?;
         let rows: Vec<SegmentRow> = segments::table
             .inner_join(reservations::table.on(reservations::id.eq(segments::reservation_id)))
-            .filter(reservations::lifecycle_state.eq(LifecycleState::Terminated.as_str()))
+            .filter(
+                reservations::lifecycle_state
+                    .eq(LifecycleState::Terminated.as_str())
+                    .or(reservations::committed_version.is_null().and(
+                        reservations::reservation_state.ne(ReservationState::ReserveHeld.as_str()),
+                    )),
+            )
             .filter(segments::lifecycle_state.eq_any([
                 LifecycleState::Created.as_str(),
                 LifecycleState::Terminating.as_str(),
             ]))
+            .filter(segments::summary.ne_all(["aborted", "timed-out"]))
             .select(SegmentRow::as_select())
             .limit(limit)
             .load(&mut conn)?;
