@@ -59,7 +59,8 @@ impl Api {
     /// `op` on `id`: across domains if it is a circuit, here otherwise.
     async fn operate(&self, id: String, op: Op) -> Result<Response<v1::Reservation>, Status> {
         if let Some(fed) = self.circuit(&id)? {
-            return circuit_reply(fed.transition(&id, op).await);
+            let fed = fed.clone();
+            return circuit_reply(detached(async move { fed.transition(&id, op).await }).await);
         }
         reply(match op {
             Op::Commit => self.idc.commit(&id).await,
@@ -126,9 +127,32 @@ fn user<T>(req: &Request<T>) -> String {
         .to_string()
 }
 
+/// The caller of a booking: `peer:` names are the domains' own (segments held for a
+/// peer's circuit), which no user may take.
+fn booking_user<T>(req: &Request<T>) -> Result<String, Status> {
+    let u = user(req);
+    if crate::federation::aggregator_of(&u).is_some() {
+        return Err(to_status(&Error::invalid(
+            "user",
+            format!("{u:?}: names starting with peer: are kept for peer domains"),
+        )));
+    }
+    Ok(u)
+}
+
 fn reply(r: Result<sluice_model::Reservation, Error>) -> Result<Response<v1::Reservation>, Status> {
     r.map(|r| Response::new(convert::reservation(&r)))
         .map_err(|e| to_status(&e))
+}
+
+/// Runs a federated operation to its end even if the caller goes away: dropped halfway,
+/// it could leave some domains committed and others not.
+async fn detached<T: Send + 'static>(
+    f: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| Error::internal(format!("federated operation failed: {e}")))?
 }
 
 fn circuit_reply(
@@ -207,7 +231,7 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::ReserveRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let owner = user(&req);
+        let owner = booking_user(&req)?;
         let Some(c) = req.into_inner().criteria else {
             return Err(to_status(&Error::missing("criteria")));
         };
@@ -216,7 +240,10 @@ impl v1::reservations_server::Reservations for Api {
         if let Some(fed) = &self.fed
             && (criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own)
         {
-            return circuit_reply(fed.reserve(&owner, criteria).await);
+            let fed = fed.clone();
+            return circuit_reply(
+                detached(async move { fed.reserve(&owner, criteria).await }).await,
+            );
         }
         reply(self.idc.reserve(&owner, criteria).await)
     }
@@ -273,7 +300,10 @@ impl v1::reservations_server::Reservations for Api {
             )));
         }
         if let Some(fed) = self.circuit(&m.id)? {
-            return circuit_reply(fed.modify(&m.id, bw, rev, start, end).await);
+            let (fed, id) = (fed.clone(), m.id.clone());
+            return circuit_reply(
+                detached(async move { fed.modify(&id, bw, rev, start, end).await }).await,
+            );
         }
         reply(self.idc.modify(&m.id, bw, rev, start, end).await)
     }
@@ -301,7 +331,7 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::ReserveSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        let owner = user(&req);
+        let owner = booking_user(&req)?;
         let r = req.into_inner();
         let now = self.idc.now();
         let ask = series_ask(
@@ -316,7 +346,10 @@ impl v1::reservations_server::Reservations for Api {
         if let Some(fed) = &self.fed
             && (ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own)
         {
-            return circuit_series_reply(fed.reserve_series(&owner, ask).await);
+            let fed = fed.clone();
+            return circuit_series_reply(
+                detached(async move { fed.reserve_series(&owner, ask).await }).await,
+            );
         }
         series_reply(self.idc.reserve_series(&owner, ask).await)
     }
@@ -327,7 +360,10 @@ impl v1::reservations_server::Reservations for Api {
     ) -> Result<Response<v1::Series>, Status> {
         let id = id_of(req)?;
         if let Some(fed) = self.circuit_series(&id).await? {
-            return circuit_series_reply(fed.commit_series(&id).await);
+            let fed = fed.clone();
+            return circuit_series_reply(
+                detached(async move { fed.commit_series(&id).await }).await,
+            );
         }
         series_reply(self.idc.commit_series(&id).await)
     }
@@ -353,7 +389,10 @@ impl v1::reservations_server::Reservations for Api {
         }
         let scope = series_scope(&r.scope).map_err(|e| to_status(&e))?;
         if let Some(fed) = self.circuit_series(&r.id).await? {
-            return circuit_series_reply(fed.cancel_series(&r.id, scope).await);
+            let (fed, id) = (fed.clone(), r.id.clone());
+            return circuit_series_reply(
+                detached(async move { fed.cancel_series(&id, scope).await }).await,
+            );
         }
         series_reply(self.idc.cancel_series(&r.id, scope).await)
     }

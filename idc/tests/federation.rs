@@ -287,7 +287,7 @@ async fn a_peer_over_its_policy_is_refused_and_nothing_is_held_anywhere() {
         (child.domain.as_str(), child.code),
         ("c", ErrorCode::Unauthorized)
     );
-    assert_eq!(e.field.as_deref(), Some("criteria.capacity_mbps"));
+    assert_eq!(e.field.as_deref(), Some("capacity_mbps"));
     nothing_held(&fed).await;
     // Within the policy it goes through.
     reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 500, 60, 1))
@@ -785,5 +785,145 @@ async fn segments_committed_for_a_circuit_that_never_committed_are_ended() {
         assert_eq!(seg.summary(), "terminated", "{}", s.domain);
     }
     nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+/// A federation client to `to`'s IDC that presents `as_domain`'s certificate.
+async fn peer_client(
+    fed: &TestFederation,
+    to: &str,
+    as_domain: &str,
+) -> v1::federation_client::FederationClient<tonic::transport::Channel> {
+    let (addr, _) = fed.get(to).server().federation.as_ref().unwrap();
+    let tls = fed.ca().material(as_domain).unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls.client(to))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    v1::federation_client::FederationClient::new(ch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_can_touch_only_what_is_its_own_and_only_a_direct_peer_passes_documents_on() {
+    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    assert!(fed.exchange(4).await);
+    let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 60, 1))
+        .await
+        .unwrap();
+    let b_seg = r.segments[1].id.clone();
+    // c is a listed peer of b, but the segment is a's.
+    let mut as_c = peer_client(&fed, "b", "c").await;
+    for e in [
+        as_c.commit_segment(v1::IdRequest { id: b_seg.clone() })
+            .await
+            .unwrap_err(),
+        as_c.terminate_segment(v1::IdRequest { id: b_seg.clone() })
+            .await
+            .unwrap_err(),
+        as_c.query_segment(v1::IdRequest { id: b_seg.clone() })
+            .await
+            .unwrap_err(),
+    ] {
+        let e = from_status(&e);
+        assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+    }
+    let seg = fed.get("b").idc().get(&b_seg).await.unwrap();
+    assert_eq!(seg.summary(), "held", "untouched");
+
+    // Documents: only a direct peer may pass them on, and never with a clear-text address.
+    let (_, a_fed) = fed.get("a").server().federation.as_ref().unwrap();
+    let mut forged = sluice_proto::federation::document(
+        &a_fed
+            .known_documents()
+            .into_iter()
+            .find(|(d, _)| d.domain == "c")
+            .unwrap()
+            .0,
+    );
+    forged.version = u64::MAX;
+    forged.url = "http://127.0.0.1:9".into();
+    let mut as_c = peer_client(&fed, "a", "c").await;
+    let e = from_status(
+        &as_c
+            .push_documents(v1::Documents {
+                documents: vec![forged.clone()],
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        e.code,
+        ErrorCode::Unauthorized,
+        "c is not a's direct peer: {e}"
+    );
+    let mut as_b = peer_client(&fed, "a", "b").await;
+    let e = from_status(
+        &as_b
+            .push_documents(v1::Documents {
+                documents: vec![forged],
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.field.as_deref(), Some("documents[0].url"), "{e}");
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_of_peers_are_kept_for_peers() {
+    let fed = TestFederation::line(&["a", "b"]).start().await;
+    let mut client = fed.client("a").await;
+    let mut req = tonic::Request::new(v1::ReserveRequest {
+        criteria: Some(criteria("a:core:e1", "a:core:e2", 10, 60, 1)),
+    });
+    req.metadata_mut()
+        .insert(sluice_proto::USER_HEADER, "peer:b".parse().unwrap());
+    let e = from_status(&client.reserve(req).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::InvalidParameter, Some("user"))
+    );
+    nothing_held(&fed).await;
+    fed.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provision_one_domain_cannot_take_is_turned_back_everywhere_and_can_be_retried() {
+    let mut fed = TestFederation::line(&["a", "b", "c"])
+        .call_timeout(Duration::from_secs(2))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let mut c = criteria("a:core:e1", "c:core:e1", 1000, 0, 1);
+    c.provision_mode = v1::ProvisionMode::Manual as i32;
+    let r = reserve(&fed, "a", c).await.unwrap();
+    op(&fed, "a", "commit", &r.id).await.unwrap();
+    fed.kill("c").await;
+    let e = op(&fed, "a", "provision", &r.id).await.unwrap_err();
+    assert_eq!(e.child.as_ref().unwrap().domain, "c", "{e}");
+    for s in &r.segments[..2] {
+        let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
+        assert!(!seg.states.data_plane_active, "{} turned back", s.domain);
+    }
+    let circuit = fed.get("a").idc().get(&r.id).await.unwrap();
+    assert_eq!(
+        circuit.summary(),
+        "committed",
+        "the circuit stays as it was"
+    );
+    // c back: the same call goes through.
+    fed.get_mut("c").restart().await;
+    let p = op(&fed, "a", "provision", &r.id)
+        .await
+        .expect("provisioned");
+    assert_eq!(summary(&p), "active");
+    assert!(
+        segment_summaries(&p).iter().all(|(_, s)| s == "active"),
+        "{:?}",
+        segment_summaries(&p)
+    );
     fed.shutdown().await;
 }

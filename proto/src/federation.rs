@@ -73,6 +73,15 @@ pub fn document_from_wire(d: &v1::DomainDocument) -> Result<DomainDocument, Erro
     if d.domain.is_empty() {
         return Err(Error::missing("domain"));
     }
+    if !d.url.is_empty() && !d.url.starts_with("https://") {
+        return Err(Error::invalid(
+            "url",
+            format!(
+                "{:?}: a federation address must be https:// (mutual TLS)",
+                d.url
+            ),
+        ));
+    }
     let expires_at = from_timestamp(&required(&d.expires_at, "expires_at")?, "expires_at")?;
     let mut end_points = Vec::with_capacity(d.end_points.len());
     for (i, e) in d.end_points.iter().enumerate() {
@@ -179,6 +188,10 @@ mod tests {
         wire.demarcations[0].free[0].end = None;
         let e = document_from_wire(&wire).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("demarcations[0].free[0].end"));
+        let mut wire = document(&doc);
+        wire.url = "http://127.0.0.1:4443".into();
+        let e = document_from_wire(&wire).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("url"));
         let mut wire = document(&doc);
         wire.end_points[0].vlans = "5000".into();
         let e = document_from_wire(&wire).unwrap_err();

@@ -138,17 +138,30 @@ impl DocumentStore {
         }
     }
 
-    /// A document that arrived from peer `from` (or, for our own, from nobody).
-    pub fn offer(&mut self, doc: DomainDocument, from: Option<&str>, now: DateTime<Utc>) -> Offer {
+    /// A document that arrived from peer `from` (or, for our own, from nobody), kept at
+    /// most `max_ttl` whatever its expiry says. Documents are not signed, so a domain's
+    /// own word (`from` is the domain it describes) replaces what others passed on even
+    /// at a lower version: a forged document lasts at most `max_ttl` unless renewed, and
+    /// not at all once the domain speaks for itself.
+    pub fn offer(
+        &mut self,
+        mut doc: DomainDocument,
+        from: Option<&str>,
+        now: DateTime<Utc>,
+        max_ttl: chrono::TimeDelta,
+    ) -> Offer {
         if doc.expires_at <= now {
             return Offer::Expired;
         }
+        doc.expires_at = doc.expires_at.min(now + max_ttl);
         if doc.domain == self.own_domain && from.is_some() {
             return Offer::AboutUs;
         }
+        let first_hand = from == Some(doc.domain.as_str());
         if let Some(kept) = self.docs.get(&doc.domain)
-            && kept.doc.version >= doc.version
             && kept.doc.expires_at > now
+            && (kept.doc.version >= doc.version
+                && !(first_hand && kept.from.as_deref() != Some(doc.domain.as_str())))
         {
             return Offer::Stale;
         }
@@ -222,6 +235,9 @@ impl DocumentStore {
 pub(crate) mod tests {
     use super::*;
 
+    /// The longest a test store keeps any document.
+    const TTL: chrono::TimeDelta = chrono::TimeDelta::seconds(10_000);
+
     pub fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
     }
@@ -270,29 +286,29 @@ pub(crate) mod tests {
         // b peers with a and c; a document about a comes in from a.
         let mut b = DocumentStore::new(doc("b", 1, 1000, &[]), vec!["a".into(), "c".into()], t(0));
         assert_eq!(
-            b.offer(doc("a", 3, 1000, &[]), Some("a"), t(1)),
+            b.offer(doc("a", 3, 1000, &[]), Some("a"), t(1), TTL),
             Offer::Accepted {
                 flood_to: vec!["c".into()]
             }
         );
         // The same version again (say, back from c): dropped, so flooding ends.
         assert_eq!(
-            b.offer(doc("a", 3, 1000, &[]), Some("c"), t(2)),
+            b.offer(doc("a", 3, 1000, &[]), Some("c"), t(2), TTL),
             Offer::Stale
         );
         assert_eq!(
-            b.offer(doc("a", 2, 1000, &[]), Some("c"), t(2)),
+            b.offer(doc("a", 2, 1000, &[]), Some("c"), t(2), TTL),
             Offer::Stale
         );
         // A newer one that came through c goes on to a's other peers, not to a itself.
         assert_eq!(
-            b.offer(doc("a", 4, 1000, &[]), Some("c"), t(3)),
+            b.offer(doc("a", 4, 1000, &[]), Some("c"), t(3), TTL),
             Offer::Accepted { flood_to: vec![] }
         );
         assert_eq!(b.get("a").unwrap().version, 4);
         // Someone else's word about b is not taken.
         assert_eq!(
-            b.offer(doc("b", 9, 1000, &[]), Some("a"), t(4)),
+            b.offer(doc("b", 9, 1000, &[]), Some("a"), t(4), TTL),
             Offer::AboutUs
         );
         assert_eq!(b.get("b").unwrap().version, 1);
@@ -311,11 +327,11 @@ pub(crate) mod tests {
     fn expired_documents_are_refused_and_forgotten() {
         let mut b = DocumentStore::new(doc("b", 1, 100, &[]), vec!["a".into()], t(0));
         assert_eq!(
-            b.offer(doc("a", 1, 5, &[]), Some("a"), t(10)),
+            b.offer(doc("a", 1, 5, &[]), Some("a"), t(10), TTL),
             Offer::Expired
         );
         assert!(matches!(
-            b.offer(doc("a", 1, 50, &[]), Some("a"), t(10)),
+            b.offer(doc("a", 1, 50, &[]), Some("a"), t(10), TTL),
             Offer::Accepted { .. }
         ));
         assert_eq!(b.expire(t(60)), vec!["a".to_string()]);
@@ -324,8 +340,48 @@ pub(crate) mod tests {
         assert!(b.get("b").is_some());
         // Once expired, even an old version is welcome again.
         assert!(matches!(
-            b.offer(doc("a", 1, 200, &[]), Some("a"), t(61)),
+            b.offer(doc("a", 1, 200, &[]), Some("a"), t(61), TTL),
             Offer::Accepted { .. }
         ));
+    }
+
+    #[test]
+    fn a_forged_document_expires_soon_and_yields_to_the_domains_own_word() {
+        let mut b = DocumentStore::new(
+            doc("b", 1, 100_000, &[]),
+            vec!["a".into(), "c".into()],
+            t(0),
+        );
+        // c passes on a document about a with a huge version and a far expiry.
+        let mut forged = doc("a", u64::MAX, 1_000_000_000, &[]);
+        forged.url = "https://evil.example:1".into();
+        assert!(matches!(
+            b.offer(forged, Some("c"), t(1), TTL),
+            Offer::Accepted { .. }
+        ));
+        // Kept no longer than the longest allowed.
+        assert_eq!(b.get("a").unwrap().expires_at, t(1) + TTL);
+        // A second-hand lower version is stale...
+        assert_eq!(
+            b.offer(doc("a", 5, 1000, &[]), Some("c"), t(2), TTL),
+            Offer::Stale
+        );
+        // ... but a's own word replaces it, whatever its version.
+        assert!(matches!(
+            b.offer(doc("a", 5, 1000, &[]), Some("a"), t(2), TTL),
+            Offer::Accepted { .. }
+        ));
+        assert_eq!(b.get("a").unwrap().version, 5);
+        // Documents are not signed: a higher version from elsewhere still replaces it, but
+        // only until a speaks again.
+        assert!(matches!(
+            b.offer(doc("a", 9, 1000, &[]), Some("c"), t(3), TTL),
+            Offer::Accepted { .. }
+        ));
+        assert!(matches!(
+            b.offer(doc("a", 6, 1000, &[]), Some("a"), t(4), TTL),
+            Offer::Accepted { .. }
+        ));
+        assert_eq!(b.get("a").unwrap().version, 6);
     }
 }

@@ -60,6 +60,8 @@ struct Answer {
     id: String,
     states: States,
     summary: String,
+    /// Until when the segment is held, if it is.
+    hold_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a route failed: where, and the domain's own error.
@@ -68,6 +70,50 @@ pub(super) struct Failure {
     pub domain: String,
     pub index: usize,
     pub error: Error,
+}
+
+/// Runs `futs` in parallel, each to its end; their results in order, `None` for one
+/// that panicked (its outcome is unknown).
+pub(super) async fn in_parallel<T, F>(futs: Vec<F>) -> Vec<Option<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    let mut index = std::collections::HashMap::new();
+    for (i, f) in futs.into_iter().enumerate() {
+        index.insert(set.spawn(f).id(), i);
+    }
+    let mut out: Vec<Option<T>> = (0..index.len()).map(|_| None).collect();
+    while let Some(done) = set.join_next_with_id().await {
+        match done {
+            Ok((id, v)) => out[index[&id]] = Some(v),
+            Err(e) => warn!(error = %e, "a federation task failed"),
+        }
+    }
+    out
+}
+
+/// A segment's error in terms of the user's request: the segment's own `src` is the
+/// user's only on the first segment (and `dst` on the last); elsewhere the fault is in
+/// the path.
+pub(super) fn in_user_terms(mut e: Error, index: usize, segments: usize) -> Error {
+    let field = e.field.take().map(|f| {
+        let f = f.strip_prefix("criteria.").unwrap_or(&f).to_string();
+        let end = f.strip_suffix("_vlan").unwrap_or(&f);
+        match end {
+            "src" if index == 0 => f,
+            "dst" if index + 1 == segments => f,
+            "src" | "dst" => "path".to_string(),
+            _ => f,
+        }
+    });
+    e.field = field;
+    e
+}
+
+fn task_failed() -> Error {
+    Error::internal("the call's task failed; its outcome is unknown")
 }
 
 /// Sets the state of `machine` to the word `to`; false if either is not understood.
@@ -96,16 +142,23 @@ fn answer_from_wire(r: v1::Reservation) -> Result<Answer, Error> {
         .as_ref()
         .map(|s| s.summary.clone())
         .unwrap_or_default();
+    let hold_until = r
+        .hold_expires_at
+        .as_ref()
+        .map(|t| convert::from_timestamp(t, "hold_expires_at"))
+        .transpose()?;
     Ok(Answer {
         id: r.id,
         states,
         summary,
+        hold_until,
     })
 }
 
 fn answer_local(r: sluice_model::Reservation) -> Answer {
     Answer {
         summary: r.summary().to_string(),
+        hold_until: r.hold_expires_at,
         id: r.id,
         states: r.states,
     }
@@ -233,14 +286,21 @@ impl Federation {
                 continue;
             }
             match self.try_route(&id, owner, &c, &route, &docs).await {
-                Ok(segs) => {
+                Ok((segs, hold_until)) => {
                     let (src_vlan, dst_vlan) = (
                         segs[0].ingress_vlan,
                         segs.last().expect("a route has a segment").egress_vlan,
                     );
                     return match self
                         .idc()
-                        .insert_circuit(id, owner, &c, src_vlan, dst_vlan, segs.clone())
+                        .insert_circuit(
+                            id,
+                            owner,
+                            &c,
+                            (src_vlan, dst_vlan),
+                            hold_until,
+                            segs.clone(),
+                        )
                         .await
                     {
                         Ok(r) => Ok((r, segs)),
@@ -280,19 +340,23 @@ impl Federation {
         let fail = |index: usize, error: Error| Failure {
             domain: route[index].domain.clone(),
             index,
-            error,
+            error: in_user_terms(error, index, route.len()),
         };
         // 1. What is free at every segment's two ends, asked in parallel.
-        let mut set = JoinSet::new();
-        for (i, s) in route.iter().enumerate() {
-            let fed = self.clone();
-            let (domain, ports) = (s.domain.clone(), [s.ingress.clone(), s.egress.clone()]);
-            set.spawn(async move { (i, fed.free_labels(&domain, &ports, window).await) });
-        }
-        let mut free: Vec<Option<[VlanSet; 2]>> = vec![None; route.len()];
-        while let Some(done) = set.join_next().await {
-            let (i, got) = done.map_err(|e| fail(0, Error::internal(e.to_string())))?;
-            free[i] = Some(got.map_err(|e| fail(i, e))?);
+        let asks = route
+            .iter()
+            .map(|s| {
+                let fed = self.clone();
+                let (domain, ports) = (s.domain.clone(), [s.ingress.clone(), s.egress.clone()]);
+                async move { fed.free_labels(&domain, &ports, window).await }
+            })
+            .collect();
+        let mut free: Vec<Option<[VlanSet; 2]>> = Vec::with_capacity(route.len());
+        for (i, got) in in_parallel(asks).await.into_iter().enumerate() {
+            free.push(Some(
+                got.unwrap_or_else(|| Err(task_failed()))
+                    .map_err(|e| fail(i, e))?,
+            ));
         }
         let mut spans: Vec<LabelSpan> = free
             .into_iter()
@@ -323,7 +387,13 @@ impl Federation {
                 i,
                 Error::field(
                     ErrorCode::StpUnavailable,
-                    if i == 0 { "src_vlan" } else { "path" },
+                    if i == 0 && c.src.vlans.is_some() {
+                        "src_vlan"
+                    } else if i == route.len() - 1 && c.dst.vlans.is_some() {
+                        "dst_vlan"
+                    } else {
+                        "path"
+                    },
                     format!(
                         "no VLAN is free on both sides of every demarcation point up to {}",
                         route[i].domain
@@ -342,16 +412,16 @@ impl Federation {
         c: &Criteria,
         route: &[sluice_stitching::Segment],
         docs: &[DomainDocument],
-    ) -> Result<Vec<SegmentView>, Failure> {
+    ) -> Result<(Vec<SegmentView>, Option<chrono::DateTime<chrono::Utc>>), Failure> {
         let fail = |index: usize, error: Error| Failure {
             domain: route[index].domain.clone(),
             index,
-            error,
+            error: in_user_terms(error, index, route.len()),
         };
         let labels = self.agree_labels(route, c, c.window, docs).await?;
         // 3. Hold every segment in parallel.
-        let mut set = JoinSet::new();
-        for (i, (s, (vin, vout))) in route.iter().zip(&labels).enumerate() {
+        let mut holds = Vec::with_capacity(route.len());
+        for (s, (vin, vout)) in route.iter().zip(&labels) {
             let seg = Criteria {
                 src: StpRequest {
                     stp: s.ingress.clone(),
@@ -374,16 +444,14 @@ impl Federation {
                 id.to_string(),
                 owner.to_string(),
             );
-            set.spawn(async move { (i, fed.hold(&domain, &id, &owner, seg).await) });
+            holds.push(async move { fed.hold(&domain, &id, &owner, seg).await });
         }
         let mut two = TwoPhase::new(route.len());
         let mut held: Vec<Option<Answer>> = vec![None; route.len()];
         let mut first_failure: Option<Failure> = None;
-        while let Some(done) = set.join_next().await {
-            let Ok((i, got)) = done else {
-                continue;
-            };
-            match got {
+        for (i, got) in in_parallel(holds).await.into_iter().enumerate() {
+            // A task that failed may or may not have held: as if it never answered.
+            match got.unwrap_or_else(|| Err((task_failed(), true))) {
                 Ok(a) => {
                     two.record(i, SegmentAnswer::Held);
                     held[i] = Some(a);
@@ -428,7 +496,11 @@ impl Federation {
             })
             .collect();
         match two.decide() {
-            sluice_stitching::Decision::CommitAll => Ok(segs),
+            sluice_stitching::Decision::CommitAll => {
+                // The circuit is held no longer than its first segment to expire.
+                let until = held.iter().flatten().filter_map(|a| a.hold_until).min();
+                Ok((segs, until))
+            }
             _ => {
                 self.for_each(&segs, Op::Abort).await;
                 Err(first_failure.expect("a route that did not hold has a failure"))
@@ -552,17 +624,18 @@ impl Federation {
         segs: &[CircuitSegment],
         op: Op,
     ) -> Vec<(CircuitSegment, Option<Error>)> {
-        let mut set = JoinSet::new();
-        for (i, s) in segs.iter().enumerate() {
-            let (fed, s) = (self.clone(), s.clone());
-            set.spawn(async move { (i, fed.segment_op(&s, op).await) });
-        }
+        let calls = segs
+            .iter()
+            .map(|s| {
+                let (fed, s) = (self.clone(), s.clone());
+                async move { fed.segment_op(&s, op).await }
+            })
+            .collect();
         let mut out: Vec<(CircuitSegment, Option<Error>)> =
             segs.iter().map(|s| (s.clone(), None)).collect();
-        while let Some(done) = set.join_next().await {
-            let Ok((i, got)) = done else { continue };
+        for (i, got) in in_parallel(calls).await.into_iter().enumerate() {
             let now = self.idc().now();
-            match got {
+            match got.unwrap_or_else(|| Err(task_failed())) {
                 Ok(a) => {
                     out[i].0.states = a.states;
                     out[i].0.summary = a.summary;
@@ -617,20 +690,35 @@ impl Federation {
                 return 0;
             }
         };
-        let mut ended = 0;
+        let mut set = JoinSet::new();
         for (circuit, seg) in pending {
-            let mut results = self
-                .for_each(std::slice::from_ref(&seg), Op::Terminate)
-                .await;
-            if results[0].1.is_none() {
-                ended += 1;
-                info!(reservation.id = %circuit, domain.id = %seg.domain, "segment terminated after its domain came back");
-            } else {
-                // It may have ended by itself meanwhile (terminated there, or past its
-                // end): take the domain's word for its state.
-                results = self.for_each(std::slice::from_ref(&seg), Op::Query).await;
-            }
-            self.record(&circuit, &results);
+            let fed = self.clone();
+            set.spawn(async move {
+                let mut results = fed
+                    .for_each(std::slice::from_ref(&seg), Op::Terminate)
+                    .await;
+                let ended = results[0].1.is_none();
+                if ended {
+                    info!(reservation.id = %circuit, domain.id = %seg.domain, "segment terminated after its domain came back");
+                } else {
+                    // It may have ended by itself meanwhile (terminated there, or past
+                    // its end): take the domain's word for its state.
+                    results = fed.for_each(std::slice::from_ref(&seg), Op::Query).await;
+                }
+                if results[0].1.is_some() {
+                    // Still unreachable: to the back of the queue.
+                    let s = &results[0].0;
+                    let _ = fed
+                        .idc()
+                        .update_segment(&circuit, s.index, s.states, &s.summary, &[]);
+                }
+                fed.record(&circuit, &results);
+                ended
+            });
+        }
+        let mut ended = 0;
+        while let Some(done) = set.join_next().await {
+            ended += usize::from(done.unwrap_or(false));
         }
         ended
     }
@@ -663,24 +751,32 @@ impl Federation {
         }
         let segs = self.idc().segments(id)?;
         let results = self.for_each(&segs, Op::Commit).await;
-        if let Some((bad, err)) = results.iter().find_map(|(s, e)| e.as_ref().map(|e| (s, e))) {
-            let error = Error::child(&bad.domain, bad.index + 1, err.clone());
-            let (committed, rest): (Vec<_>, Vec<_>) = results
-                .iter()
-                .filter(|(_, e)| e.is_none())
-                .map(|(s, _)| s.clone())
-                .partition(|s| s.states.reservation == ReservationState::ReserveStart);
-            let mut undone = self.for_each(&committed, Op::Terminate).await;
-            undone.extend(self.for_each(&rest, Op::Abort).await);
-            self.record(id, &undone);
-            if let Err(e) = self.idc().abort(id).await {
-                warn!(reservation.id = %id, error = %e, "circuit not aborted after a failed commit");
+        let failed = results.iter().find_map(|(s, e)| {
+            e.as_ref().map(|e| {
+                let e = in_user_terms(e.clone(), s.index as usize, segs.len());
+                Error::child(&s.domain, s.index + 1, e)
+            })
+        });
+        let error = match failed {
+            None => {
+                let views = self.record(id, &results);
+                match self.idc().commit(id).await {
+                    Ok(r) => return Ok((r, views)),
+                    // Say the circuit's own hold ran out while its segments committed.
+                    Err(e) => e,
+                }
             }
-            return Err(error);
+            Some(e) => e,
+        };
+        // Undo everywhere: terminate every segment, the one that failed too (its commit
+        // may have happened with the answer lost). What cannot be reached now is ended by
+        // the sweep at the next document exchange.
+        let undone = self.for_each(&segs, Op::Terminate).await;
+        self.record(id, &undone);
+        if let Err(e) = self.idc().abort(id).await {
+            warn!(reservation.id = %id, error = %e, "circuit not aborted after a failed commit");
         }
-        let views = self.record(id, &results);
-        let r = self.idc().commit(id).await?;
-        Ok((r, views))
+        Err(error)
     }
 
     /// A new version (rates, window) of a committed circuit: every segment takes it in
@@ -713,21 +809,38 @@ impl Federation {
         let mut done: Vec<&CircuitSegment> = Vec::new();
         for s in &segs {
             if let Err(e) = self.modify_segment(s, &new).await {
-                for d in done {
-                    if let Err(e) = self.modify_segment(d, &back).await {
-                        warn!(reservation.id = %id, domain.id = %d.domain, error = %e, "segment not put back after a failed modify");
-                    }
+                // A call that failed in transit may have been applied: put it back too.
+                if e.code == ErrorCode::Internal {
+                    done.push(s);
                 }
+                self.put_back(id, &done, &back).await;
+                let e = in_user_terms(e, s.index as usize, segs.len());
                 return Err(Error::child(&s.domain, s.index + 1, e));
             }
             done.push(s);
         }
-        let r = self
+        let r = match self
             .idc()
             .modify_circuit(id, bw, bw_reverse, start, end)
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.put_back(id, &done, &back).await;
+                return Err(e);
+            }
+        };
         let results = self.for_each(&segs, Op::Query).await;
         Ok((r, self.record(id, &results)))
+    }
+
+    /// The old version again on the segments that took the new one.
+    async fn put_back(&self, id: &str, done: &[&CircuitSegment], back: &v1::ModifyRequest) {
+        for d in done {
+            if let Err(e) = self.modify_segment(d, back).await {
+                warn!(reservation.id = %id, domain.id = %d.domain, error = %e, "segment not put back after a failed modify");
+            }
+        }
     }
 
     async fn modify_segment(
@@ -779,20 +892,61 @@ impl Federation {
         let idc = self.idc();
         let r = match op {
             Op::Abort => idc.abort(id).await?,
-            Op::Provision => idc.provision(id).await?,
-            Op::Release => idc.release(id).await?,
             Op::Terminate => idc.terminate(id).await?,
+            Op::Provision | Op::Release => return self.provision_or_release(id, op).await,
             Op::Commit => return self.commit(id).await,
             Op::Query => return self.get(id).await,
         };
         let segs = idc.segments(id)?;
         let results = self.for_each(&segs, op).await;
-        let views = self.record(id, &results);
-        if matches!(op, Op::Provision | Op::Release)
-            && let Some((bad, err)) = results.iter().find_map(|(s, e)| e.as_ref().map(|e| (s, e)))
-        {
-            return Err(Error::child(&bad.domain, bad.index + 1, err.clone()));
+        Ok((r, self.record(id, &results)))
+    }
+
+    /// Provision or release: allowed by the circuit's state machine (asked of a copy),
+    /// then every segment, then the circuit. If a segment refuses, those that took it are
+    /// turned back and the circuit stays as it was, so the call can simply be retried.
+    async fn provision_or_release(
+        &self,
+        id: &str,
+        op: Op,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let idc = self.idc();
+        let mut probe = idc.get(id).await?;
+        let now = idc.now();
+        sluice_scheduler::run_due(&mut probe, now);
+        match op {
+            Op::Provision => probe.provision(now)?,
+            _ => probe.release(now)?,
+        };
+        let segs = idc.segments(id)?;
+        let results = self.for_each(&segs, op).await;
+        let failed = results.iter().find_map(|(s, e)| {
+            e.as_ref().map(|e| {
+                let e = in_user_terms(e.clone(), s.index as usize, segs.len());
+                Error::child(&s.domain, s.index + 1, e)
+            })
+        });
+        if let Some(error) = failed {
+            let took: Vec<CircuitSegment> = results
+                .iter()
+                .filter(|(_, e)| e.is_none())
+                .map(|(s, _)| s.clone())
+                .collect();
+            let undo = if op == Op::Provision {
+                Op::Release
+            } else {
+                Op::Provision
+            };
+            self.record(id, &results);
+            let undone = self.for_each(&took, undo).await;
+            self.record(id, &undone);
+            return Err(error);
         }
+        let views = self.record(id, &results);
+        let r = match op {
+            Op::Provision => idc.provision(id).await?,
+            _ => idc.release(id).await?,
+        };
         Ok((r, views))
     }
 }

@@ -173,6 +173,13 @@ impl FederationConfig {
     /// Parses the file's text; relative certificate paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<FederationConfig, String> {
         let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(u) = &f.url
+            && !u.starts_with("https://")
+        {
+            return Err(format!(
+                "url: {u:?} must start with https:// (peers talk over mutual TLS)"
+            ));
+        }
         let mut peers: Vec<PeerConfig> = Vec::with_capacity(f.peer.len());
         for (i, p) in f.peer.into_iter().enumerate() {
             if p.domain.is_empty() {

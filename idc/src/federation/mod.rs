@@ -44,6 +44,10 @@ pub use tls::{DevCa, TlsMaterial};
 
 use crate::Idc;
 
+/// The longest any document from a peer is kept, whatever its expiry says (documents
+/// are not signed: this bounds how long a forged one can last).
+pub const MAX_DOCUMENT_TTL: TimeDelta = TimeDelta::days(1);
+
 /// How far ahead a document's free-capacity summary looks.
 const SUMMARY_HORIZON: TimeDelta = TimeDelta::days(7);
 
@@ -284,7 +288,7 @@ impl Federation {
         {
             let mut store = lock(&self.inner.docs);
             for d in docs {
-                match store.offer(d.clone(), Some(from), now) {
+                match store.offer(d.clone(), Some(from), now, MAX_DOCUMENT_TTL) {
                     Offer::Accepted { flood_to } => {
                         accepted += 1;
                         debug!(peer.id = from, document = %d.domain, version = d.version, "document accepted");
@@ -326,7 +330,9 @@ impl Federation {
     /// Returns how many documents were new.
     pub async fn refresh(&self) -> u32 {
         self.republish();
-        self.finish_terminations().await;
+        // Bounded, so that unreachable domains never hold up the document exchange
+        // (what is left is tried again next round).
+        let _ = tokio::time::timeout(self.inner.call_timeout * 2, self.finish_terminations()).await;
         let peers: Vec<String> = self
             .inner
             .peers
@@ -418,6 +424,13 @@ impl Federation {
                 "no address for {domain}: not a configured peer and no document from it"
             ))
         })?;
+        // Never in clear text, whatever a document says: tonic would connect without
+        // TLS to an http:// address.
+        if !url.starts_with("https://") {
+            return Err(Error::internal(format!(
+                "{domain}'s address {url:?} is not https://; peers talk over mutual TLS only"
+            )));
+        }
         let mut channels = lock(&self.inner.channels);
         if let Some((u, ch)) = channels.get(domain)
             && *u == url
@@ -447,7 +460,12 @@ impl Federation {
         loop {
             let e = tokio::select! {
                 e = events.recv() => e,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => {
+                    // Ends the per-aggregator senders: their tasks finish once the queue
+                    // is empty.
+                    lock(&self.inner.outbox).clear();
+                    return;
+                }
             };
             let e = match e {
                 Ok(e) => e,

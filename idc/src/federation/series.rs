@@ -8,10 +8,9 @@ use sluice_model::{
 };
 use sluice_proto::{convert, v1};
 use sluice_stitching::{DomainDocument, Segment};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::aggregate::{Failure, call_error, final_error};
+use super::aggregate::{Failure, call_error, final_error, in_parallel};
 use super::{Federation, segment_owner};
 use crate::service::{CircuitOccurrence, SeriesAsk, SeriesScope};
 
@@ -184,8 +183,8 @@ impl Federation {
         docs: &[DomainDocument],
     ) -> Result<SeriesHeld, Failure> {
         let labels = self.agree_labels(route, c, span, docs).await?;
-        let mut set = JoinSet::new();
-        for (i, (s, (vin, vout))) in route.iter().zip(&labels).enumerate() {
+        let mut holds = Vec::with_capacity(route.len());
+        for (s, (vin, vout)) in route.iter().zip(&labels) {
             let seg = Criteria {
                 src: StpRequest {
                     stp: s.ingress.clone(),
@@ -205,25 +204,20 @@ impl Federation {
                 owner.to_string(),
                 ask.recurrence.clone(),
             );
-            set.spawn(async move {
-                (
-                    i,
-                    fed.hold_series(&domain, &id, &owner, seg, recurrence).await,
-                )
-            });
+            holds.push(async move { fed.hold_series(&domain, &id, &owner, seg, recurrence).await });
         }
         let mut held: Vec<Option<SeriesAnswer>> = vec![None; route.len()];
         let mut failure: Option<Failure> = None;
-        while let Some(done) = set.join_next().await {
-            let Ok((i, got)) = done else { continue };
-            match got {
+        for (i, got) in in_parallel(holds).await.into_iter().enumerate() {
+            // A task that failed may have held: its series ends by that domain's timers.
+            match got.unwrap_or_else(|| Err(Error::internal("the hold's task failed"))) {
                 Ok(a) => held[i] = Some(a),
                 Err(e) => {
                     if failure.as_ref().is_none_or(|f| i < f.index) {
                         failure = Some(Failure {
                             domain: route[i].domain.clone(),
                             index: i,
-                            error: e,
+                            error: super::aggregate::in_user_terms(e, i, route.len()),
                         });
                     }
                 }
@@ -316,16 +310,18 @@ impl Federation {
         pairs: &[(String, String)],
         op: SeriesOp,
     ) -> (Vec<Option<SeriesAnswer>>, Option<Failure>) {
-        let mut set = JoinSet::new();
-        for (i, (domain, id)) in pairs.iter().enumerate() {
-            let (fed, domain, id) = (self.clone(), domain.clone(), id.clone());
-            set.spawn(async move { (i, domain.clone(), fed.series_op(&domain, &id, op).await) });
-        }
+        let calls = pairs
+            .iter()
+            .map(|(domain, id)| {
+                let (fed, domain, id) = (self.clone(), domain.clone(), id.clone());
+                async move { fed.series_op(&domain, &id, op).await }
+            })
+            .collect();
         let mut first: Option<Failure> = None;
         let mut answers: Vec<Option<SeriesAnswer>> = vec![None; pairs.len()];
-        while let Some(done) = set.join_next().await {
-            let Ok((i, domain, got)) = done else { continue };
-            match got {
+        for (i, got) in in_parallel(calls).await.into_iter().enumerate() {
+            let domain = pairs[i].0.clone();
+            match got.unwrap_or_else(|| Err(Error::internal("the call's task failed"))) {
                 Ok(a) => answers[i] = Some(a),
                 Err(e) => {
                     warn!(domain.id = %domain, error = %e, "series segment operation failed");
@@ -438,7 +434,13 @@ impl Federation {
             return Err(Error::child(&f.domain, f.index as u32 + 1, f.error));
         }
         self.record_answers(&occurrences, &answers);
-        self.idc().commit_series(id).await?;
+        if let Err(e) = self.idc().commit_series(id).await {
+            // Committed in every domain but not here (say its holds ran out meanwhile):
+            // undo everywhere.
+            let (undone, _) = self.cancel_each(&pairs, SeriesScope::All).await;
+            self.record_answers(&occurrences, &undone);
+            return Err(e);
+        }
         self.get_series(id).await
     }
 

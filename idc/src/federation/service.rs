@@ -121,6 +121,17 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::Documents>,
     ) -> Result<Response<v1::PushDocumentsReply>, Status> {
         let (peer, _) = self.peer(&req)?;
+        // Documents travel between direct peers only.
+        if !self.fed.is_direct_peer(&peer) {
+            return Err(to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "peer",
+                format!(
+                    "{peer} is not a direct peer of {}: it cannot pass documents on",
+                    self.fed.domain()
+                ),
+            )));
+        }
         let mut docs = Vec::new();
         for (i, d) in req.into_inner().documents.iter().enumerate() {
             docs.push(
@@ -136,7 +147,14 @@ impl v1::federation_server::Federation for FederationApi {
         &self,
         req: Request<v1::FreeLabelsRequest>,
     ) -> Result<Response<v1::FreeLabelsReply>, Status> {
-        self.peer(&req)?;
+        let (peer, policy) = self.peer(&req)?;
+        if !policy.may_request {
+            return Err(to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "peer",
+                format!("{peer} may not request segments here"),
+            )));
+        }
         let r = req.into_inner();
         let (start, end) = match (&r.start, &r.end) {
             (Some(s), Some(e)) => (
@@ -151,6 +169,13 @@ impl v1::federation_server::Federation for FederationApi {
         for (i, p) in r.ports.iter().enumerate() {
             let field = format!("ports[{i}]");
             let stp = sluice_model::Stp::parse(p).map_err(|e| to_status(&e.within(&field)))?;
+            if !policy.ports.is_empty() && !policy.ports.contains(&stp.local()) {
+                return Err(to_status(&Error::field(
+                    ErrorCode::Unauthorized,
+                    field,
+                    format!("{peer} may not use port {} here", stp.local()),
+                )));
+            }
             let free = self
                 .fed
                 .idc()

@@ -118,20 +118,21 @@ impl Idc {
     }
 
     /// Records a circuit across domains whose every segment is held: its row (held, with
-    /// this IDC's hold timer) and its segments.
+    /// this IDC's hold timer, but no longer than `hold_until`, when its first segment's
+    /// hold ends) and its segments.
     pub async fn insert_circuit(
         &self,
         id: String,
         owner: &str,
         criteria: &Criteria,
-        src_vlan: Vlan,
-        dst_vlan: Vlan,
+        (src_vlan, dst_vlan): (Vlan, Vlan),
+        hold_until: Option<DateTime<Utc>>,
         segments: Vec<SegmentRecord>,
     ) -> Result<Reservation, Error> {
         let inner = &self.inner;
         let mut writer = inner.store.writer();
         let now = inner.clock.now();
-        let (r, changes) = Reservation::held(
+        let (mut r, changes) = Reservation::held(
             id,
             owner.to_string(),
             criteria,
@@ -141,6 +142,9 @@ impl Idc {
             now,
             inner.hold_timeout,
         );
+        if let (Some(own), Some(first)) = (r.hold_expires_at, hold_until) {
+            r.hold_expires_at = Some(own.min(first));
+        }
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer
             .insert_circuit(&r, deadline, &segments, &changes, now)

@@ -145,6 +145,9 @@ impl Store {
                 LifecycleState::Terminating.as_str(),
             ]))
             .filter(segments::summary.ne_all(["aborted", "timed-out"]))
+            // Least recently tried first: one that keeps failing does not crowd out
+            // the others.
+            .order(segments::updated_ms)
             .select(SegmentRow::as_select())
             .limit(limit)
             .load(&mut conn)?;
