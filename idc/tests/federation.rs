@@ -261,6 +261,27 @@ async fn a_triangle_goes_around_a_domain_that_is_full_for_the_window() {
         "{e}"
     );
     assert!(e.message.contains("other route"), "{}", e.message);
+
+    // The ERO names domains to keep out of: around b by request; nodes cannot be named.
+    let mut avoid_b = criteria("a:core:e2", "c:core:e2", 100, 120, 1);
+    avoid_b.ero_exclude = vec!["b".into()];
+    let r = reserve(&fed, "a", avoid_b).await.expect("around b");
+    let domains: Vec<&str> = r.segments.iter().map(|s| s.domain.as_str()).collect();
+    assert_eq!(domains, ["a", "c"]);
+    let mut bad = criteria("a:core:e2", "c:core:e2", 100, 120, 1);
+    bad.ero_exclude = vec!["core".into()];
+    let e = reserve(&fed, "a", bad).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::InvalidEroMember, Some("ero_exclude[0]"))
+    );
+    let mut bad = criteria("a:core:e2", "c:core:e2", 100, 120, 1);
+    bad.ero_include = vec!["b".into()];
+    let e = reserve(&fed, "a", bad).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::InvalidEroMember, Some("ero_include[0]"))
+    );
     fed.shutdown().await;
 }
 

@@ -242,6 +242,26 @@ impl Federation {
                 ));
             }
         }
+        // Across domains a path is each domain's own business: the ERO can only name
+        // domains to keep out of.
+        if !c.ero.include.is_empty() {
+            return Err(Error::field(
+                ErrorCode::InvalidEroMember,
+                "ero_include[0]",
+                "a circuit across domains cannot be pinned to nodes; name domains to avoid instead",
+            ));
+        }
+        for (i, name) in c.ero.exclude.iter().enumerate() {
+            if !docs.iter().any(|d| d.domain == *name) {
+                return Err(Error::field(
+                    ErrorCode::InvalidEroMember,
+                    format!("ero_exclude[{i}]"),
+                    format!(
+                        "{name:?} is not a known domain (across domains, --avoid names domains)"
+                    ),
+                ));
+            }
+        }
         let refs: Vec<&DomainDocument> = docs.iter().collect();
         let ask = RouteAsk {
             src: &c.src.stp,
@@ -249,7 +269,7 @@ impl Federation {
             bw: border_bw(c),
             start: c.window.start,
             end: c.window.end,
-            avoid: &[],
+            avoid: &c.ero.exclude,
         };
         let routes = domain_routes(&refs, &ask, MAX_ROUTES);
         if routes.is_empty() {
