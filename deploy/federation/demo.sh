@@ -9,7 +9,9 @@
 #   SLUICE=/path/to/sluice deploy/federation/demo.sh
 #   KEEP=1 deploy/federation/demo.sh     # leave the three IDCs running; Ctrl-C ends them
 #
-# Ports: client APIs 127.0.0.1:50561-50563, federation 127.0.0.1:50571-50573.
+# Ports: client APIs 127.0.0.1:14561-14563, federation 127.0.0.1:14571-14573: below the
+# kernel's ephemeral range (32768-60999), so no outgoing connection can take one while
+# the three start.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,8 +23,8 @@ if [[ ! -x $SLUICE ]]; then
 fi
 
 domains=(garr geant internet2)
-declare -A api=([garr]=50561 [geant]=50562 [internet2]=50563)
-declare -A fed=([garr]=50571 [geant]=50572 [internet2]=50573)
+declare -A api=([garr]=14561 [geant]=14562 [internet2]=14563)
+declare -A fed=([garr]=14571 [geant]=14572 [internet2]=14573)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-federation.XXXXXX")
 pids=()
