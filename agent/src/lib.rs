@@ -1,0 +1,18 @@
+//! The node agent's data plane: what circuits one node must carry ([`desired`]), the
+//! node's ports as the agent knows them ([`config`]), and the backends that make the
+//! data plane match: [`linux`] (network namespaces, VXLAN labels, bridges as
+//! cross-connects, HTB egress queues, driven through `ip` and `tc`) and [`mock`] (for
+//! unit tests of the layers above only).
+//!
+//! The Linux backend is split into a pure planner (what the current state, read from
+//! `ip`/`tc`, lacks or has too much of, as command lines) and an executor, so the plan
+//! is tested without root. Applying a plan twice changes nothing: the second plan is
+//! empty.
+
+pub mod config;
+pub mod desired;
+pub mod linux;
+pub mod mock;
+
+pub use config::{AgentConfig, PortConfig};
+pub use desired::{CircuitEnd, Desired, NodeCircuit};
