@@ -10,6 +10,11 @@
 //!   reserved rate (ceil = rate, so it gets no more) and priority 0, chosen by a u32
 //!   filter on its VNI (preference = label); best-effort traffic falls into `1:fffe`
 //!   (priority 7), which gets what is left and may borrow up to the line rate.
+//! - **Rates**: a circuit's booked rate is what it carries as IP packets. HTB counts the
+//!   frames on the wire, which VXLAN makes 64 bytes longer (inner Ethernet, VXLAN, UDP,
+//!   IP, outer Ethernet) than the IP packet inside: a full-size packet of 1450 bytes (the
+//!   inner MTU over a 1500-byte link) leaves as 1514. The class rate is scaled by that
+//!   ratio, so full-size traffic gets exactly its booking.
 //!
 //! [`plan`] compares what the node must carry with what `ip`/`tc` report and returns the
 //! command lines that close the gap, touching nothing that is already right and only
@@ -135,13 +140,19 @@ fn ours(name: &str) -> bool {
     })
 }
 
-fn bits(mbps: Mbps) -> u64 {
-    mbps.0 * 1_000_000
+/// A full-size IP packet inside a circuit, and the frame it leaves as (see the module
+/// documentation).
+const INNER_IP_BYTES: u64 = 1450;
+const OUTER_FRAME_BYTES: u64 = 1514;
+
+/// The HTB rate (kbit/s) that carries `booked` of IP packets in full-size VXLAN frames.
+pub fn wire_kbit(booked: Mbps) -> u64 {
+    (booked.0 * 1000 * OUTER_FRAME_BYTES).div_ceil(INNER_IP_BYTES)
 }
 
 struct WantClass {
-    rate: Mbps,
-    ceil: Mbps,
+    rate_kbit: u64,
+    ceil_kbit: u64,
     prio: u32,
 }
 
@@ -157,6 +168,7 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
     let mut links: BTreeMap<String, Link> = BTreeMap::new();
     let mut users: BTreeMap<(usize, u32), &str> = BTreeMap::new();
     let mut reserved: Vec<u64> = vec![0; cfg.ports.len()];
+    let mut on_wire: Vec<u64> = vec![0; cfg.ports.len()];
     let mut want: Vec<WantPort> = cfg
         .ports
         .iter()
@@ -222,13 +234,14 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
             want[pi].classes.insert(
                 minor,
                 WantClass {
-                    rate,
-                    ceil: rate,
+                    rate_kbit: wire_kbit(rate),
+                    ceil_kbit: wire_kbit(rate),
                     prio: 0,
                 },
             );
             want[pi].filters.insert(label, minor);
             reserved[pi] += rate.0;
+            on_wire[pi] += wire_kbit(rate);
         }
     }
     for (pi, p) in cfg.ports.iter().enumerate() {
@@ -239,19 +252,20 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
                 capacity: p.capacity.0,
             });
         }
+        let line = p.capacity.0 * 1000;
         want[pi].classes.insert(
             1,
             WantClass {
-                rate: p.capacity,
-                ceil: p.capacity,
+                rate_kbit: line,
+                ceil_kbit: line,
                 prio: 0,
             },
         );
         want[pi].classes.insert(
             BEST_EFFORT,
             WantClass {
-                rate: Mbps((p.capacity.0 - reserved[pi]).max(1)),
-                ceil: p.capacity,
+                rate_kbit: line.saturating_sub(on_wire[pi]).max(1000),
+                ceil_kbit: line,
                 prio: 7,
             },
         );
@@ -290,15 +304,17 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
         };
         for (minor, wc) in &w.classes {
             let same = classes.get(minor).is_some_and(|c| {
-                c.rate_bps == bits(wc.rate) && c.ceil_bps == bits(wc.ceil) && c.prio == wc.prio
+                c.rate_bps == wc.rate_kbit * 1000
+                    && c.ceil_bps == wc.ceil_kbit * 1000
+                    && c.prio == wc.prio
             });
             if same {
                 continue;
             }
             let parent = if *minor == 1 { "1:" } else { "1:1" };
             out.tc_add.push(format!(
-                "class replace dev {dev} parent {parent} classid 1:{minor:x} htb rate {}mbit ceil {}mbit prio {} quantum 1514",
-                wc.rate.0, wc.ceil.0, wc.prio
+                "class replace dev {dev} parent {parent} classid 1:{minor:x} htb rate {}kbit ceil {}kbit prio {} quantum 1514",
+                wc.rate_kbit, wc.ceil_kbit, wc.prio
             ));
         }
         let filters = if have.htb_root {

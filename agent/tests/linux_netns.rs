@@ -2,67 +2,15 @@
 //! removes, also on failure) stands for a router with three ports. Needs root (CI runs
 //! as root); without it the test says so and checks nothing else.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use sluice_agent::linux::{BEST_EFFORT, LinuxNode};
-use sluice_agent::{AgentConfig, CircuitEnd, Desired, NodeCircuit, PortConfig};
+use common::{Netns, circuit, is_root};
+use sluice_agent::linux::{BEST_EFFORT, LinuxNode, wire_kbit};
+use sluice_agent::{AgentConfig, Desired, PortConfig};
 use sluice_model::Mbps;
-
-/// A namespace that is deleted when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("sluice-t{}-{tag}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
-        Netns(name)
-    }
-
-    fn ip(&self, args: &str) {
-        let ok = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args.split_whitespace())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip -n {} {args}", self.0);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn circuit(id: &str, a: (&str, u32), z: (&str, u32), az: u64, za: u64) -> NodeCircuit {
-    NodeCircuit {
-        id: id.into(),
-        a: CircuitEnd {
-            port: a.0.into(),
-            label: a.1,
-        },
-        z: CircuitEnd {
-            port: z.0.into(),
-            label: z.1,
-        },
-        rate_az: Mbps(az),
-        rate_za: Mbps(za),
-    }
-}
 
 #[test]
 fn a_router_namespace_converges_idempotently_and_is_left_clean() {
@@ -105,11 +53,16 @@ fn a_router_namespace_converges_idempotently_and_is_left_clean() {
     assert!(!done.is_empty());
     let cur = node.read(&cfg).unwrap();
     assert_eq!(cur.links["vx1.3001"].master.as_deref(), Some("xc0.150"));
+    // Rates on the wire: full-size VXLAN frames carry the booked IP rate.
+    let wire = |mbps| wire_kbit(Mbps(mbps)) * 1000;
     assert_eq!(
         cur.ports["p1"].classes[&(0x1000 + 3001)].rate_bps,
-        200_000_000
+        wire(200)
     );
-    assert_eq!(cur.ports["p1"].classes[&BEST_EFFORT].rate_bps, 800_000_000);
+    assert_eq!(
+        cur.ports["p1"].classes[&BEST_EFFORT].rate_bps,
+        1_000_000_000 - wire(200)
+    );
     // Applying twice changes nothing.
     assert!(node.converge(&cfg, &desired).unwrap().is_empty());
 
@@ -133,7 +86,7 @@ fn a_router_namespace_converges_idempotently_and_is_left_clean() {
     assert!(!cur.links.contains_key("xc0.151"));
     assert_eq!(
         cur.ports["p1"].classes[&(0x1000 + 3001)].rate_bps,
-        250_000_000
+        wire(250)
     );
 
     // Nothing wanted: nothing of any circuit is left.

@@ -171,23 +171,27 @@ fn an_empty_node_gets_queues_bridges_and_labels_in_order() {
             "link set vx1.3001 master xc0.150 up",
         ]
     );
-    // A→Z (200) leaves through xe-1 (p-r2), Z→A (100) through xe-0 (p-ha); best effort
-    // gets what is left.
+    // A→Z (200) leaves through xe-1 (p-r2), Z→A (100) through xe-0 (p-ha), each at its
+    // rate on the wire (full-size VXLAN frames); best effort gets what is left.
+    assert_eq!(
+        (wire_kbit(Mbps(200)), wire_kbit(Mbps(100))),
+        (208_828, 104_414)
+    );
     let p_r2: Vec<&String> = p.tc_add.iter().filter(|l| l.contains("dev p-r2")).collect();
     assert_eq!(
         p_r2,
         [
             "qdisc replace dev p-r2 root handle 1: htb default fffe",
-            "class replace dev p-r2 parent 1: classid 1:1 htb rate 1000mbit ceil 1000mbit prio 0 quantum 1514",
-            "class replace dev p-r2 parent 1:1 classid 1:1bb9 htb rate 200mbit ceil 200mbit prio 0 quantum 1514",
-            "class replace dev p-r2 parent 1:1 classid 1:fffe htb rate 800mbit ceil 1000mbit prio 7 quantum 1514",
+            "class replace dev p-r2 parent 1: classid 1:1 htb rate 1000000kbit ceil 1000000kbit prio 0 quantum 1514",
+            "class replace dev p-r2 parent 1:1 classid 1:1bb9 htb rate 208828kbit ceil 208828kbit prio 0 quantum 1514",
+            "class replace dev p-r2 parent 1:1 classid 1:fffe htb rate 791172kbit ceil 1000000kbit prio 7 quantum 1514",
             "filter add dev p-r2 parent 1: protocol ip prio 3001 u32 match ip protocol 17 0xff match ip dport 4789 0xffff match u32 0x000bb900 0xffffff00 at 32 flowid 1:1bb9",
         ]
     );
     assert!(
         p.tc_add
             .iter()
-            .any(|l| l.contains("dev p-ha") && l.contains("classid 1:1096 htb rate 100mbit"))
+            .any(|l| l.contains("dev p-ha") && l.contains("classid 1:1096 htb rate 104414kbit"))
     );
     // The third port has only its queues.
     assert_eq!(
@@ -242,7 +246,7 @@ fn applying_twice_changes_nothing_and_a_change_touches_only_what_changed() {
     assert!(
         p.tc_add
             .iter()
-            .any(|l| l.contains("dev p-r2") && l.contains("classid 1:1bb9 htb rate 250mbit"))
+            .any(|l| l.contains("dev p-r2") && l.contains("classid 1:1bb9 htb rate 261035kbit"))
     );
     apply(&mut cur, &p, &cfg);
     assert!(plan(&cfg, &second, &cur).unwrap().is_empty());
