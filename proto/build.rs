@@ -7,7 +7,11 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(
-        ["sluice/v1/sluice.proto", "sluice/v1/federation.proto"],
+        [
+            "sluice/v1/sluice.proto",
+            "sluice/v1/federation.proto",
+            "sluice/v1/agent.proto",
+        ],
         ["proto"],
     )?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -1,4 +1,4 @@
-//! The node agent's data plane: what circuits one node must carry ([`desired`]), the
+//! The node agent's data plane: what circuits one node must carry (`sluice_model::dataplane`), the
 //! node's ports as the agent knows them ([`config`]), and the backends that make the
 //! data plane match: [`linux`] (network namespaces, VXLAN labels, bridges as
 //! cross-connects, HTB egress queues, driven through `ip` and `tc`) and [`mock`] (for
@@ -10,9 +10,10 @@
 //! empty.
 
 pub mod config;
-pub mod desired;
 pub mod linux;
 pub mod mock;
+pub mod server;
+pub mod service;
 
 pub use config::{AgentConfig, PortConfig};
-pub use desired::{CircuitEnd, Desired, NodeCircuit};
+pub use sluice_model::dataplane::{CircuitEnd, Desired, NodeCircuit};

@@ -27,7 +27,7 @@ use serde_json::Value;
 use sluice_model::Mbps;
 
 use crate::config::AgentConfig;
-use crate::desired::Desired;
+use sluice_model::dataplane::Desired;
 
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -610,6 +610,33 @@ impl LinuxNode {
             );
         }
         Ok(Current { links, ports })
+    }
+
+    /// An interface's speed in Mb/s as the kernel reports it (0 when it reports none, as
+    /// for veth) and whether it is up.
+    pub fn port_status(&self, dev: &str) -> Result<(u64, bool), ExecError> {
+        let v: Value =
+            serde_json::from_str(&self.run("ip", &["-j", "link", "show", "dev", dev], None)?)
+                .map_err(|e| ExecError::Parse(format!("ip -j link show dev {dev}: {e}")))?;
+        let up = v[0]["operstate"] == "UP"
+            || v[0]["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "LOWER_UP"));
+        let path = format!("/sys/class/net/{dev}/speed");
+        let speed = match &self.netns {
+            None => std::fs::read_to_string(&path).ok(),
+            Some(ns) => std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "cat", &path])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()),
+        };
+        let speed = speed
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(0, |s| s as u64);
+        Ok((speed, up))
     }
 
     /// Runs a plan: the removals, the links, then the additions, each as one batch.

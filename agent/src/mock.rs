@@ -2,7 +2,7 @@
 //! feature is delivered with): it keeps the last desired state it was given and counts
 //! how often it changed.
 
-use crate::desired::Desired;
+use sluice_model::dataplane::Desired;
 
 #[derive(Debug, Default)]
 pub struct MockBackend {

@@ -1,5 +1,6 @@
 //! `sluice`: run an IDC (`serve`), and book, inspect and operate circuits from the shell.
 
+mod agent;
 mod bench;
 mod bench_federation;
 mod bench_series;
@@ -52,6 +53,8 @@ struct Cli {
 enum Cmd {
     /// Run the IDC: gRPC API, scheduler, SQLite store in the data directory.
     Serve(ServeArgs),
+    /// Run a node agent: make this node's data plane carry the circuits its IDC sends.
+    Agent(agent::AgentArgs),
     /// Apply pending database migrations and exit.
     Migrate {
         #[arg(long, default_value = "sluice-data")]
@@ -332,6 +335,7 @@ fn main() -> ExitCode {
     let json_out = cli.json;
     let result = match cli.cmd {
         Cmd::Serve(args) => return serve(args),
+        Cmd::Agent(args) => return agent::run(args),
         Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
         Cmd::Migrate { data_dir } => migrate(&data_dir),
         Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
@@ -666,7 +670,7 @@ async fn run_client(
                 text: series::calendar_human(&avail, &circuits, tz, from),
             }
         }
-        Cmd::Serve(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Certs(_) => {
+        Cmd::Serve(_) | Cmd::Agent(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Certs(_) => {
             unreachable!("handled before connecting")
         }
     };
@@ -816,17 +820,22 @@ fn check_topology_file(path: &std::path::Path) -> Result<Option<Out>, Error> {
     }))
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+/// Logs to stderr, `RUST_LOG` or info.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match args.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
     let (topology, topology_name) = match &args.topology {
         Some(path) => match sluice_idc::topology_file::load(path) {
             Ok(t) => (t, path.display().to_string()),

@@ -1046,3 +1046,68 @@ fn certs_makes_a_ca_once_and_a_certificate_per_domain() {
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["error"]["field"], "domains");
 }
+
+#[tokio::test]
+async fn an_agent_starts_from_its_file_and_takes_a_desired_state() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(
+        &file,
+        "node = \"houston\"\n[[port]]\nname = \"xe-0/0/0\"\ndev = \"p0\"\ncapacity_mbps = 10000\nlocal = \"10.0.0.1\"\nremote = \"10.0.0.2\"\n\
+         [[port]]\nname = \"et-1/0/0\"\ndev = \"p1\"\ncapacity_mbps = 100000\nlocal = \"10.1.0.1\"\nremote = \"10.1.0.2\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(SLUICE)
+        .args(["agent", "--mock", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains("agent for node houston (backend mock)"),
+        "{line}"
+    );
+    let addr = line.rsplit(' ').next().unwrap().trim().to_string();
+    let mut c = sluice_proto::v1::agent_client::AgentClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let s = c
+        .apply(sluice_proto::v1::DesiredState {
+            node: "houston".into(),
+            version: 1,
+            circuits: vec![sluice_proto::v1::NodeCircuit {
+                id: "internet2-1".into(),
+                a_port: "xe-0/0/0".into(),
+                a_label: 150,
+                z_port: "et-1/0/0".into(),
+                z_label: 150,
+                rate_az_mbps: 1000,
+                rate_za_mbps: 1000,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (s.version, s.circuits.len(), s.backend.as_str()),
+        (1, 1, "mock")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A bad file is refused plainly.
+    std::fs::write(&file, "node = \"houston\"\n[[port]]\nname = \"x\"\n").unwrap();
+    let out = Command::new(SLUICE)
+        .args(["agent", "--mock", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad agent file"));
+}

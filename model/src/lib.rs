@@ -5,6 +5,7 @@
 //! format. Times are passed in; conversions to protobuf or SQL live in `proto` and `idc`.
 
 pub mod circuit;
+pub mod dataplane;
 pub mod error;
 pub mod recurrence;
 pub mod reservation;

@@ -5,6 +5,7 @@
 //! fails names the field at fault. The mapping of error codes onto gRPC status codes is
 //! in [`status`].
 
+pub mod agent;
 pub mod convert;
 pub mod federation;
 pub mod status;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::PortConfig;
-use crate::desired::{CircuitEnd, NodeCircuit};
+use sluice_model::dataplane::{CircuitEnd, NodeCircuit};
 
 fn cfg() -> AgentConfig {
     let port = |name: &str, dev: &str, n: u8| PortConfig {

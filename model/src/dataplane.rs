@@ -2,7 +2,7 @@
 //! its ports with a label on each, and a reserved rate each way. Sent whole by the IDC
 //! with a version; the agent makes the data plane match it.
 
-use sluice_model::Mbps;
+use crate::units::Mbps;
 
 /// One end of a circuit on this node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

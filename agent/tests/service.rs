@@ -1,0 +1,121 @@
+//! The agent's gRPC service on `127.0.0.1:0`, as the IDC calls it: with the mock backend
+//! (no root needed), and with the Linux backend in a namespace the test makes (root).
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use common::{Netns, circuit, is_root};
+use sluice_agent::linux::LinuxNode;
+use sluice_agent::mock::MockBackend;
+use sluice_agent::service::AgentService;
+use sluice_agent::{AgentConfig, Desired, PortConfig};
+use sluice_model::{ErrorCode, Mbps};
+use sluice_proto::status::from_status;
+use sluice_proto::v1;
+use sluice_proto::v1::agent_client::AgentClient;
+
+fn cfg(netns: Option<String>) -> AgentConfig {
+    let port = |name: &str, dev: &str, n: u8| PortConfig {
+        name: name.into(),
+        dev: dev.into(),
+        capacity: Mbps(1000),
+        local: Ipv4Addr::new(10, n, 0, 1),
+        remote: Ipv4Addr::new(10, n, 0, 2),
+    };
+    AgentConfig {
+        node: "r1".into(),
+        netns,
+        ports: vec![port("xe-0", "p0", 0), port("xe-1", "p1", 1)],
+    }
+}
+
+fn state(version: u64, circuits: Vec<sluice_agent::NodeCircuit>) -> v1::DesiredState {
+    sluice_proto::agent::desired("r1", &Desired { version, circuits })
+}
+
+#[tokio::test]
+async fn applies_whole_states_idempotently_ignores_old_ones_and_refuses_another_nodes() {
+    let backend = Arc::new(Mutex::new(MockBackend::default()));
+    let svc = AgentService::new(cfg(None), backend.clone());
+    let agent = sluice_agent::server::start("127.0.0.1:0".parse().unwrap(), None, svc)
+        .await
+        .unwrap();
+    let mut c = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .unwrap();
+    let one = vec![circuit("c1", ("xe-0", 150), ("xe-1", 151), 200, 200)];
+    let s = c.apply(state(1, one.clone())).await.unwrap().into_inner();
+    assert_eq!((s.version, s.backend.as_str(), s.changes), (1, "mock", 1));
+    assert_eq!(s.circuits.len(), 1);
+    // The same state again: nothing changes.
+    let s = c.apply(state(2, one.clone())).await.unwrap().into_inner();
+    assert_eq!((s.version, s.changes), (2, 0));
+    // An older version arriving late is ignored.
+    let s = c.apply(state(1, vec![])).await.unwrap().into_inner();
+    assert_eq!((s.version, s.circuits.len()), (2, 1));
+    assert_eq!(backend.lock().unwrap().applied.circuits.len(), 1);
+    // Another node's state is refused, naming the field.
+    let mut other = state(3, vec![]);
+    other.node = "r2".into();
+    let e = from_status(&c.apply(other).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::InvalidParameter, Some("node"))
+    );
+    // A backend failure is reported, and the previous state stays applied.
+    backend.lock().unwrap().fail_next = Some("ip: boom".into());
+    let s = c.apply(state(4, vec![])).await.unwrap().into_inner();
+    assert_eq!((s.version, s.error.as_str()), (2, "ip: boom"));
+    let ports = c
+        .ports(v1::AgentPortsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = ports.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["xe-0", "xe-1"]);
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_linux_backend_through_grpc_reports_each_circuits_counters() {
+    if !is_root() {
+        eprintln!("skipped: creating network namespaces needs root (CI runs as root)");
+        return;
+    }
+    let ns = Netns::new("svc");
+    for i in 0..2 {
+        ns.ip(&format!("link add p{i} type veth peer name q{i}"));
+        ns.ip(&format!("addr add 10.{i}.0.1/30 dev p{i}"));
+        ns.ip(&format!("link set p{i} up"));
+        ns.ip(&format!("link set q{i} up"));
+    }
+    let svc = AgentService::new(
+        cfg(Some(ns.0.clone())),
+        Arc::new(LinuxNode::new(Some(ns.0.clone()))),
+    );
+    let agent = sluice_agent::server::start("127.0.0.1:0".parse().unwrap(), None, svc)
+        .await
+        .unwrap();
+    let mut c = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .unwrap();
+    let one = vec![circuit("c1", ("xe-0", 150), ("xe-1", 151), 200, 100)];
+    let s = c.apply(state(1, one.clone())).await.unwrap().into_inner();
+    assert_eq!(s.backend, "linux-vxlan");
+    assert!(s.changes > 0 && s.error.is_empty(), "{s:?}");
+    assert_eq!(s.circuits[0].id, "c1");
+    let again = c.apply(state(2, one)).await.unwrap().into_inner();
+    assert_eq!(again.changes, 0, "applying twice changes nothing");
+    let ports = c
+        .ports(v1::AgentPortsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ports.ports.iter().all(|p| p.up), "{ports:?}");
+    // Empty: the node is left with no circuit.
+    let s = c.apply(state(3, vec![])).await.unwrap().into_inner();
+    assert!(s.circuits.is_empty() && s.error.is_empty());
+    agent.shutdown().await.unwrap();
+}
