@@ -30,3 +30,141 @@ pub struct Desired {
     pub version: u64,
     pub circuits: Vec<NodeCircuit>,
 }
+
+/// A reservation's circuit on each node of its path, in path order: `(node id, circuit)`.
+/// Each node cross-connects the port the circuit enters by (with the label it has on
+/// that link or end port) and the port it leaves by; A→Z is the reservation's source to
+/// destination. `None` if the path no longer matches the topology.
+pub fn node_circuits(
+    topo: &crate::Topology,
+    r: &crate::Reservation,
+) -> Option<Vec<(String, NodeCircuit)>> {
+    let src = topo.port_by_stp(&r.src.stp)?;
+    let dst = topo.port_by_stp(&r.dst.stp)?;
+    // The ports of each node along the path, entering and leaving, with their labels.
+    let mut at = topo.port(src).node;
+    let mut entering = (src, u32::from(r.src.vlan.id()));
+    let mut out = Vec::with_capacity(r.path.len() + 1);
+    let end = |port: usize, label: u32| CircuitEnd {
+        port: topo.port(port).name.clone(),
+        label,
+    };
+    for hop in &r.path {
+        let l = topo.link_by_id(&hop.link)?;
+        let link = topo.link(l);
+        let (here, there) = if topo.port(link.a).node == at {
+            (link.a, link.b)
+        } else if topo.port(link.b).node == at {
+            (link.b, link.a)
+        } else {
+            return None;
+        };
+        let label = u32::from(hop.vlan.unwrap_or(r.src.vlan).id());
+        out.push((
+            topo.node(at).id.clone(),
+            NodeCircuit {
+                id: r.id.clone(),
+                a: end(entering.0, entering.1),
+                z: end(here, label),
+                rate_az: r.bw,
+                rate_za: r.bw_reverse,
+            },
+        ));
+        at = topo.port(there).node;
+        entering = (there, label);
+    }
+    if topo.port(dst).node != at {
+        return None;
+    }
+    out.push((
+        topo.node(at).id.clone(),
+        NodeCircuit {
+            id: r.id.clone(),
+            a: end(entering.0, entering.1),
+            z: end(dst, u32::from(r.dst.vlan.id())),
+            rate_az: r.bw,
+            rate_za: r.bw_reverse,
+        },
+    ));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::topology::fixture;
+    use crate::{Criteria, Ero, PathHop, Reservation, StpRequest, TimeWindow, Vlan};
+
+    fn reservation(src: &str, dst: &str, hops: &[(&str, &str, &str, u16)]) -> Reservation {
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let c = Criteria {
+            src: StpRequest::parse(src).unwrap(),
+            dst: StpRequest::parse(dst).unwrap(),
+            bw: Mbps(200),
+            bw_reverse: Some(Mbps(50)),
+            window: TimeWindow::new(t(100), t(200)).unwrap(),
+            ero: Ero::default(),
+            description: String::new(),
+            auto_provision: true,
+        };
+        let v = |n| Vlan::new(n).unwrap();
+        let path = hops
+            .iter()
+            .map(|(link, from, to, vlan)| PathHop {
+                link: link.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                vlan: Some(v(*vlan)),
+            })
+            .collect();
+        Reservation::held(
+            "r1".into(),
+            "u".into(),
+            &c,
+            v(110),
+            v(120),
+            path,
+            t(0),
+            chrono::TimeDelta::seconds(60),
+        )
+        .0
+    }
+
+    fn ends(c: &NodeCircuit) -> (String, u32, String, u32) {
+        (c.a.port.clone(), c.a.label, c.z.port.clone(), c.z.label)
+    }
+
+    #[test]
+    fn each_node_cross_connects_the_ports_it_is_entered_and_left_by() {
+        let topo = fixture::from_links("d", &[("a", "b", 1000, 1), ("b", "c", 1000, 1)], 1000);
+        // a → b → c, VLAN 150 on a-b and 160 on b-c (b translates).
+        let r = reservation(
+            "d:a:p0",
+            "d:c:p0",
+            &[("a-b", "a", "b", 150), ("b-c", "b", "c", 160)],
+        );
+        let got = node_circuits(&topo, &r).unwrap();
+        let nodes: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(nodes, ["a", "b", "c"]);
+        assert_eq!(ends(&got[0].1), ("p0".into(), 110, "to-b".into(), 150));
+        assert_eq!(ends(&got[1].1), ("to-a".into(), 150, "to-c".into(), 160));
+        assert_eq!(ends(&got[2].1), ("to-b".into(), 160, "p0".into(), 120));
+        assert!(
+            got.iter()
+                .all(|(_, c)| c.rate_az == Mbps(200) && c.rate_za == Mbps(50))
+        );
+        // Crossed the other way: c → b → a.
+        let r = reservation(
+            "d:c:p0",
+            "d:a:p0",
+            &[("b-c", "c", "b", 160), ("a-b", "b", "a", 150)],
+        );
+        let got = node_circuits(&topo, &r).unwrap();
+        assert_eq!(ends(&got[1].1), ("to-c".into(), 160, "to-a".into(), 150));
+        // A path that no longer fits the topology gives nothing.
+        let r = reservation("d:a:p0", "d:c:p0", &[("b-c", "b", "c", 160)]);
+        assert!(node_circuits(&topo, &r).is_none());
+    }
+}
