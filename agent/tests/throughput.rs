@@ -1,5 +1,5 @@
 //! What the Linux backend delivers, measured with iperf3 on a real kernel: two hosts and
-//! two virtual routers as network namespaces, 1 Gb/s links (HTB at each router's egress),
+//! two virtual routers as network namespaces, 500 Mb/s links (HTB at each router's egress),
 //! a 200 Mb/s circuit host A → host B configured on both routers by the agent's backend,
 //! and best-effort traffic flooding the same links. Needs root and iperf3 (CI installs
 //! it); without them the test says so and checks nothing else. Every namespace is removed
@@ -23,7 +23,9 @@ use sluice_agent::{AgentConfig, Desired, PortConfig};
 use sluice_model::Mbps;
 
 const CIRCUIT_MBPS: u64 = 200;
-const LINK_MBPS: u64 = 1000;
+/// The links' capacity: low enough that a UDP flood saturates it even on a busy 2-core
+/// machine (at 1 Gb/s the sender itself ran short of CPU under load).
+const LINK_MBPS: u64 = 500;
 
 fn has_iperf3() -> bool {
     Command::new("iperf3").arg("--version").output().is_ok()
@@ -198,9 +200,9 @@ fn a_reserved_circuit_keeps_its_rate_under_a_best_effort_flood_and_no_more() {
         "circuit {CIRCUIT_MBPS} Mb/s: alone {alone:.1}, under a best-effort flood {flooded:.1} \
          (the flood got {best_effort:.1} meanwhile), sending 400 Mb/s {over:.1}"
     );
-    // The flood was real: it took what the circuit left of the 1 Gb/s links.
+    // The flood was real: it took (at least most of) what the circuit left of the links.
     assert!(
-        best_effort > 500.0,
+        best_effort > 0.4 * LINK_MBPS as f64,
         "best effort only got {best_effort:.1} Mb/s"
     );
     assert!(

@@ -662,6 +662,42 @@ struct Tick {
     failed: usize,
 }
 
+/// A reservation loaded (under the writer) for a new version: its due timers run, the
+/// modification allowed, and the version's rates and window worked out.
+struct NewVersion {
+    r: Reservation,
+    changes: Vec<Change>,
+    bw: Mbps,
+    bw_reverse: Mbps,
+    window: TimeWindow,
+}
+
+impl NewVersion {
+    fn load(
+        writer: &mut crate::store::Writer<'_>,
+        id: &str,
+        (bw, bw_reverse): (Option<Mbps>, Option<Mbps>),
+        (start, end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        now: DateTime<Utc>,
+    ) -> Result<NewVersion, Error> {
+        let mut r = writer
+            .load(id)
+            .map_err(store_error)?
+            .ok_or_else(|| Error::not_found(id))?;
+        let changes = sluice_scheduler::run_due(&mut r, now);
+        r.check_modifiable(now)?;
+        let (bw, bw_reverse) = new_rates(&r, bw, bw_reverse);
+        let window = new_window(&r, start, end, now)?;
+        Ok(NewVersion {
+            r,
+            changes,
+            bw,
+            bw_reverse,
+            window,
+        })
+    }
+}
+
 /// The window of a new version: a start can move only before it has come, and not
 /// into the past; the end must lie ahead.
 fn new_window(
@@ -968,14 +1004,13 @@ impl Inner {
     ) -> Result<Reservation, Error> {
         let mut writer = self.store.writer();
         let now = self.clock.now();
-        let mut r = writer
-            .load(id)
-            .map_err(store_error)?
-            .ok_or_else(|| Error::not_found(id))?;
-        let mut changes = sluice_scheduler::run_due(&mut r, now);
-        r.check_modifiable(now)?;
-        let (new_bw, new_rev) = new_rates(&r, bw, bw_reverse);
-        let window = new_window(&r, start, end, now)?;
+        let NewVersion {
+            mut r,
+            mut changes,
+            bw: new_bw,
+            bw_reverse: new_rev,
+            window,
+        } = NewVersion::load(&mut writer, id, (bw, bw_reverse), (start, end), now)?;
         let (plan, req) = self.new_version_request(&r, new_bw, new_rev, window)?;
         sluice_pce::check_plan(&self.read_index(), &plan, &req, now)?;
         changes.extend(r.apply_version(new_bw, new_rev, window, now)?);

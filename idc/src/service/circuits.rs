@@ -243,14 +243,13 @@ impl Idc {
         let inner = &self.inner;
         let mut writer = inner.store.writer();
         let now = inner.clock.now();
-        let mut r = writer
-            .load(id)
-            .map_err(store_error)?
-            .ok_or_else(|| Error::not_found(id))?;
-        let mut changes = sluice_scheduler::run_due(&mut r, now);
-        r.check_modifiable(now)?;
-        let (new_bw, new_rev) = super::new_rates(&r, bw, bw_reverse);
-        let window = super::new_window(&r, start, end, now)?;
+        let super::NewVersion {
+            mut r,
+            mut changes,
+            bw: new_bw,
+            bw_reverse: new_rev,
+            window,
+        } = super::NewVersion::load(&mut writer, id, (bw, bw_reverse), (start, end), now)?;
         changes.extend(r.apply_version(new_bw, new_rev, window, now)?);
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer
