@@ -144,6 +144,9 @@ struct ServeArgs {
     /// TLS, certificates, peers and their policy; see deploy/federation/).
     #[arg(long)]
     federation: Option<PathBuf>,
+    /// Drive node agents: the file naming each node's agent (see idc/src/agents.rs).
+    #[arg(long)]
+    agents: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -861,6 +864,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
     };
+    let agents = match &args.agents {
+        None => None,
+        Some(path) => match sluice_idc::agents::AgentsConfig::load(path) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: bad agents file: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -872,6 +885,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             topology: Arc::new(topology),
             hold_timeout: args.hold_timeout,
             federation,
+            agents,
         };
         let nodes = opts.topology.nodes().len();
         let links = opts.topology.links().len();

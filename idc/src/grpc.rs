@@ -14,6 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use crate::agents::AgentDriver;
 use crate::federation::{Federation, Op};
 use crate::service::{Idc, ListQuery};
 use crate::store::EventRecord;
@@ -24,6 +25,8 @@ pub struct Api {
     stop: Option<watch::Receiver<bool>>,
     /// Set when this IDC is federated: circuits across domains go through it.
     fed: Option<Federation>,
+    /// Set when this IDC drives node agents.
+    agents: Option<AgentDriver>,
 }
 
 impl Api {
@@ -32,7 +35,13 @@ impl Api {
             idc,
             stop: None,
             fed: None,
+            agents: None,
         }
+    }
+
+    pub fn driving(mut self, agents: AgentDriver) -> Api {
+        self.agents = Some(agents);
+        self
     }
 
     pub fn federated(mut self, fed: Federation) -> Api {
@@ -62,14 +71,20 @@ impl Api {
             let fed = fed.clone();
             return circuit_reply(detached(async move { fed.transition(&id, op).await }).await);
         }
-        reply(match op {
+        let r = match op {
             Op::Commit => self.idc.commit(&id).await,
             Op::Abort => self.idc.abort(&id).await,
             Op::Provision => self.idc.provision(&id).await,
             Op::Release => self.idc.release(&id).await,
             Op::Terminate => self.idc.terminate(&id).await,
             Op::Query => self.idc.get(&id).await,
-        })
+        };
+        let mut reply = reply(r)?;
+        if let (Some(agents), Op::Query) = (&self.agents, op) {
+            let r = self.idc.get(&id).await.map_err(|e| to_status(&e))?;
+            reply.get_mut().data_plane = convert::data_plane(&agents.data_plane_of(&r));
+        }
+        Ok(reply)
     }
 
     /// Ends open Watch streams once `stop` turns true. A watch has no end of its own, so

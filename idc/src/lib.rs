@@ -4,6 +4,7 @@
 //! **Architecture invariant:** only this crate knows SQL (in [`store`]); the pure crates
 //! (`pce`, `scheduler`, `stitching`) are called, never the other way round.
 
+pub mod agents;
 pub mod clock;
 pub mod federation;
 pub mod grpc;

@@ -16,6 +16,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
+use crate::agents::{AgentDriver, AgentsConfig};
 use crate::clock::Clock;
 use crate::federation::{Federation, FederationApi, FederationSetup};
 use crate::grpc::Api;
@@ -30,6 +31,8 @@ pub struct ServerOptions {
     pub hold_timeout: TimeDelta,
     /// Meet other domains' IDCs (a second, mutual-TLS listener).
     pub federation: Option<FederationSetup>,
+    /// Drive these nodes' agents.
+    pub agents: Option<AgentsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,12 @@ pub async fn start(
     let mut api = Api::new(idc.clone()).stop_on(stop_rx.clone());
     let mut background = Vec::new();
     let mut federation = None;
+    if let Some(cfg) = &opts.agents {
+        let driver = AgentDriver::new(idc.clone(), cfg.clone());
+        api = api.driving(driver.clone());
+        background.push(tokio::spawn(driver.run(stop_rx.clone())));
+        info!(agents = cfg.agents.len(), "driving node agents");
+    }
     if let Some(setup) = &opts.federation {
         let bind_error = |source| StartError::Bind {
             addr: setup.listen,

@@ -289,7 +289,20 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
         occurrence: r.series.as_ref().map_or(0, |s| s.occurrence),
         missed: r.missed,
         segments: Vec::new(),
+        data_plane: Vec::new(),
     }
+}
+
+/// Per node: whether its agent has the circuit, and why not.
+pub fn data_plane(nodes: &[(String, bool, String)]) -> Vec<v1::NodeDataPlane> {
+    nodes
+        .iter()
+        .map(|(node, applied, error)| v1::NodeDataPlane {
+            node: node.clone(),
+            applied: *applied,
+            error: error.clone(),
+        })
+        .collect()
 }
 
 /// What a modify asks for: new A→Z and Z→A rates, start and end, each absent to keep.

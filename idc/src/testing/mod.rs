@@ -24,6 +24,7 @@ pub struct TestIdc {
     topology: Arc<Topology>,
     hold_timeout: TimeDelta,
     federation: Option<FederationSetup>,
+    agents: Option<crate::agents::AgentsConfig>,
 }
 
 pub struct TestIdcBuilder {
@@ -31,6 +32,7 @@ pub struct TestIdcBuilder {
     clock: Option<ManualClock>,
     hold_timeout: TimeDelta,
     federation: Option<FederationSetup>,
+    agents: Option<crate::agents::AgentsConfig>,
 }
 
 impl TestIdc {
@@ -41,6 +43,7 @@ impl TestIdc {
             clock: None,
             hold_timeout: crate::service::DEFAULT_HOLD_TIMEOUT,
             federation: None,
+            agents: None,
         }
     }
 
@@ -79,6 +82,7 @@ impl TestIdc {
                     topology: self.topology.clone(),
                     hold_timeout: self.hold_timeout,
                     federation: self.federation.clone(),
+                    agents: self.agents.clone(),
                 },
                 clock,
             )
@@ -116,6 +120,12 @@ impl TestIdcBuilder {
         self
     }
 
+    /// Drive these node agents.
+    pub fn agents(mut self, a: crate::agents::AgentsConfig) -> Self {
+        self.agents = Some(a);
+        self
+    }
+
     pub async fn start(self) -> TestIdc {
         let mut idc = TestIdc {
             server: None,
@@ -124,6 +134,7 @@ impl TestIdcBuilder {
             topology: self.topology,
             hold_timeout: self.hold_timeout,
             federation: self.federation,
+            agents: self.agents,
         };
         idc.restart().await;
         idc

@@ -1,0 +1,331 @@
+//! Driving the node agents: the IDC works out, from the reservations whose data plane
+//! is active, the whole desired set of circuits of every node, and sends each node's
+//! agent its set whenever it changes (a circuit goes up or down), at start (so a
+//! restarted IDC reconciles every agent) and, for agents that failed, every few seconds
+//! until they take it (so an agent that was down is caught up when it returns).
+//!
+//! The agents file (`sluice serve --agents F`):
+//!
+//! ```toml
+//! # For https:// agents: the CA that signs them, and the IDC's own certificate.
+//! ca = "certs/ca.pem"
+//! cert = "certs/internet2.pem"
+//! key = "certs/internet2.key"
+//!
+//! [[agent]]
+//! node = "houston"
+//! url = "https://127.0.0.1:50552"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_model::Machine;
+use sluice_model::dataplane::{Desired, node_circuits};
+use sluice_proto::v1::agent_client::AgentClient;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::Idc;
+use crate::federation::tls::{TlsFiles, TlsMaterial};
+use crate::service::ListQuery;
+
+/// How often agents that failed are tried again.
+pub const RETRY: Duration = Duration::from_secs(2);
+/// How long one agent call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct AgentsConfig {
+    /// Node id → the agent's URL.
+    pub agents: BTreeMap<String, String>,
+    /// For https:// agents.
+    pub tls: Option<TlsMaterial>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    ca: Option<std::path::PathBuf>,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    agent: Vec<AgentFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    node: String,
+    url: String,
+}
+
+impl AgentsConfig {
+    pub fn load(path: &Path) -> Result<AgentsConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let f: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut agents = BTreeMap::new();
+        for (i, a) in f.agent.into_iter().enumerate() {
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                return Err(format!(
+                    "agent[{i}].url: {:?} is not http:// or https://",
+                    a.url
+                ));
+            }
+            if agents.insert(a.node.clone(), a.url).is_some() {
+                return Err(format!("agent[{i}]: node {} is listed twice", a.node));
+            }
+        }
+        let tls = match (f.ca, f.cert, f.key) {
+            (Some(ca), Some(cert), Some(key)) => Some(
+                TlsFiles {
+                    ca: base.join(ca),
+                    cert: base.join(cert),
+                    key: base.join(key),
+                }
+                .load()
+                .map_err(|e| e.to_string())?,
+            ),
+            (None, None, None) => None,
+            _ => return Err("ca, cert and key go together".into()),
+        };
+        if tls.is_none() && agents.values().any(|u| u.starts_with("https://")) {
+            return Err("https:// agents need ca, cert and key".into());
+        }
+        Ok(AgentsConfig { agents, tls })
+    }
+}
+
+/// What a node's agent last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The version it applied last (0: none yet).
+    pub applied: u64,
+    /// Why the last send failed, if it did.
+    pub error: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct AgentDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    idc: Idc,
+    cfg: AgentsConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Per node: what was last taken by its agent.
+    sent: Mutex<HashMap<String, Desired>>,
+    status: Mutex<BTreeMap<String, NodeStatus>>,
+    version: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AgentDriver {
+    pub fn new(idc: Idc, cfg: AgentsConfig) -> AgentDriver {
+        AgentDriver {
+            inner: Arc::new(Inner {
+                idc,
+                cfg,
+                channels: Mutex::new(HashMap::new()),
+                sent: Mutex::new(HashMap::new()),
+                status: Mutex::new(BTreeMap::new()),
+                version: Mutex::new(0),
+            }),
+        }
+    }
+
+    /// Every node's circuits now: those of the reservations whose data plane is active.
+    async fn desired_by_node(&self) -> Result<BTreeMap<String, Desired>, sluice_model::Error> {
+        let (active, _) = self
+            .inner
+            .idc
+            .list(ListQuery {
+                states: vec!["active".into()],
+                limit: Some(usize::MAX),
+                ..ListQuery::default()
+            })
+            .await?;
+        let topo = self.inner.idc.topology();
+        let mut out: BTreeMap<String, Desired> = BTreeMap::new();
+        for r in &active {
+            let Some(hops) = node_circuits(topo, r) else {
+                // Circuits across domains: their segments here are reservations of their own.
+                continue;
+            };
+            for (node, c) in hops {
+                out.entry(node).or_default().circuits.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_version(&self) -> u64 {
+        let mut v = lock(&self.inner.version);
+        let now = self.inner.idc.now().timestamp_millis().max(0) as u64;
+        *v = (*v + 1).max(now);
+        *v
+    }
+
+    fn client(&self, node: &str, url: &str) -> Result<AgentClient<Channel>, String> {
+        let mut channels = lock(&self.inner.channels);
+        if let Some(ch) = channels.get(node) {
+            return Ok(AgentClient::new(ch.clone()));
+        }
+        let mut ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("bad address {url:?}: {e}"))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT);
+        if let Some(tls) = &self.inner.cfg.tls {
+            ep = ep
+                .tls_config(tls.client(node))
+                .map_err(|e| format!("TLS settings: {e}"))?;
+        }
+        let ch = ep.connect_lazy();
+        channels.insert(node.to_string(), ch.clone());
+        Ok(AgentClient::new(ch))
+    }
+
+    /// Sends each agent its node's set if it changed since the agent last took one, or
+    /// if the agent failed last time.
+    pub async fn sync(&self) {
+        let desired = match self.desired_by_node().await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "cannot work out the nodes' circuits");
+                return;
+            }
+        };
+        let mut calls = Vec::new();
+        for (node, url) in &self.inner.cfg.agents {
+            let mut want = desired.get(node).cloned().unwrap_or_default();
+            want.circuits.sort_by(|a, b| a.id.cmp(&b.id));
+            let failing = lock(&self.inner.status)
+                .get(node)
+                .is_none_or(|s| s.error.is_some());
+            let same = lock(&self.inner.sent)
+                .get(node)
+                .is_some_and(|sent| sent.circuits == want.circuits);
+            if same && !failing {
+                continue;
+            }
+            want.version = self.next_version();
+            let (driver, node, url) = (self.clone(), node.clone(), url.clone());
+            calls.push(tokio::spawn(
+                async move { driver.send(&node, &url, want).await },
+            ));
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+    }
+
+    async fn send(&self, node: &str, url: &str, want: Desired) {
+        let result = match self.client(node, url) {
+            Ok(mut client) => client
+                .apply(sluice_proto::agent::desired(node, &want))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| {
+                    lock(&self.inner.channels).remove(node);
+                    sluice_proto::status::from_status(&s).message
+                }),
+            Err(e) => Err(e),
+        };
+        let status = match result {
+            Ok(state) if state.error.is_empty() && state.version == want.version => {
+                info!(
+                    node,
+                    version = want.version,
+                    circuits = want.circuits.len(),
+                    changes = state.changes,
+                    "agent applied the node's circuits"
+                );
+                lock(&self.inner.sent).insert(node.to_string(), want);
+                NodeStatus {
+                    applied: state.version,
+                    error: None,
+                }
+            }
+            Ok(state) => NodeStatus {
+                applied: state.version,
+                error: Some(if state.error.is_empty() {
+                    format!("the agent kept version {}", state.version)
+                } else {
+                    state.error
+                }),
+            },
+            Err(e) => {
+                warn!(node, error = %e, "agent not reached; trying again");
+                NodeStatus {
+                    applied: lock(&self.inner.status).get(node).map_or(0, |s| s.applied),
+                    error: Some(e),
+                }
+            }
+        };
+        lock(&self.inner.status).insert(node.to_string(), status);
+    }
+
+    /// Per node the circuit of `r` crosses: whether its agent has it, or why not.
+    pub fn data_plane_of(&self, r: &sluice_model::Reservation) -> Vec<(String, bool, String)> {
+        let Some(hops) = node_circuits(self.inner.idc.topology(), r) else {
+            return Vec::new();
+        };
+        let sent = lock(&self.inner.sent);
+        let status = lock(&self.inner.status);
+        hops.into_iter()
+            .map(|(node, c)| {
+                let has = sent.get(&node).is_some_and(|d| d.circuits.contains(&c));
+                let error = if !self.inner.cfg.agents.contains_key(&node) {
+                    "no agent configured for this node".to_string()
+                } else {
+                    status
+                        .get(&node)
+                        .and_then(|s| s.error.clone())
+                        .unwrap_or_default()
+                };
+                (node, has, error)
+            })
+            .collect()
+    }
+
+    /// Syncs at start, at every data plane change, and every [`RETRY`] while an agent
+    /// is failing, until `stop`.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut events = self.inner.idc.subscribe();
+        loop {
+            self.sync().await;
+            let failing = lock(&self.inner.status).values().any(|s| s.error.is_some());
+            let retry = async {
+                if failing {
+                    tokio::time::sleep(RETRY).await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                e = async {
+                    loop {
+                        match events.recv().await {
+                            Ok(e) if e.change.machine == Machine::DataPlane => return true,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                            Err(_) => return false,
+                        }
+                    }
+                } => if !e { return },
+                _ = retry => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
