@@ -41,6 +41,11 @@ pub fn reservation_json(r: &v1::Reservation) -> Value {
         "reverse_bw_mbps": r.reverse_capacity_mbps,
         "path": r.path.iter().map(hop_json).collect::<Vec<_>>(),
         "segments": r.segments.iter().map(segment_json).collect::<Vec<_>>(),
+        "data_plane": r.data_plane.iter().map(|d| json!({
+            "node": d.node,
+            "applied": d.applied,
+            "error": (!d.error.is_empty()).then_some(&d.error),
+        })).collect::<Vec<_>>(),
         "ero": {"include": r.ero_include, "exclude": r.ero_exclude},
         "created_at": show(&r.created_at),
         "updated_at": show(&r.updated_at),
@@ -179,6 +184,18 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
     );
     if r.hold_expires_at.is_some() {
         out += &format!("  hold expires at {}\n", show(&r.hold_expires_at));
+    }
+    if !r.data_plane.is_empty() {
+        let nodes: Vec<String> = r
+            .data_plane
+            .iter()
+            .map(|d| match (d.applied, d.error.is_empty()) {
+                (true, _) => format!("{} ok", d.node),
+                (false, true) => format!("{} -", d.node),
+                (false, false) => format!("{} ({})", d.node, d.error),
+            })
+            .collect();
+        out += &format!("  agents: {}\n", nodes.join(", "));
     }
     out += &format!(
         "  owner {} · {} provisioning · version {}",
