@@ -72,6 +72,17 @@ pub(super) struct Failure {
     pub error: Error,
 }
 
+impl Failure {
+    /// Segment `index` of `route` failed with its domain's `error`, put in the user's terms.
+    pub(super) fn on(route: &[sluice_stitching::Segment], index: usize, error: Error) -> Failure {
+        Failure {
+            domain: route[index].domain.clone(),
+            index,
+            error: in_user_terms(error, index, route.len()),
+        }
+    }
+}
+
 /// Runs `futs` in parallel, each to its end; their results in order, `None` for one
 /// that panicked (its outcome is unknown).
 pub(super) async fn in_parallel<T, F>(futs: Vec<F>) -> Vec<Option<T>>
@@ -97,7 +108,7 @@ where
 /// A segment's error in terms of the user's request: the segment's own `src` is the
 /// user's only on the first segment (and `dst` on the last); elsewhere the fault is in
 /// the path.
-pub(super) fn in_user_terms(mut e: Error, index: usize, segments: usize) -> Error {
+fn in_user_terms(mut e: Error, index: usize, segments: usize) -> Error {
     let field = e.field.take().map(|f| {
         let f = f.strip_prefix("criteria.").unwrap_or(&f).to_string();
         let end = f.strip_suffix("_vlan").unwrap_or(&f);
@@ -357,11 +368,7 @@ impl Federation {
         window: sluice_model::TimeWindow,
         docs: &[DomainDocument],
     ) -> Result<Vec<(sluice_model::Vlan, sluice_model::Vlan)>, Failure> {
-        let fail = |index: usize, error: Error| Failure {
-            domain: route[index].domain.clone(),
-            index,
-            error: in_user_terms(error, index, route.len()),
-        };
+        let fail = |index: usize, error: Error| Failure::on(route, index, error);
         // 1. What is free at every segment's two ends, asked in parallel.
         let asks = route
             .iter()
@@ -433,11 +440,7 @@ impl Federation {
         route: &[sluice_stitching::Segment],
         docs: &[DomainDocument],
     ) -> Result<(Vec<SegmentView>, Option<chrono::DateTime<chrono::Utc>>), Failure> {
-        let fail = |index: usize, error: Error| Failure {
-            domain: route[index].domain.clone(),
-            index,
-            error: in_user_terms(error, index, route.len()),
-        };
+        let fail = |index: usize, error: Error| Failure::on(route, index, error);
         let labels = self.agree_labels(route, c, c.window, docs).await?;
         // 3. Hold every segment in parallel.
         let mut holds = Vec::with_capacity(route.len());

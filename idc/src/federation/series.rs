@@ -67,12 +67,21 @@ impl Federation {
     /// A recurring circuit as stored here, each occurrence with its segments.
     pub async fn get_series(&self, id: &str) -> Result<CircuitSeries, Error> {
         let (s, occurrences) = self.idc().get_series(id).await?;
-        let mut out = Vec::with_capacity(occurrences.len());
-        for r in occurrences {
-            let segs = self.idc().segments(&r.id)?;
-            out.push((r, segs));
-        }
-        Ok((s, out))
+        Ok((s, self.with_segments(occurrences)?))
+    }
+
+    /// Each occurrence with its segments as stored.
+    fn with_segments(
+        &self,
+        occurrences: Vec<Reservation>,
+    ) -> Result<Vec<(Reservation, Vec<CircuitSegment>)>, Error> {
+        occurrences
+            .into_iter()
+            .map(|r| {
+                let segs = self.idc().segments(&r.id)?;
+                Ok((r, segs))
+            })
+            .collect()
     }
 
     /// Books a recurring circuit across domains: every occurrence in every domain on one
@@ -147,17 +156,11 @@ impl Federation {
                         )
                         .await;
                     return match stored {
-                        Ok((s, rs)) => {
-                            let mut out = Vec::with_capacity(rs.len());
-                            for r in rs {
-                                let segs = self.idc().segments(&r.id)?;
-                                out.push((r, segs));
-                            }
-                            Ok((s, out))
-                        }
+                        Ok((s, rs)) => Ok((s, self.with_segments(rs)?)),
                         Err(e) => {
-                            self.cancel_domains(&route, &answers.series, SeriesScope::All)
-                                .await;
+                            let held: Vec<Option<SeriesAnswer>> =
+                                answers.series.into_iter().map(Some).collect();
+                            self.cancel_partial(&route, &held).await;
                             Err(e)
                         }
                     };
@@ -214,11 +217,7 @@ impl Federation {
                 Ok(a) => held[i] = Some(a),
                 Err(e) => {
                     if failure.as_ref().is_none_or(|f| i < f.index) {
-                        failure = Some(Failure {
-                            domain: route[i].domain.clone(),
-                            index: i,
-                            error: super::aggregate::in_user_terms(e, i, route.len()),
-                        });
+                        failure = Some(Failure::on(route, i, e));
                     }
                 }
             }
@@ -274,7 +273,7 @@ impl Federation {
         }
     }
 
-    /// Cancels what each domain holds of a series route that did not hold everywhere.
+    /// Cancels, whole, the series each domain of `route` holds (`None`: holds none).
     async fn cancel_partial(&self, route: &[Segment], held: &[Option<SeriesAnswer>]) {
         let pairs: Vec<(String, String)> = route
             .iter()
@@ -282,15 +281,6 @@ impl Federation {
             .filter_map(|(s, a)| Some((s.domain.clone(), a.as_ref()?.id.clone())))
             .collect();
         self.cancel_each(&pairs, SeriesScope::All).await;
-    }
-
-    async fn cancel_domains(&self, route: &[Segment], held: &[SeriesAnswer], scope: SeriesScope) {
-        let pairs: Vec<(String, String)> = route
-            .iter()
-            .zip(held)
-            .map(|(s, a)| (s.domain.clone(), a.id.clone()))
-            .collect();
-        self.cancel_each(&pairs, scope).await;
     }
 
     /// `(domain, its series id)` pairs: cancels `scope` in each, in parallel; returns
