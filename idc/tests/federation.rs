@@ -363,7 +363,9 @@ async fn a_domain_killed_between_hold_and_commit_aborts_the_rest_and_its_hold_ex
     let c = fed.get("c").idc().clone();
     assert!(
         eventually(WAIT, || async {
-            c.get(&c_seg).await.unwrap().summary() == "timed-out"
+            // The row is written before the index lets go (both under the writer): wait
+            // for both, as nothing_held reads both.
+            c.get(&c_seg).await.unwrap().summary() == "timed-out" && c.indexed_reservations() == 0
         })
         .await,
         "c's hold timed out"
@@ -724,7 +726,8 @@ async fn a_domain_that_answers_too_late_is_aborted_around_and_its_hold_expires_t
     let c = fed.get("c").idc().clone();
     let late_hold_timed_out = || async {
         let (all, _) = c.list(Default::default()).await.unwrap();
-        all.len() == 1 && all[0].summary() == "timed-out"
+        // The row is written before the index lets go: wait for both.
+        all.len() == 1 && all[0].summary() == "timed-out" && c.indexed_reservations() == 0
     };
     assert!(
         eventually(WAIT, late_hold_timed_out).await,
