@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod bench_federation;
 mod bench_series;
+mod check;
 mod client;
 mod federation;
 mod output;
@@ -89,7 +90,8 @@ enum Cmd {
     /// Follow state changes as they happen.
     Watch(WatchArgs),
     /// Show the domain topology (from the IDC, or check a local file with --file), or
-    /// write a generated one for scale tests with --generate.
+    /// write a generated one for scale tests with --generate, or check it against what
+    /// the node agents report with --check --agents F.
     Topology {
         /// Read and check this topology file instead of asking the IDC.
         #[arg(long, conflicts_with = "generate")]
@@ -105,6 +107,14 @@ enum Cmd {
         /// capacity at the borders), not only this domain's topology.
         #[arg(long, conflicts_with_all = ["file", "generate"])]
         all: bool,
+        /// Ask every node agent for its ports and compare them with the topology (--file,
+        /// or the IDC's): missing, extra, down, slow, wrong capacity, unreachable. Fails
+        /// unless they all agree (see cli/src/check.rs for every finding).
+        #[arg(long, requires = "agents", conflicts_with_all = ["generate", "all"])]
+        check: bool,
+        /// The agents file (as for `serve --agents`), for --check.
+        #[arg(long, requires = "check")]
+        agents: Option<PathBuf>,
     },
     /// The domains this IDC knows from the exchanged topology documents, and how fresh.
     Domains,
@@ -336,11 +346,22 @@ struct Out {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_out = cli.json;
+    let user = cli
+        .user
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "anonymous".into());
     let result = match cli.cmd {
         Cmd::Serve(args) => return serve(args),
         Cmd::Agent(args) => return agent::run(args),
         Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
         Cmd::Migrate { data_dir } => migrate(&data_dir),
+        // Before the --file arm: --check takes --file as the topology to check.
+        Cmd::Topology {
+            check: true,
+            agents: Some(agents),
+            file,
+            ..
+        } => return check::run(&agents, file.as_deref(), &cli.server, &user, json_out),
         Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
         Cmd::Certs(a) => federation::certs(&a).map(|(json, text)| Some(Out { json, text })),
         Cmd::Topology {
@@ -354,10 +375,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         cmd => {
-            let user = cli
-                .user
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "anonymous".into());
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -376,15 +393,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            if json_out {
-                println!("{}", output::error_json(&e));
-            } else {
-                eprintln!("{}", output::error_human(&e));
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e, json_out),
     }
+}
+
+/// Prints an error the way every command does (scripts match on its code and field).
+fn fail(e: &Error, json_out: bool) -> ExitCode {
+    if json_out {
+        println!("{}", output::error_json(e));
+    } else {
+        eprintln!("{}", output::error_human(e));
+    }
+    ExitCode::FAILURE
 }
 
 fn now() -> DateTime<Utc> {
