@@ -10,6 +10,7 @@
 //! empty.
 
 pub mod config;
+pub mod lab;
 pub mod linux;
 pub mod mock;
 pub mod server;

@@ -7,7 +7,8 @@ mod common;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use common::{Netns, circuit, is_root};
+use common::circuit;
+use sluice_agent::lab::{Netns, is_root};
 use sluice_agent::linux::{BEST_EFFORT, LinuxNode, wire_kbit};
 use sluice_agent::{AgentConfig, Desired, PortConfig};
 use sluice_model::Mbps;

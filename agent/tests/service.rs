@@ -6,7 +6,8 @@ mod common;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use common::{Netns, circuit, is_root};
+use common::circuit;
+use sluice_agent::lab::{Netns, is_root};
 use sluice_agent::linux::LinuxNode;
 use sluice_agent::mock::MockBackend;
 use sluice_agent::service::AgentService;

@@ -44,6 +44,8 @@ pub fn reservation_json(r: &v1::Reservation) -> Value {
         "data_plane": r.data_plane.iter().map(|d| json!({
             "node": d.node,
             "applied": d.applied,
+            "state": (!d.state.is_empty()).then_some(&d.state),
+            "updated_at": d.updated_at.as_ref().map(|_| show(&d.updated_at)),
             "error": (!d.error.is_empty()).then_some(&d.error),
         })).collect::<Vec<_>>(),
         "ero": {"include": r.ero_include, "exclude": r.ero_exclude},
@@ -189,10 +191,13 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
         let nodes: Vec<String> = r
             .data_plane
             .iter()
-            .map(|d| match (d.applied, d.error.is_empty()) {
-                (true, _) => format!("{} ok", d.node),
-                (false, true) => format!("{} -", d.node),
-                (false, false) => format!("{} ({})", d.node, d.error),
+            .map(|d| {
+                let state = if d.state.is_empty() { "-" } else { &d.state };
+                if d.error.is_empty() {
+                    format!("{} {state}", d.node)
+                } else {
+                    format!("{} {state} ({})", d.node, d.error)
+                }
             })
             .collect();
         out += &format!("  agents: {}\n", nodes.join(", "));

@@ -715,7 +715,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
             "20261127000001",
             "20261127000002",
             "20261127000003",
-            "20261127000004"
+            "20261127000004",
+            "20261127000005"
         ],
         "every migration, in order: {doc}"
     );
@@ -1110,4 +1111,337 @@ async fn an_agent_starts_from_its_file_and_takes_a_desired_state() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad agent file"));
+}
+
+/// `sluice agent --mock` as a child process on a port of its choosing, for the node and
+/// ports given (the mock reports each port up, at its capacity). Killed when dropped, so
+/// a failing test leaves no agent behind.
+struct MockAgent {
+    child: Child,
+    url: String,
+}
+
+impl MockAgent {
+    fn start(dir: &Path, node: &str, ports: &[(&str, u64)]) -> MockAgent {
+        let file = dir.join(format!("agent-{node}.toml"));
+        let mut text = format!("node = \"{node}\"\n");
+        for (i, (name, mbps)) in ports.iter().enumerate() {
+            text += &format!(
+                "[[port]]\nname = \"{name}\"\ndev = \"p{i}\"\ncapacity_mbps = {mbps}\nlocal = \"10.0.{i}.1\"\nremote = \"10.0.{i}.2\"\n"
+            );
+        }
+        std::fs::write(&file, text).unwrap();
+        let child = Command::new(SLUICE)
+            .args(["agent", "--mock", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice agent");
+        // The guard first: a panic below still kills the child.
+        let mut agent = MockAgent {
+            child,
+            url: String::new(),
+        };
+        let mut line = String::new();
+        BufReader::new(agent.child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        agent.url = format!("http://{addr}");
+        agent
+    }
+}
+
+impl Drop for MockAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A URL nothing listens on: a port the system just handed out and took back.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+/// An agents file naming `(node, url)` pairs.
+fn agents_file(path: &Path, agents: &[(&str, &str)]) {
+    let text: String = agents
+        .iter()
+        .map(|(node, url)| format!("[[agent]]\nnode = \"{node}\"\nurl = \"{url}\"\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A topology file of domain `lab`: per node, its ports and their capacities.
+fn lab_topology(path: &Path, nodes: &[(&str, &[(&str, u64)])]) {
+    let mut text = "[domain]\nid = \"lab\"\n".to_string();
+    for (node, ports) in nodes {
+        let ports: Vec<String> = ports
+            .iter()
+            .map(|(p, mbps)| {
+                format!("{{ name = \"{p}\", vlans = \"100-199\", capacity_mbps = {mbps} }}")
+            })
+            .collect();
+        text += &format!(
+            "\n[[node]]\nid = \"{node}\"\nports = [ {} ]\n",
+            ports.join(", ")
+        );
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `sluice topology --check` with these arguments; the status, stdout and stderr.
+fn topology_check(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(SLUICE)
+        .args(["topology", "--check"])
+        .args(args)
+        .env_remove("SLUICE_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sluice");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Per result of a `--check --json` document: node, port and the findings' words.
+fn check_results(doc: &Value) -> Vec<(String, Option<String>, Vec<String>)> {
+    doc["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results in {doc}"))
+        .iter()
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap().to_string(),
+                r["port"].as_str().map(str::to_string),
+                r["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["finding"].as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn topology_check_compares_the_file_with_what_the_agents_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = MockAgent::start(dir.path(), "a", &[("p1", 1000), ("p2", 10_000)]);
+    let b = MockAgent::start(dir.path(), "b", &[("p1", 10_000), ("p2", 1000)]);
+    let path = |name: &str| dir.path().join(name);
+    let (topo, topo2) = (path("topo.toml"), path("topo2.toml"));
+    let (topo, topo2) = (topo.to_str().unwrap(), topo2.to_str().unwrap());
+    let agents: Vec<String> = (1..=4)
+        .map(|i| {
+            path(&format!("agents{i}.toml"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+
+    // Everything agrees; c has no agent, which is only a note.
+    lab_topology(
+        Path::new(topo),
+        &[
+            ("a", &[("p1", 1000), ("p2", 10_000)]),
+            ("b", &[("p1", 10_000), ("p2", 1000)]),
+            ("c", &[("p1", 1000)]),
+        ],
+    );
+    agents_file(Path::new(&agents[0]), &[("a", &a.url), ("b", &b.url)]);
+    let good = ["--agents", &agents[0], "--file", topo];
+    let (code, stdout, stderr) = topology_check(&[&good[..], &["--json"]].concat());
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    let doc: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let ok = |n: &str, p: &str| (n.to_string(), Some(p.to_string()), Vec::<String>::new());
+    assert_eq!(
+        check_results(&doc),
+        vec![ok("a", "p1"), ok("a", "p2"), ok("b", "p1"), ok("b", "p2")]
+    );
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["counts"], serde_json::json!({"ok": 4}));
+    assert_eq!(doc["notes"][0]["node"], "c");
+    assert_eq!(doc["notes"][0]["finding"], "no-agent");
+    assert!(doc.get("error").is_none(), "{doc}");
+    let (code, stdout, _) = topology_check(&good);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("4 ports ok") && stdout.contains("no agent (not checked): c"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.split_whitespace().rev().nth(1) == Some("ok"))
+            .count(),
+        4,
+        "{stdout}"
+    );
+
+    // Now the topology says otherwise: a's p3 is not on its agent (missing) and its p2
+    // is not in the topology (extra); b's p2 is 500 Mb/s (the agent shapes it to 1000);
+    // d's agent is not there; e's URL is a's agent; z is no node of the topology.
+    lab_topology(
+        Path::new(topo2),
+        &[
+            ("a", &[("p1", 1000), ("p3", 1000)]),
+            ("b", &[("p1", 10_000), ("p2", 500)]),
+            ("c", &[("p1", 1000)]),
+            ("d", &[("p1", 1000)]),
+            ("e", &[("p1", 1000)]),
+        ],
+    );
+    let dead = dead_url();
+    agents_file(
+        Path::new(&agents[1]),
+        &[
+            ("a", &a.url),
+            ("b", &b.url),
+            ("d", &dead),
+            ("e", &a.url),
+            ("z", &b.url),
+        ],
+    );
+    let bad = ["--agents", &agents[1], "--file", topo2];
+    let (code, stdout, stderr) = topology_check(&[&bad[..], &["--json"]].concat());
+    assert_eq!(code, Some(1), "{stdout} {stderr}");
+    let doc: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let found = |n: &str, p: Option<&str>, f: &[&str]| {
+        (
+            n.to_string(),
+            p.map(str::to_string),
+            f.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        check_results(&doc),
+        vec![
+            found("a", Some("p1"), &[]),
+            found("a", Some("p3"), &["missing"]),
+            found("a", Some("p2"), &["extra"]),
+            found("b", Some("p1"), &[]),
+            found("b", Some("p2"), &["capacity"]),
+            found("d", None, &["unreachable"]),
+            found("e", None, &["wrong-node"]),
+            found("z", None, &["unknown-node"]),
+        ],
+        "{doc}"
+    );
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["results"][4]["agent_mbps"], 1000);
+    assert_eq!(doc["results"][4]["topology_mbps"], 500);
+    assert!(
+        doc["results"][5]["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&dead),
+        "{doc}"
+    );
+    assert_eq!(
+        (&doc["error"]["code"], &doc["error"]["field"]),
+        (&Value::from("00100"), &Value::from("topology"))
+    );
+    let (code, stdout, stderr) = topology_check(&bad);
+    assert_eq!(code, Some(1));
+    for word in [
+        "missing:",
+        "extra:",
+        "capacity:",
+        "unreachable:",
+        "wrong-node:",
+        "unknown-node:",
+    ] {
+        assert!(stdout.contains(word), "{word} in {stdout}");
+    }
+    assert!(
+        stderr.starts_with("error 00100 INVALID_PARAMETER [topology]:"),
+        "{stderr}"
+    );
+
+    // Agents that only failed to answer: the topology could not be checked (00500).
+    agents_file(Path::new(&agents[2]), &[("a", &a.url), ("c", &dead)]);
+    let (code, stdout, _) = topology_check(&["--json", "--agents", &agents[2], "--file", topo]);
+    assert_eq!(code, Some(1));
+    let doc: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (&doc["error"]["code"], &doc["error"]["field"]),
+        (&Value::from("00500"), &Value::from("agents"))
+    );
+
+    // --check needs --agents: a usage error, before anything is asked.
+    let (code, _, stderr) = topology_check(&["--file", topo]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--agents"), "{stderr}");
+    // A bad agents file is named.
+    std::fs::write(&agents[3], "[[agent]]\nnode = \"a\"\n").unwrap();
+    let (code, stdout, _) = topology_check(&["--json", "--agents", &agents[3], "--file", topo]);
+    assert_eq!(code, Some(1));
+    let doc: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(doc["error"]["field"], "agents");
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_check_without_a_file_checks_the_idcs_topology() {
+    let idc = TestIdc::builder().start().await;
+    let url = idc.url();
+    tokio::task::spawn_blocking(move || {
+        let topology = ok(&url, &["topology"]);
+        let houston = topology["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "houston")
+            .unwrap_or_else(|| panic!("no houston in {topology}"));
+        let ports: Vec<(String, u64)> = houston["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["capacity_mbps"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let ports: Vec<(&str, u64)> = ports.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let agent = MockAgent::start(dir.path(), "houston", &ports);
+        let file = dir.path().join("agents.toml");
+        agents_file(&file, &[("houston", &agent.url)]);
+        let doc = ok(
+            &url,
+            &["topology", "--check", "--agents", file.to_str().unwrap()],
+        );
+        let results = check_results(&doc);
+        assert_eq!(results.len(), ports.len(), "{doc}");
+        assert!(
+            results
+                .iter()
+                .all(|(n, _, f)| n == "houston" && f.is_empty()),
+            "{doc}"
+        );
+        // Every other node of the domain is a note.
+        assert_eq!(
+            doc["notes"].as_array().unwrap().len(),
+            topology["nodes"].as_array().unwrap().len() - 1
+        );
+        assert_eq!(doc["domain"], topology["domain"]);
+    })
+    .await
+    .unwrap();
+    idc.shutdown().await;
 }

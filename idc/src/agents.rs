@@ -17,14 +17,14 @@
 //! url = "https://127.0.0.1:50552"
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_model::Machine;
-use sluice_model::dataplane::{Desired, node_circuits};
+use sluice_model::dataplane::{Desired, NodeReport, NodeState, node_circuits};
 use sluice_proto::v1::agent_client::AgentClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use crate::Idc;
 use crate::federation::tls::{TlsFiles, TlsMaterial};
 use crate::service::ListQuery;
+use crate::store::NodeUpdate;
 
 /// How often agents that failed are tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -250,7 +251,6 @@ impl AgentDriver {
                     changes = state.changes,
                     "agent applied the node's circuits"
                 );
-                lock(&self.inner.sent).insert(node.to_string(), want);
                 NodeStatus {
                     applied: state.version,
                     error: None,
@@ -268,32 +268,95 @@ impl AgentDriver {
                 warn!(node, error = %e, "agent not reached; trying again");
                 NodeStatus {
                     applied: lock(&self.inner.status).get(node).map_or(0, |s| s.applied),
-                    error: Some(e),
+                    error: Some(format!("agent not reached: {e}")),
                 }
             }
         };
+        self.record(node, &want, status.error.as_deref());
+        if status.error.is_none() {
+            lock(&self.inner.sent).insert(node.to_string(), want);
+        }
         lock(&self.inner.status).insert(node.to_string(), status);
     }
 
-    /// Per node the circuit of `r` crosses: whether its agent has it, or why not.
-    pub fn data_plane_of(&self, r: &sluice_model::Reservation) -> Vec<(String, bool, String)> {
+    /// Records with each reservation what `node`'s agent did with it: every circuit of
+    /// `want` applied or failed, and every one it had that is no longer wanted removed
+    /// (or failed: it may still be there).
+    fn record(&self, node: &str, want: &Desired, error: Option<&str>) {
+        let idc = &self.inner.idc;
+        let had = match idc.circuits_on_node(node) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(node, error = %e, "cannot read the node's circuits");
+                return;
+            }
+        };
+        let wanted: BTreeSet<&str> = want.circuits.iter().map(|c| c.id.as_str()).collect();
+        let (ok, failed) = match error {
+            None => (NodeState::Applied, String::new()),
+            Some(e) => (NodeState::Failed, e.to_string()),
+        };
+        let mut updates: Vec<NodeUpdate> = wanted
+            .iter()
+            .map(|id| NodeUpdate {
+                reservation_id: id.to_string(),
+                state: ok,
+                error: failed.clone(),
+            })
+            .collect();
+        for id in had.iter().filter(|id| !wanted.contains(id.as_str())) {
+            updates.push(match error {
+                None => NodeUpdate {
+                    reservation_id: id.clone(),
+                    state: NodeState::Removed,
+                    error: String::new(),
+                },
+                Some(e) => NodeUpdate {
+                    reservation_id: id.clone(),
+                    state: NodeState::Failed,
+                    error: format!("not removed yet: {e}"),
+                },
+            });
+        }
+        if let Err(e) = idc.record_node_states(node, &updates) {
+            warn!(node, error = %e, "the agent's answer not recorded");
+        }
+    }
+
+    /// Per node of the path of `r`: what its agent last answered for it. Nodes whose
+    /// agent has not answered show no state (with why, if no agent is configured).
+    pub fn data_plane_of(&self, r: &sluice_model::Reservation) -> Vec<NodeReport> {
         let Some(hops) = node_circuits(self.inner.idc.topology(), r) else {
             return Vec::new();
         };
-        let sent = lock(&self.inner.sent);
-        let status = lock(&self.inner.status);
+        let recorded = match self.inner.idc.node_states(&r.id) {
+            Ok(rec) => rec,
+            Err(e) => {
+                warn!(reservation.id = %r.id, error = %e, "cannot read the nodes' states");
+                Vec::new()
+            }
+        };
+        if recorded.is_empty() && !r.states.data_plane_active {
+            return Vec::new();
+        }
         hops.into_iter()
-            .map(|(node, c)| {
-                let has = sent.get(&node).is_some_and(|d| d.circuits.contains(&c));
-                let error = if !self.inner.cfg.agents.contains_key(&node) {
-                    "no agent configured for this node".to_string()
-                } else {
-                    status
-                        .get(&node)
-                        .and_then(|s| s.error.clone())
-                        .unwrap_or_default()
-                };
-                (node, has, error)
+            .map(|(node, _)| match recorded.iter().find(|n| n.node == node) {
+                Some(n) => NodeReport {
+                    node,
+                    state: Some(n.state),
+                    error: n.error.clone(),
+                    updated_at: Some(n.updated_at),
+                },
+                None => NodeReport {
+                    error: if self.inner.cfg.agents.contains_key(&node) {
+                        String::new()
+                    } else {
+                        "no agent configured for this node".to_string()
+                    },
+                    node,
+                    state: None,
+                    updated_at: None,
+                },
             })
             .collect()
     }

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
 mod circuits;
+mod nodes;
 mod series;
 pub use circuits::{CircuitOccurrence, FreeSpan};
 pub use series::{SeriesAsk, SeriesChange, SeriesScope};

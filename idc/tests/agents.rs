@@ -50,17 +50,33 @@ impl Agents {
     }
 }
 
+/// Per node of the path: (node, state, error), as `Get` shows it.
 async fn data_plane(
     c: &mut sluice_proto::v1::reservations_client::ReservationsClient<tonic::transport::Channel>,
     id: &str,
-) -> Vec<(String, bool, String)> {
+) -> Vec<(String, String, String)> {
     c.get(v1::IdRequest { id: id.into() })
         .await
         .unwrap()
         .into_inner()
         .data_plane
         .into_iter()
-        .map(|d| (d.node, d.applied, d.error))
+        .map(|d| {
+            assert_eq!(d.applied, d.state == "applied", "{d:?}");
+            (d.node, d.state, d.error)
+        })
+        .collect()
+}
+
+/// The `node` events of reservation `id`: (from, to, detail).
+async fn node_events(idc: &TestIdc, id: &str) -> Vec<(String, String, String)> {
+    idc.idc()
+        .events_after(0, Some(id.to_string()))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.change.machine == sluice_model::Machine::Node)
+        .map(|e| (e.change.from, e.change.to, e.change.detail))
         .collect()
 }
 
@@ -85,7 +101,7 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
             .collect(),
         tls: None,
     };
-    let idc = TestIdc::builder().agents(cfg).start().await;
+    let mut idc = TestIdc::builder().agents(cfg).start().await;
     let mut c = idc.client().await;
     let book = |mbps: i64| v1::ReserveRequest {
         criteria: Some(v1::Criteria {
@@ -115,9 +131,32 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
             n.id
         );
     }
+    let applied_everywhere = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &r1.id).await;
+        dp.iter().map(|d| d.0.clone()).collect::<Vec<_>>() == path
+            && dp.iter().all(|d| d.1 == "applied" && d.2.is_empty())
+    })
+    .await;
+    assert!(applied_everywhere, "{:?}", data_plane(&mut c, &r1.id).await);
+    // Recorded with the reservation: one event per node, for watchers.
+    let events = node_events(&idc, &r1.id).await;
+    assert_eq!(events.len(), path.len(), "{events:?}");
+    for n in &path {
+        let of_n: Vec<_> = events
+            .iter()
+            .filter(|e| e.2.starts_with(&format!("{n}: ")))
+            .map(|e| (e.0.as_str(), e.1.as_str()))
+            .collect();
+        assert_eq!(of_n, [("none", "applied")], "{n}: {events:?}");
+    }
+    // A restarted IDC reads the states back and reconciles every agent without a
+    // change: no new events.
+    idc.restart().await;
+    let mut c = idc.client().await;
     let dp = data_plane(&mut c, &r1.id).await;
-    assert_eq!(dp.iter().map(|d| d.0.clone()).collect::<Vec<_>>(), path);
-    assert!(dp.iter().all(|d| d.1 && d.2.is_empty()), "{dp:?}");
+    assert!(dp.iter().all(|d| d.1 == "applied"), "{dp:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node_events(&idc, &r1.id).await.len(), path.len());
 
     // The second node's agent goes down; a second circuit on the same path shows it.
     let down = path[1].clone();
@@ -133,8 +172,9 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
     c.commit(v1::IdRequest { id: r2.id.clone() }).await.unwrap();
     let shows_it = eventually(WAIT, || async {
         let dp = data_plane(&mut idc.client().await, &r2.id).await;
-        dp.iter()
-            .any(|(n, applied, error)| *n == down && !applied && !error.is_empty())
+        dp.iter().any(|(n, state, error)| {
+            *n == down && state == "failed" && error.starts_with("agent not reached")
+        })
     })
     .await;
     assert!(
@@ -147,7 +187,7 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
     let caught_up = eventually(WAIT, || async {
         let dp = data_plane(&mut idc.client().await, &r2.id).await;
         dp.iter()
-            .all(|(_, applied, error)| *applied && error.is_empty())
+            .all(|(_, state, error)| state == "applied" && error.is_empty())
     })
     .await;
     assert!(caught_up, "the agent that came back has both circuits");
@@ -168,6 +208,27 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
     })
     .await;
     assert!(gone, "no node keeps a circuit that ended");
+    let removed = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &r2.id).await;
+        dp.len() == path.len() && dp.iter().all(|d| d.1 == "removed")
+    })
+    .await;
+    assert!(removed, "{:?}", data_plane(&mut c, &r2.id).await);
+    let events = node_events(&idc, &r2.id).await;
+    let down_events: Vec<_> = events
+        .iter()
+        .filter(|e| e.2.starts_with(&format!("{down}: ")))
+        .map(|e| (e.0.as_str(), e.1.as_str()))
+        .collect();
+    assert_eq!(
+        down_events,
+        [
+            ("none", "failed"),
+            ("failed", "applied"),
+            ("applied", "removed")
+        ],
+        "{events:?}"
+    );
     idc.shutdown().await;
     for (_, s) in agents.servers {
         s.shutdown().await.unwrap();

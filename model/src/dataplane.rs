@@ -31,6 +31,44 @@ pub struct Desired {
     pub circuits: Vec<NodeCircuit>,
 }
 
+/// A circuit on one node, as that node's agent last answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// The agent has the circuit.
+    Applied,
+    /// The agent could not be reached, or could not apply (or remove) it.
+    Failed,
+    /// The agent took it away after the circuit went down.
+    Removed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Applied => "applied",
+            NodeState::Failed => "failed",
+            NodeState::Removed => "removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NodeState> {
+        [NodeState::Applied, NodeState::Failed, NodeState::Removed]
+            .into_iter()
+            .find(|n| n.as_str() == s)
+    }
+}
+
+/// What a reservation's data plane is on one node of its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    pub node: String,
+    /// `None`: no agent has answered for it yet.
+    pub state: Option<NodeState>,
+    /// Why it failed; empty otherwise.
+    pub error: String,
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A reservation's circuit on each node of its path, in path order: `(node id, circuit)`.
 /// Each node cross-connects the port the circuit enters by (with the label it has on
 /// that link or end port) and the port it leaves by; A→Z is the reservation's source to

@@ -155,6 +155,9 @@ pub enum Machine {
     /// A change in one domain's segment of a circuit across domains, as that domain
     /// reported it (`from`/`to` are its states, the detail names the domain and machine).
     Segment,
+    /// The circuit on one node of its path, as that node's agent answered
+    /// (`applied`, `failed`, `removed`; the detail names the node and says why).
+    Node,
 }
 
 impl Machine {
@@ -166,6 +169,7 @@ impl Machine {
             Machine::DataPlane => "data_plane",
             Machine::Version => "version",
             Machine::Segment => "segment",
+            Machine::Node => "node",
         }
     }
 
@@ -177,6 +181,7 @@ impl Machine {
             Machine::DataPlane,
             Machine::Version,
             Machine::Segment,
+            Machine::Node,
         ]
         .into_iter()
         .find(|m| m.as_str() == s)

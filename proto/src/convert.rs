@@ -294,13 +294,16 @@ pub fn reservation(r: &m::Reservation) -> v1::Reservation {
 }
 
 /// Per node: whether its agent has the circuit, and why not.
-pub fn data_plane(nodes: &[(String, bool, String)]) -> Vec<v1::NodeDataPlane> {
+pub fn data_plane(nodes: &[sluice_model::dataplane::NodeReport]) -> Vec<v1::NodeDataPlane> {
+    use sluice_model::dataplane::NodeState;
     nodes
         .iter()
-        .map(|(node, applied, error)| v1::NodeDataPlane {
-            node: node.clone(),
-            applied: *applied,
-            error: error.clone(),
+        .map(|n| v1::NodeDataPlane {
+            node: n.node.clone(),
+            applied: n.state == Some(NodeState::Applied),
+            error: n.error.clone(),
+            state: n.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+            updated_at: n.updated_at.map(timestamp),
         })
         .collect()
 }

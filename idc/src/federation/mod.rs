@@ -546,7 +546,10 @@ impl Federation {
             return;
         };
         let mut states = seg.states;
-        if !aggregate::apply_state_word(&mut states, &e.machine, &e.to) {
+        // A node of that domain's data plane changes none of the segment's states, but
+        // the circuit's watchers see it.
+        let node_event = e.machine == sluice_model::Machine::Node.as_str();
+        if !node_event && !aggregate::apply_state_word(&mut states, &e.machine, &e.to) {
             return;
         }
         let at =
@@ -558,15 +561,21 @@ impl Federation {
             from: e.from.clone(),
             to: e.to.clone(),
             effective_at: at,
-            detail: format!(
-                "segment {} in {from}: {} {} → {}",
-                index + 1,
-                e.machine,
-                e.from,
-                e.to
-            ),
+            detail: if node_event {
+                format!("segment {} in {from}: node {}", index + 1, e.detail)
+            } else {
+                format!(
+                    "segment {} in {from}: {} {} → {}",
+                    index + 1,
+                    e.machine,
+                    e.from,
+                    e.to
+                )
+            },
         };
-        let summary = if e.machine == "reservation" && e.from == "ReserveAborting" {
+        let summary = if node_event {
+            seg.summary.as_str()
+        } else if e.machine == "reservation" && e.from == "ReserveAborting" {
             "aborted"
         } else {
             sluice_proto::convert::segment_summary(&states)

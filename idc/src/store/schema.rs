@@ -98,13 +98,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    node_states (reservation_id, node) {
+        reservation_id -> Text,
+        node -> Text,
+        state -> Text,
+        error -> Text,
+        updated_ms -> BigInt,
+    }
+}
+
 diesel::joinable!(bookings -> reservations (reservation_id));
 diesel::joinable!(segments -> reservations (reservation_id));
+diesel::joinable!(node_states -> reservations (reservation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     meta,
     reservations,
     bookings,
     events,
     series,
-    segments
+    segments,
+    node_states
 );
