@@ -15,6 +15,7 @@ use sluice_agent::mock::MockBackend;
 use sluice_agent::server::RunningAgent;
 use sluice_agent::service::AgentService;
 use sluice_idc::agents::AgentsConfig;
+use sluice_idc::federation::tls::DevCa;
 use sluice_idc::testing::{TestIdc, eventually};
 use sluice_proto::convert::timestamp;
 use sluice_proto::v1;
@@ -27,14 +28,50 @@ struct Agents {
 }
 
 async fn start_agent(node: &str, at: SocketAddr, backend: Arc<Mutex<MockBackend>>) -> RunningAgent {
+    start_agent_tls(node, at, backend, None).await
+}
+
+async fn start_agent_tls(
+    node: &str,
+    at: SocketAddr,
+    backend: Arc<Mutex<MockBackend>>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> RunningAgent {
     let cfg = AgentConfig {
         node: node.into(),
         netns: None,
         ports: Vec::new(),
     };
-    sluice_agent::server::start(at, None, AgentService::new(cfg, backend))
+    sluice_agent::server::start(at, tls, AgentService::new(cfg, backend))
         .await
         .unwrap()
+}
+
+impl Agents {
+    /// A mock agent per node of `topo`; over mutual TLS with certificates of `ca`.
+    async fn start(topo: &sluice_model::Topology, ca: Option<&DevCa>) -> Agents {
+        let mut agents = Agents {
+            servers: BTreeMap::new(),
+            backends: BTreeMap::new(),
+        };
+        for n in topo.nodes() {
+            let backend = Arc::new(Mutex::new(MockBackend::default()));
+            let tls = ca.map(|ca| ca.material(&n.id).unwrap().server());
+            let server =
+                start_agent_tls(&n.id, "127.0.0.1:0".parse().unwrap(), backend.clone(), tls).await;
+            agents.backends.insert(n.id.clone(), backend);
+            agents.servers.insert(n.id.clone(), server);
+        }
+        agents
+    }
+
+    /// The agents file's entries for them.
+    fn urls(&self, scheme: &str) -> BTreeMap<String, String> {
+        self.servers
+            .iter()
+            .map(|(n, s)| (n.clone(), format!("{scheme}://{}", s.addr)))
+            .collect()
+    }
 }
 
 impl Agents {
@@ -83,35 +120,13 @@ async fn node_events(idc: &TestIdc, id: &str) -> Vec<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_caught_up() {
     let topo = sluice_idc::topology_file::bundled();
-    let mut agents = Agents {
-        servers: BTreeMap::new(),
-        backends: BTreeMap::new(),
-    };
-    for n in topo.nodes() {
-        let backend = Arc::new(Mutex::new(MockBackend::default()));
-        let server = start_agent(&n.id, "127.0.0.1:0".parse().unwrap(), backend.clone()).await;
-        agents.backends.insert(n.id.clone(), backend);
-        agents.servers.insert(n.id.clone(), server);
-    }
+    let mut agents = Agents::start(&topo, None).await;
     let cfg = AgentsConfig {
-        agents: agents
-            .servers
-            .iter()
-            .map(|(n, s)| (n.clone(), format!("http://{}", s.addr)))
-            .collect(),
+        agents: agents.urls("http"),
         tls: None,
     };
     let mut idc = TestIdc::builder().agents(cfg).start().await;
     let mut c = idc.client().await;
-    let book = |mbps: i64| v1::ReserveRequest {
-        criteria: Some(v1::Criteria {
-            src: "internet2:houston:xe-0/0/0".into(),
-            dst: "internet2:new-york:xe-0/0/0".into(),
-            capacity_mbps: mbps,
-            end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
-            ..Default::default()
-        }),
-    };
     // Starts now, automatic: up as soon as committed.
     let r1 = c.reserve(book(100)).await.unwrap().into_inner();
     c.commit(v1::IdRequest { id: r1.id.clone() }).await.unwrap();
@@ -232,5 +247,74 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
     idc.shutdown().await;
     for (_, s) in agents.servers {
         s.shutdown().await.unwrap();
+    }
+}
+
+fn book(mbps: i64) -> v1::ReserveRequest {
+    v1::ReserveRequest {
+        criteria: Some(v1::Criteria {
+            src: "internet2:houston:xe-0/0/0".into(),
+            dst: "internet2:new-york:xe-0/0/0".into(),
+            capacity_mbps: mbps,
+            end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Agents serve over mutual TLS: an IDC whose certificate their CA signed drives them;
+/// one with a certificate of another CA is refused, and its reservation says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_take_circuits_only_from_an_idc_their_ca_vouches_for() {
+    let topo = sluice_idc::topology_file::bundled();
+    let ca = DevCa::new().unwrap();
+    let agents = Agents::start(&topo, Some(&ca)).await;
+    let trusted = TestIdc::builder()
+        .agents(AgentsConfig {
+            agents: agents.urls("https"),
+            tls: Some(ca.material("internet2").unwrap()),
+        })
+        .start()
+        .await;
+    let mut c = trusted.client().await;
+    let r = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let ok = eventually(WAIT, || async {
+        let dp = data_plane(&mut trusted.client().await, &r.id).await;
+        !dp.is_empty() && dp.iter().all(|d| d.1 == "applied")
+    })
+    .await;
+    assert!(ok, "{:?}", data_plane(&mut c, &r.id).await);
+
+    let other_ca = DevCa::new().unwrap();
+    let stranger = TestIdc::builder()
+        .agents(AgentsConfig {
+            agents: agents.urls("https"),
+            tls: Some(other_ca.material("internet2").unwrap()),
+        })
+        .start()
+        .await;
+    let mut s = stranger.client().await;
+    let r2 = s.reserve(book(100)).await.unwrap().into_inner();
+    s.commit(v1::IdRequest { id: r2.id.clone() }).await.unwrap();
+    let refused = eventually(WAIT, || async {
+        let dp = data_plane(&mut stranger.client().await, &r2.id).await;
+        !dp.is_empty()
+            && dp
+                .iter()
+                .all(|d| d.1 == "failed" && d.2.starts_with("agent not reached"))
+    })
+    .await;
+    assert!(refused, "{:?}", data_plane(&mut s, &r2.id).await);
+    // The agents still carry only the trusted IDC's circuit.
+    for n in topo.nodes() {
+        for id in agents.circuits(&n.id) {
+            assert_eq!(id, r.id, "{} took a circuit from the stranger", n.id);
+        }
+    }
+    stranger.shutdown().await;
+    trusted.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
     }
 }

@@ -649,7 +649,39 @@ async fn a_modify_one_domain_refuses_puts_back_the_segments_that_took_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_state_changes_reach_the_aggregators_watchers() {
-    let fed = TestFederation::line(&["a", "b", "c"]).start().await;
+    // The transit domain drives a (mock) agent per node: what they answer reaches the
+    // aggregator's watchers too.
+    let mut agents = Vec::new();
+    let mut urls = std::collections::BTreeMap::new();
+    for node in ["core", "b-a", "b-c"] {
+        let cfg = sluice_agent::AgentConfig {
+            node: node.into(),
+            netns: None,
+            ports: Vec::new(),
+        };
+        let backend = std::sync::Arc::new(std::sync::Mutex::new(
+            sluice_agent::mock::MockBackend::default(),
+        ));
+        let a = sluice_agent::server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            sluice_agent::service::AgentService::new(cfg, backend),
+        )
+        .await
+        .unwrap();
+        urls.insert(node.to_string(), format!("http://{}", a.addr));
+        agents.push(a);
+    }
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .agents(
+            "b",
+            sluice_idc::agents::AgentsConfig {
+                agents: urls,
+                tls: None,
+            },
+        )
+        .start()
+        .await;
     assert!(fed.exchange(4).await);
     // Starts now, provisioned automatically: every domain brings its data plane up.
     let r = reserve(&fed, "a", criteria("a:core:e1", "c:core:e1", 1000, 0, 1))
@@ -666,8 +698,9 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
         .into_inner();
     op(&fed, "a", "commit", &r.id).await.unwrap();
     let mut active_in: Vec<String> = Vec::new();
+    let mut nodes_in_b: Vec<String> = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while active_in.len() < 3 {
+    while active_in.len() < 3 || nodes_in_b.len() < 3 {
         let e = tokio::time::timeout_at(deadline, stream.message())
             .await
             .expect("segment events within the wait")
@@ -684,9 +717,18 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
                 .unwrap();
             active_in.push(domain.to_string());
         }
+        // "segment 2 in b: node core: the agent has the circuit"
+        if e.machine == "segment"
+            && let Some(rest) = e.detail.strip_prefix("segment 2 in b: node ")
+            && let Some(node) = rest.strip_suffix(": the agent has the circuit")
+        {
+            nodes_in_b.push(node.to_string());
+        }
     }
     active_in.sort();
     assert_eq!(active_in, ["a", "b", "c"]);
+    nodes_in_b.sort();
+    assert_eq!(nodes_in_b, ["b-a", "b-c", "core"]);
     // And the circuit shows every segment active.
     let got = op(&fed, "a", "get", &r.id).await.unwrap();
     assert!(
@@ -695,6 +737,9 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
         segment_summaries(&got)
     );
     fed.shutdown().await;
+    for a in agents {
+        a.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

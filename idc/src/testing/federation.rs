@@ -48,6 +48,8 @@ pub struct TestFederationBuilder {
     policies: HashMap<(String, String), Policy>,
     /// Domains whose certificate comes from a CA nobody else trusts.
     untrusted: Vec<String>,
+    /// Domains whose IDC drives node agents.
+    agents: HashMap<String, crate::agents::AgentsConfig>,
 }
 
 pub struct TestFederation {
@@ -73,6 +75,7 @@ impl TestFederation {
             call_timeout: Duration::from_secs(3),
             policies: HashMap::new(),
             untrusted: Vec::new(),
+            agents: HashMap::new(),
         }
     }
 
@@ -207,6 +210,13 @@ impl TestFederationBuilder {
         self
     }
 
+    /// `name`'s IDC drives these node agents (the fixture's nodes: `core`, and `b-<peer>`
+    /// per peer).
+    pub fn agents(mut self, name: &str, cfg: crate::agents::AgentsConfig) -> Self {
+        self.agents.insert(name.to_string(), cfg);
+        self
+    }
+
     /// `name` gets a certificate from a CA the others do not trust.
     pub fn untrusted(mut self, name: &str) -> Self {
         self.untrusted.push(name.to_string());
@@ -325,14 +335,14 @@ impl TestFederationBuilder {
                 peers,
                 prebound: Some(listeners[i].1.clone()),
             };
-            started.push(
-                TestIdc::builder()
-                    .topology(self.topology(d))
-                    .hold_timeout(self.hold_timeout)
-                    .federation(setup)
-                    .start()
-                    .await,
-            );
+            let mut idc = TestIdc::builder()
+                .topology(self.topology(d))
+                .hold_timeout(self.hold_timeout)
+                .federation(setup);
+            if let Some(a) = self.agents.get(&d.name) {
+                idc = idc.agents(a.clone());
+            }
+            started.push(idc.start().await);
         }
         TestFederation {
             domains: started,
