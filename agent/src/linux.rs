@@ -639,6 +639,37 @@ impl LinuxNode {
         Ok((speed, up))
     }
 
+    /// Whether this kernel makes 802.1Q VLAN links: tried on a veth pair made and
+    /// removed again in the node's namespace. `Err` says why not (this release labels
+    /// circuits with VXLAN either way; the answer is reported so operators know).
+    pub fn probe_8021q(&self) -> Result<(), String> {
+        let (probe, vlan) = ("slprobe0", "slprobe0.2");
+        self.run(
+            "ip",
+            &[
+                "link", "add", probe, "type", "veth", "peer", "name", "slprobe1",
+            ],
+            None,
+        )
+        .map_err(|e| format!("cannot make a probe interface: {e}"))?;
+        let made = self.run(
+            "ip",
+            &[
+                "link", "add", "link", probe, "name", vlan, "type", "vlan", "id", "2",
+            ],
+            None,
+        );
+        // Removing one end removes the pair, and the VLAN link on it.
+        let _ = self.run("ip", &["link", "del", probe], None);
+        made.map(|_| ()).map_err(|e| match e {
+            ExecError::Failed { stderr, .. } => stderr
+                .strip_prefix("Error: ")
+                .unwrap_or(&stderr)
+                .to_string(),
+            other => other.to_string(),
+        })
+    }
+
     /// Runs a plan: the removals, the links, then the additions, each as one batch.
     pub fn apply(&self, plan: &Plan) -> Result<(), ExecError> {
         for (tool, lines) in [

@@ -11,6 +11,7 @@ use sluice_agent::AgentConfig;
 use sluice_agent::linux::LinuxNode;
 use sluice_agent::mock::MockBackend;
 use sluice_agent::service::{AgentService, Backend};
+use tracing::{info, warn};
 
 #[derive(Args)]
 pub struct AgentArgs {
@@ -66,7 +67,25 @@ pub fn run(args: AgentArgs) -> ExitCode {
     let backend: Arc<dyn Backend> = if args.mock {
         Arc::new(Mutex::new(MockBackend::default()))
     } else {
-        Arc::new(LinuxNode::new(cfg.netns.clone()))
+        let linux = LinuxNode::new(cfg.netns.clone());
+        // Said once at start: which labels this node's circuits get, and why.
+        match linux.probe_8021q() {
+            Ok(()) => info!(
+                "labels: a VXLAN VNI per circuit and port (this kernel has 802.1Q links too; \
+                 this release labels with VXLAN)"
+            ),
+            Err(why) => {
+                info!("labels: a VXLAN VNI per circuit and port (no 802.1Q sub-interfaces: {why})")
+            }
+        }
+        for (p, (speed, up)) in cfg.ports.iter().zip(linux.ports(&cfg)) {
+            if !up {
+                warn!(port = %p.name, dev = %p.dev, "the port's interface is missing or down");
+            } else if speed != 0 && speed < p.capacity.0 {
+                warn!(port = %p.name, dev = %p.dev, speed, capacity = p.capacity.0, "the interface is slower than the port's capacity");
+            }
+        }
+        Arc::new(linux)
     };
     let (node, name, secure) = (cfg.node.clone(), backend.name(), tls.is_some());
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -37,6 +37,8 @@ use crate::store::NodeUpdate;
 
 /// How often agents that failed are tried again.
 pub const RETRY: Duration = Duration::from_secs(2);
+/// By default, how often every agent's version is checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// How long one agent call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +48,9 @@ pub struct AgentsConfig {
     pub agents: BTreeMap<String, String>,
     /// For https:// agents.
     pub tls: Option<TlsMaterial>,
+    /// How often every agent is asked which version it has: one that restarted (or
+    /// whose node rebooted) since it took its set gets it again.
+    pub check_every: Duration,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +71,14 @@ struct AgentFile {
 }
 
 impl AgentsConfig {
+    pub fn new(agents: BTreeMap<String, String>, tls: Option<TlsMaterial>) -> AgentsConfig {
+        AgentsConfig {
+            agents,
+            tls,
+            check_every: CHECK_EVERY,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<AgentsConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -99,7 +112,7 @@ impl AgentsConfig {
         if tls.is_none() && agents.values().any(|u| u.starts_with("https://")) {
             return Err("https:// agents need ca, cert and key".into());
         }
-        Ok(AgentsConfig { agents, tls })
+        Ok(AgentsConfig::new(agents, tls))
     }
 }
 
@@ -361,10 +374,62 @@ impl AgentDriver {
             .collect()
     }
 
-    /// Syncs at start, at every data plane change, and every [`RETRY`] while an agent
-    /// is failing, until `stop`.
+    /// Asks every agent that took a set which version it has now; one that has another
+    /// (it restarted with nothing, its node rebooted) or does not answer is sent its
+    /// set again by the next sync. The agent's plan touches only what is missing, so
+    /// circuits still in place are left alone.
+    async fn check_versions(&self) {
+        let sent: Vec<(String, u64)> = lock(&self.inner.sent)
+            .iter()
+            .map(|(n, d)| (n.clone(), d.version))
+            .collect();
+        let mut calls = Vec::new();
+        for (node, version) in sent {
+            let Some(url) = self.inner.cfg.agents.get(&node).cloned() else {
+                continue;
+            };
+            let driver = self.clone();
+            calls.push(tokio::spawn(async move {
+                let answer = match driver.client(&node, &url) {
+                    Ok(mut c) => c
+                        .state(sluice_proto::v1::AgentStateRequest {})
+                        .await
+                        .map(|r| r.into_inner().version)
+                        .map_err(|s| sluice_proto::status::from_status(&s).message),
+                    Err(e) => Err(e),
+                };
+                if answer.as_ref().is_ok_and(|v| *v == version) {
+                    return;
+                }
+                match answer {
+                    Ok(has) => {
+                        warn!(
+                            node,
+                            has,
+                            sent = version,
+                            "agent lost its set; sending it again"
+                        )
+                    }
+                    Err(e) => {
+                        lock(&driver.inner.channels).remove(&node);
+                        warn!(node, error = %e, "agent not reached; trying again")
+                    }
+                }
+                lock(&driver.inner.sent).remove(&node);
+            }));
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+    }
+
+    /// Syncs at start, at every data plane change, every [`RETRY`] while an agent is
+    /// failing, and after each check of the agents' versions, until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut events = self.inner.idc.subscribe();
+        let mut check = tokio::time::interval(self.inner.cfg.check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
         loop {
             self.sync().await;
             let failing = lock(&self.inner.status).values().any(|s| s.error.is_some());
@@ -375,7 +440,8 @@ impl AgentDriver {
                     std::future::pending().await
                 }
             };
-            tokio::select! {
+            let check_now = tokio::select! {
+                _ = check.tick() => true,
                 e = async {
                     loop {
                         match events.recv().await {
@@ -385,9 +451,12 @@ impl AgentDriver {
                             Err(_) => return false,
                         }
                     }
-                } => if !e { return },
-                _ = retry => {}
+                } => if e { false } else { return },
+                _ = retry => false,
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            if check_now {
+                self.check_versions().await;
             }
         }
     }

@@ -121,10 +121,7 @@ async fn node_events(idc: &TestIdc, id: &str) -> Vec<(String, String, String)> {
 async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_caught_up() {
     let topo = sluice_idc::topology_file::bundled();
     let mut agents = Agents::start(&topo, None).await;
-    let cfg = AgentsConfig {
-        agents: agents.urls("http"),
-        tls: None,
-    };
+    let cfg = AgentsConfig::new(agents.urls("http"), None);
     let mut idc = TestIdc::builder().agents(cfg).start().await;
     let mut c = idc.client().await;
     // Starts now, automatic: up as soon as committed.
@@ -270,10 +267,10 @@ async fn agents_take_circuits_only_from_an_idc_their_ca_vouches_for() {
     let ca = DevCa::new().unwrap();
     let agents = Agents::start(&topo, Some(&ca)).await;
     let trusted = TestIdc::builder()
-        .agents(AgentsConfig {
-            agents: agents.urls("https"),
-            tls: Some(ca.material("internet2").unwrap()),
-        })
+        .agents(AgentsConfig::new(
+            agents.urls("https"),
+            Some(ca.material("internet2").unwrap()),
+        ))
         .start()
         .await;
     let mut c = trusted.client().await;
@@ -288,10 +285,10 @@ async fn agents_take_circuits_only_from_an_idc_their_ca_vouches_for() {
 
     let other_ca = DevCa::new().unwrap();
     let stranger = TestIdc::builder()
-        .agents(AgentsConfig {
-            agents: agents.urls("https"),
-            tls: Some(other_ca.material("internet2").unwrap()),
-        })
+        .agents(AgentsConfig::new(
+            agents.urls("https"),
+            Some(other_ca.material("internet2").unwrap()),
+        ))
         .start()
         .await;
     let mut s = stranger.client().await;
@@ -314,6 +311,92 @@ async fn agents_take_circuits_only_from_an_idc_their_ca_vouches_for() {
     }
     stranger.shutdown().await;
     trusted.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
+
+/// The version an agent says it applied last.
+async fn agent_version(addr: SocketAddr) -> u64 {
+    let mut c = sluice_proto::v1::agent_client::AgentClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    c.state(v1::AgentStateRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .version
+}
+
+/// An agent that restarts between two sends (no send failed, so the IDC saw nothing) is
+/// noticed by the IDC's version check and sent its set again: with its node's data
+/// plane intact, nothing on the node changes; after a reboot (nothing left), the node
+/// gets its circuits back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_that_restart_unnoticed_get_their_set_again_and_nothing_right_is_touched() {
+    let topo = sluice_idc::topology_file::bundled();
+    let mut agents = Agents::start(&topo, None).await;
+    let mut cfg = AgentsConfig::new(agents.urls("http"), None);
+    cfg.check_every = Duration::from_millis(300);
+    let idc = TestIdc::builder().agents(cfg).start().await;
+    let mut c = idc.client().await;
+    let r = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let (restarted, rebooted) = (r.path[0].to.clone(), r.path[0].from.clone());
+    let up = eventually(WAIT, || async {
+        [&restarted, &rebooted]
+            .iter()
+            .all(|n| agents.circuits(n) == [r.id.clone()])
+    })
+    .await;
+    assert!(up);
+    let changes_before = agents.backends[&restarted].lock().unwrap().changes;
+
+    // The agent process restarts; the node keeps its data plane (the same backend).
+    let addr = agents.servers[&restarted].addr;
+    agents
+        .servers
+        .remove(&restarted)
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let server = start_agent(&restarted, addr, agents.backends[&restarted].clone()).await;
+    agents.servers.insert(restarted.clone(), server);
+    assert_eq!(
+        agent_version(addr).await,
+        0,
+        "a restarted agent knows no set"
+    );
+    let resent = eventually(WAIT, || async { agent_version(addr).await != 0 }).await;
+    assert!(resent, "the IDC sent the restarted agent its set again");
+    assert_eq!(agents.circuits(&restarted), std::slice::from_ref(&r.id));
+    assert_eq!(
+        agents.backends[&restarted].lock().unwrap().changes,
+        changes_before,
+        "the circuit in place was not touched"
+    );
+
+    // The other node reboots: its agent comes back on an empty data plane.
+    let addr = agents.servers[&rebooted].addr;
+    agents
+        .servers
+        .remove(&rebooted)
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let empty = Arc::new(Mutex::new(MockBackend::default()));
+    agents.backends.insert(rebooted.clone(), empty.clone());
+    let server = start_agent(&rebooted, addr, empty).await;
+    agents.servers.insert(rebooted.clone(), server);
+    let back = eventually(WAIT, || async {
+        agents.circuits(&rebooted) == [r.id.clone()]
+    })
+    .await;
+    assert!(back, "the rebooted node got its circuit back");
+
+    idc.shutdown().await;
     for (_, a) in agents.servers {
         a.shutdown().await.unwrap();
     }

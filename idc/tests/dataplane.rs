@@ -85,13 +85,13 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
         );
     }
     let topo = sluice_idc::topology_file::parse("lab.toml", &lab.topology_toml()).unwrap();
-    let cfg = AgentsConfig {
-        agents: [("r1", &agents[0]), ("r2", &agents[1])]
+    let cfg = AgentsConfig::new(
+        [("r1", &agents[0]), ("r2", &agents[1])]
             .into_iter()
             .map(|(n, a)| (n.to_string(), format!("https://{}", a.addr)))
             .collect(),
-        tls: Some(ca.material("lab").unwrap()),
-    };
+        Some(ca.material("lab").unwrap()),
+    );
     let idc = TestIdc::builder().topology(topo).agents(cfg).start().await;
     let mut c = idc.client().await;
 

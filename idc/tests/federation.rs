@@ -673,13 +673,7 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
         agents.push(a);
     }
     let fed = TestFederation::line(&["a", "b", "c"])
-        .agents(
-            "b",
-            sluice_idc::agents::AgentsConfig {
-                agents: urls,
-                tls: None,
-            },
-        )
+        .agents("b", sluice_idc::agents::AgentsConfig::new(urls, None))
         .start()
         .await;
     assert!(fed.exchange(4).await);
