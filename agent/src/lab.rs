@@ -335,7 +335,17 @@ impl IperfServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("iperf3 -s");
-        std::thread::sleep(Duration::from_millis(300));
+        // Ready when it listens (at most 5 s).
+        let listening = |ns: &Netns| {
+            ns.command("ss")
+                .args(["-Htln", &format!("sport = :{port}")])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        };
+        let start = Instant::now();
+        while !listening(ns) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         IperfServer(child)
     }
 }

@@ -9,6 +9,7 @@
 //! is tested without root. Applying a plan twice changes nothing: the second plan is
 //! empty.
 
+pub mod admit;
 pub mod config;
 pub mod lab;
 pub mod linux;

@@ -11,6 +11,7 @@ use sluice_proto::{agent as wire, v1};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::admit::{Refused, admit};
 use crate::config::AgentConfig;
 use crate::linux::{CIRCUIT_CLASS_BASE, LinuxNode};
 use crate::mock::MockBackend;
@@ -112,7 +113,10 @@ impl Backend for Mutex<MockBackend> {
 }
 
 struct Applied {
+    /// The version taken, and the circuits of it the node carries.
     desired: Desired,
+    /// The circuits of it the node does not carry.
+    refused: Vec<Refused>,
     error: Option<String>,
     changes: usize,
 }
@@ -131,6 +135,7 @@ impl AgentService {
             backend,
             applied: Arc::new(Mutex::new(Applied {
                 desired: Desired::default(),
+                refused: Vec::new(),
                 error: None,
                 changes: 0,
             })),
@@ -142,9 +147,14 @@ impl AgentService {
     }
 
     async fn state(&self) -> v1::AgentState {
-        let (desired, error, changes) = {
+        let (desired, refused, error, changes) = {
             let a = self.lock();
-            (a.desired.clone(), a.error.clone(), a.changes)
+            (
+                a.desired.clone(),
+                a.refused.clone(),
+                a.error.clone(),
+                a.changes,
+            )
         };
         let (cfg, backend, d) = (self.cfg.clone(), self.backend.clone(), desired.clone());
         let counters = tokio::task::spawn_blocking(move || backend.counters(&cfg, &d))
@@ -174,6 +184,13 @@ impl AgentService {
                 })
                 .collect(),
             changes: changes as u32,
+            refused: refused
+                .into_iter()
+                .map(|r| v1::RefusedCircuit {
+                    id: r.id,
+                    reason: r.reason,
+                })
+                .collect(),
         }
     }
 }
@@ -196,6 +213,11 @@ impl v1::agent_server::Agent for AgentService {
             // An older state arriving late: what is applied stays.
             return Ok(Response::new(self.state().await));
         }
+        // Each circuit the node cannot carry is refused alone; the rest is applied.
+        let (desired, refused) = admit(&self.cfg, &desired);
+        for r in &refused {
+            warn!(node = %self.cfg.node, circuit = %r.id, reason = %r.reason, "circuit refused");
+        }
         let (cfg, backend, d) = (self.cfg.clone(), self.backend.clone(), desired.clone());
         let result = tokio::task::spawn_blocking(move || backend.converge(&cfg, &d))
             .await
@@ -207,6 +229,7 @@ impl v1::agent_server::Agent for AgentService {
                     info!(node = %self.cfg.node, version = desired.version, circuits = desired.circuits.len(), changes, "desired state applied");
                     *a = Applied {
                         desired,
+                        refused,
                         error: None,
                         changes,
                     };

@@ -58,17 +58,36 @@ async fn applies_whole_states_idempotently_ignores_old_ones_and_refuses_another_
     assert_eq!((s.version, s.circuits.len()), (2, 1));
     assert_eq!(backend.lock().unwrap().applied.circuits.len(), 1);
     // Another node's state is refused, naming the field.
-    let mut other = state(3, vec![]);
+    let mut other = state(30, vec![]);
     other.node = "r2".into();
     let e = from_status(&c.apply(other).await.unwrap_err());
     assert_eq!(
         (e.code, e.field.as_deref()),
         (ErrorCode::InvalidParameter, Some("node"))
     );
-    // A backend failure is reported, and the previous state stays applied.
+    // A circuit the node cannot carry is refused alone, with why; the others go on.
+    let mixed = vec![
+        circuit("c1", ("xe-0", 150), ("xe-1", 151), 200, 200),
+        circuit("c2", ("xe-0", 152), ("xe-9", 152), 10, 10),
+    ];
+    let s = c.apply(state(3, mixed)).await.unwrap().into_inner();
+    assert_eq!(s.version, 3);
+    assert_eq!(
+        s.circuits.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["c1"]
+    );
+    assert_eq!(
+        s.refused
+            .iter()
+            .map(|r| (r.id.as_str(), r.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("c2", "circuit c2: no port xe-9 on this node")]
+    );
+    assert_eq!(backend.lock().unwrap().applied.circuits.len(), 1);
+    // A backend failure is reported; the version stays the one before.
     backend.lock().unwrap().fail_next = Some("ip: boom".into());
     let s = c.apply(state(4, vec![])).await.unwrap().into_inner();
-    assert_eq!((s.version, s.error.as_str()), (2, "ip: boom"));
+    assert_eq!((s.version, s.error.as_str()), (3, "ip: boom"));
     let ports = c
         .ports(v1::AgentPortsRequest {})
         .await

@@ -24,22 +24,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
-use sluice_idc::agents::AgentsConfig;
+use sluice_idc::agents::{AgentsConfig, CALL_TIMEOUT, endpoint};
 use sluice_idc::federation::tls::TlsMaterial;
 use sluice_model::{Error, ErrorCode};
 use sluice_proto::v1;
 use sluice_proto::v1::agent_client::AgentClient;
-use tonic::transport::Endpoint;
 
 use crate::client::{connect, err};
 use crate::output;
-
-/// How long one agent may take to connect and answer (as the IDC allows its agents).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What can be found about a node or a port; in the order the summary counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -509,23 +504,14 @@ async fn ask_all(cfg: &AgentsConfig) -> Answers {
     answers
 }
 
-/// One agent's ports. The channel is made as `idc::agents` makes it (the agent's
-/// certificate must name its node), so a check that passes means the IDC gets through.
+/// One agent's ports, over the channel `idc::agents` makes (the agent's certificate
+/// must name its node), so a check that passes means the IDC gets through.
 async fn ports(
     node: &str,
     url: &str,
     tls: Option<&TlsMaterial>,
 ) -> Result<v1::AgentPortsReply, String> {
-    let mut ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("bad address: {e}"))?
-        .connect_timeout(CALL_TIMEOUT)
-        .timeout(CALL_TIMEOUT);
-    if let Some(tls) = tls {
-        ep = ep
-            .tls_config(tls.client(node))
-            .map_err(|e| format!("TLS settings: {e}"))?;
-    }
-    let channel = ep
+    let channel = endpoint(node, url, tls)?
         .connect()
         .await
         .map_err(|e| format!("cannot connect: {}", causes(&e)))?;

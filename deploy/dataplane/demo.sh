@@ -131,9 +131,16 @@ s show "$id"
 in_ns ha ping -c 3 -i 0.2 -W 1 192.168.150.2
 
 echo "== measured with iperf3: the circuit while best effort floods the same link"
-in_ns hb iperf3 -s -B 192.168.150.2 -p 5201 -D
-in_ns hb iperf3 -s -B 10.2.0.1 -p 5202 -D
-sleep 0.3
+in_ns hb iperf3 -s -B 192.168.150.2 -p 5201 >/dev/null 2>&1 &
+pids+=($!)
+in_ns hb iperf3 -s -B 10.2.0.1 -p 5202 >/dev/null 2>&1 &
+pids+=($!)
+for port in 5201 5202; do
+    for _ in $(seq 100); do
+        [[ -n $(in_ns hb ss -Htln "sport = :$port") ]] && break
+        sleep 0.05
+    done
+done
 in_ns ha iperf3 -c 10.2.0.1 -p 5202 -u -b 1500M -t 6 -J >"$work/flood.json" &
 flood=$!
 sleep 1
@@ -145,8 +152,6 @@ best=$(rate "$work/flood.json")
 echo "circuit (booked 200 Mb/s): $circuit Mb/s; the best-effort flood meanwhile: $best Mb/s"
 python3 -c "import sys; sys.exit(0 if $circuit >= 190 else 1)" \
     || { echo "the circuit got $circuit Mb/s of 200" >&2; exit 1; }
-pkill -f "iperf3 -s -B 192.168.150.2 -p 5201" || true
-pkill -f "iperf3 -s -B 10.2.0.1 -p 5202" || true
 
 echo "== ending it: the agents take it away"
 s terminate "$id" >/dev/null
@@ -157,7 +162,11 @@ for _ in $(seq 100); do
 done
 [[ $states == "r1:removed r2:removed" ]] || { echo "agents: $states" >&2; exit 1; }
 for r in r1 r2; do
-    left=$(ip -n "sluice-demo-$r" -br link | awk '$1 ~ /^(vx|xc)/' ; tc -n "sluice-demo-$r" class show dev p0; tc -n "sluice-demo-$r" class show dev p1)
+    left=$(ip -n "sluice-demo-$r" -br link | awk '$1 ~ /^(vx|xc)/'
+        for dev in p0 p1; do
+            tc -n "sluice-demo-$r" class show dev "$dev"
+            tc -n "sluice-demo-$r" filter show dev "$dev"
+        done)
     extra=$(grep -Ev '^$|class htb 1:1 root|class htb 1:fffe ' <<<"$left" || true)
     [[ -z $extra ]] || { echo "left on $r: $extra" >&2; exit 1; }
 done

@@ -17,16 +17,17 @@
 //! url = "https://127.0.0.1:50552"
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_model::Machine;
-use sluice_model::dataplane::{Desired, NodeReport, NodeState, node_circuits};
+use sluice_model::dataplane::{Desired, NodeCircuit, NodeReport, NodeState, node_circuits};
 use sluice_proto::v1::agent_client::AgentClient;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
@@ -40,7 +41,7 @@ pub const RETRY: Duration = Duration::from_secs(2);
 /// By default, how often every agent's version is checked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// How long one agent call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct AgentsConfig {
@@ -116,13 +117,20 @@ impl AgentsConfig {
     }
 }
 
-/// What a node's agent last said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeStatus {
-    /// The version it applied last (0: none yet).
-    pub applied: u64,
-    /// Why the last send failed, if it did.
-    pub error: Option<String>,
+/// The channel to `node`'s agent at `url` (dialled on first use), with the call and
+/// connect timeouts; over mutual TLS when `tls` is given, where the agent's certificate
+/// must name its node.
+pub fn endpoint(node: &str, url: &str, tls: Option<&TlsMaterial>) -> Result<Endpoint, String> {
+    let mut ep = Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad address {url:?}: {e}"))?
+        .connect_timeout(CALL_TIMEOUT)
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        ep = ep
+            .tls_config(tls.client(node))
+            .map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    Ok(ep)
 }
 
 #[derive(Clone)]
@@ -133,10 +141,12 @@ pub struct AgentDriver {
 struct Inner {
     idc: Idc,
     cfg: AgentsConfig,
-    channels: Mutex<HashMap<String, Channel>>,
-    /// Per node: what was last taken by its agent.
-    sent: Mutex<HashMap<String, Desired>>,
-    status: Mutex<BTreeMap<String, NodeStatus>>,
+    /// Per node with an agent: the circuits it must carry now (`None` until first
+    /// worked out, so a restarted IDC never sends an empty set by mistake). Each node's
+    /// worker watches its own.
+    wanted: BTreeMap<String, watch::Sender<Option<Vec<NodeCircuit>>>>,
+    /// The last version handed out: versions only grow, also across a clock step back
+    /// (an agent that answers with a higher one raises it).
     version: Mutex<u64>,
 }
 
@@ -144,22 +154,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How one send to an agent ended.
+enum Sent {
+    /// It carries the set, but for the circuits it refused (id, why).
+    Taken(Vec<(String, String)>),
+    /// It could not be reached, or did not take the set: why.
+    Failed(String),
+}
+
 impl AgentDriver {
     pub fn new(idc: Idc, cfg: AgentsConfig) -> AgentDriver {
+        let wanted = cfg
+            .agents
+            .keys()
+            .map(|n| (n.clone(), watch::channel(None).0))
+            .collect();
         AgentDriver {
             inner: Arc::new(Inner {
                 idc,
                 cfg,
-                channels: Mutex::new(HashMap::new()),
-                sent: Mutex::new(HashMap::new()),
-                status: Mutex::new(BTreeMap::new()),
+                wanted,
                 version: Mutex::new(0),
             }),
         }
     }
 
-    /// Every node's circuits now: those of the reservations whose data plane is active.
-    async fn desired_by_node(&self) -> Result<BTreeMap<String, Desired>, sluice_model::Error> {
+    /// Every node's circuits now: those of the reservations whose data plane is active,
+    /// each node's sorted by id.
+    async fn desired_by_node(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<NodeCircuit>>, sluice_model::Error> {
         let (active, _) = self
             .inner
             .idc
@@ -170,17 +194,43 @@ impl AgentDriver {
             })
             .await?;
         let topo = self.inner.idc.topology();
-        let mut out: BTreeMap<String, Desired> = BTreeMap::new();
+        let mut out: BTreeMap<String, Vec<NodeCircuit>> = BTreeMap::new();
         for r in &active {
             let Some(hops) = node_circuits(topo, r) else {
                 // Circuits across domains: their segments here are reservations of their own.
                 continue;
             };
             for (node, c) in hops {
-                out.entry(node).or_default().circuits.push(c);
+                out.entry(node).or_default().push(c);
             }
         }
+        for circuits in out.values_mut() {
+            circuits.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         Ok(out)
+    }
+
+    /// Hands every node's worker its set if it changed. False if the sets could not be
+    /// worked out (tried again after [`RETRY`]).
+    async fn publish(&self) -> bool {
+        let mut desired = match self.desired_by_node().await {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "cannot work out the nodes' circuits; trying again");
+                return false;
+            }
+        };
+        for (node, tx) in &self.inner.wanted {
+            let set = desired.remove(node).unwrap_or_default();
+            tx.send_if_modified(|cur| {
+                if cur.as_ref() == Some(&set) {
+                    return false;
+                }
+                *cur = Some(set);
+                true
+            });
+        }
+        true
     }
 
     fn next_version(&self) -> u64 {
@@ -190,150 +240,220 @@ impl AgentDriver {
         *v
     }
 
-    fn client(&self, node: &str, url: &str) -> Result<AgentClient<Channel>, String> {
-        let mut channels = lock(&self.inner.channels);
-        if let Some(ch) = channels.get(node) {
-            return Ok(AgentClient::new(ch.clone()));
+    /// One node's worker: sends the node's set whenever it changes, again every
+    /// [`RETRY`] while sending fails, and again when the agent is found with another
+    /// version than it took (it restarted, or its node rebooted). One task per node, so
+    /// an agent that hangs delays no other, and answers are recorded in order.
+    async fn drive(
+        self,
+        node: String,
+        url: String,
+        mut wanted: watch::Receiver<Option<Vec<NodeCircuit>>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut channel: Option<Channel> = None;
+        // The version and the set the agent took last.
+        let mut taken: Option<(u64, Vec<NodeCircuit>)> = None;
+        let mut failing = false;
+        let mut check = tokio::time::interval(self.inner.cfg.check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        loop {
+            let want = wanted.borrow_and_update().clone();
+            if let Some(want) = want
+                && (failing || taken.as_ref().is_none_or(|(_, t)| *t != want))
+            {
+                let version = self.next_version();
+                let sent = self.send(&node, &url, &mut channel, version, &want).await;
+                failing = match self.record(&node, &want, &sent) {
+                    Err(e) => {
+                        warn!(node, error = %e, "the agent's answer not recorded; sending again");
+                        true
+                    }
+                    Ok(()) => matches!(sent, Sent::Failed(_)),
+                };
+                taken = (!failing).then_some((version, want));
+            }
+            let retry = async {
+                if failing {
+                    tokio::time::sleep(RETRY).await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let check_now = tokio::select! {
+                changed = wanted.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+                _ = retry => false,
+                _ = check.tick() => true,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if check_now
+                && let Some((version, _)) = &taken
+                && let Err(why) = self.check(&node, &url, &mut channel, *version).await
+            {
+                warn!(node, "{why}; sending its set again");
+                taken = None;
+            }
         }
-        let mut ep = Endpoint::from_shared(url.to_string())
-            .map_err(|e| format!("bad address {url:?}: {e}"))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT);
-        if let Some(tls) = &self.inner.cfg.tls {
-            ep = ep
-                .tls_config(tls.client(node))
-                .map_err(|e| format!("TLS settings: {e}"))?;
-        }
-        let ch = ep.connect_lazy();
-        channels.insert(node.to_string(), ch.clone());
-        Ok(AgentClient::new(ch))
     }
 
-    /// Sends each agent its node's set if it changed since the agent last took one, or
-    /// if the agent failed last time.
-    pub async fn sync(&self) {
-        let desired = match self.desired_by_node().await {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "cannot work out the nodes' circuits");
-                return;
+    fn client(
+        &self,
+        node: &str,
+        url: &str,
+        channel: &mut Option<Channel>,
+    ) -> Result<AgentClient<Channel>, String> {
+        if channel.is_none() {
+            *channel = Some(endpoint(node, url, self.inner.cfg.tls.as_ref())?.connect_lazy());
+        }
+        Ok(AgentClient::new(channel.clone().expect("just made")))
+    }
+
+    /// Why a call to an agent failed, in the reservation's words; forgets the channel
+    /// when the agent was not reached, so the next call dials anew.
+    fn call_error(s: &tonic::Status, channel: &mut Option<Channel>) -> String {
+        let e = sluice_proto::status::from_status(s);
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                *channel = None;
+                format!("agent not reached: {}", e.message)
+            }
+            _ => format!("agent refused the set: {}", e.message),
+        }
+    }
+
+    async fn send(
+        &self,
+        node: &str,
+        url: &str,
+        channel: &mut Option<Channel>,
+        version: u64,
+        want: &[NodeCircuit],
+    ) -> Sent {
+        let desired = Desired {
+            version,
+            circuits: want.to_vec(),
+        };
+        let mut client = match self.client(node, url, channel) {
+            Ok(c) => c,
+            Err(e) => return Sent::Failed(e),
+        };
+        let state = match client
+            .apply(sluice_proto::agent::desired(node, &desired))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let why = Self::call_error(&s, channel);
+                warn!(node, error = %why, "trying again");
+                return Sent::Failed(why);
             }
         };
-        let mut calls = Vec::new();
-        for (node, url) in &self.inner.cfg.agents {
-            let mut want = desired.get(node).cloned().unwrap_or_default();
-            want.circuits.sort_by(|a, b| a.id.cmp(&b.id));
-            let failing = lock(&self.inner.status)
-                .get(node)
-                .is_none_or(|s| s.error.is_some());
-            let same = lock(&self.inner.sent)
-                .get(node)
-                .is_some_and(|sent| sent.circuits == want.circuits);
-            if same && !failing {
-                continue;
-            }
-            want.version = self.next_version();
-            let (driver, node, url) = (self.clone(), node.clone(), url.clone());
-            calls.push(tokio::spawn(
-                async move { driver.send(&node, &url, want).await },
+        if state.version > version {
+            // It took a later version from this IDC before (whose clock has since gone
+            // back): hand out versions above it, and send again.
+            let mut v = lock(&self.inner.version);
+            *v = (*v).max(state.version);
+            return Sent::Failed(format!(
+                "the agent has version {}, later than {version}; sending again",
+                state.version
             ));
         }
-        for c in calls {
-            let _ = c.await;
+        if !state.error.is_empty() {
+            warn!(node, error = %state.error, "agent could not apply the set; trying again");
+            return Sent::Failed(format!("the agent could not apply it: {}", state.error));
+        }
+        if state.version != version {
+            return Sent::Failed(format!("the agent kept version {}", state.version));
+        }
+        info!(
+            node,
+            version,
+            circuits = want.len(),
+            refused = state.refused.len(),
+            changes = state.changes,
+            "agent applied the node's circuits"
+        );
+        Sent::Taken(
+            state
+                .refused
+                .into_iter()
+                .map(|r| (r.id, r.reason))
+                .collect(),
+        )
+    }
+
+    /// Whether the agent still has `version`.
+    async fn check(
+        &self,
+        node: &str,
+        url: &str,
+        channel: &mut Option<Channel>,
+        version: u64,
+    ) -> Result<(), String> {
+        let mut client = self.client(node, url, channel)?;
+        let has = client
+            .state(sluice_proto::v1::AgentStateRequest {})
+            .await
+            .map_err(|s| Self::call_error(&s, channel))?
+            .into_inner()
+            .version;
+        if has == version {
+            Ok(())
+        } else {
+            Err(format!("agent has version {has}, not {version}"))
         }
     }
 
-    async fn send(&self, node: &str, url: &str, want: Desired) {
-        let result = match self.client(node, url) {
-            Ok(mut client) => client
-                .apply(sluice_proto::agent::desired(node, &want))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| {
-                    lock(&self.inner.channels).remove(node);
-                    sluice_proto::status::from_status(&s).message
-                }),
-            Err(e) => Err(e),
-        };
-        let status = match result {
-            Ok(state) if state.error.is_empty() && state.version == want.version => {
-                info!(
-                    node,
-                    version = want.version,
-                    circuits = want.circuits.len(),
-                    changes = state.changes,
-                    "agent applied the node's circuits"
-                );
-                NodeStatus {
-                    applied: state.version,
-                    error: None,
-                }
-            }
-            Ok(state) => NodeStatus {
-                applied: state.version,
-                error: Some(if state.error.is_empty() {
-                    format!("the agent kept version {}", state.version)
-                } else {
-                    state.error
-                }),
-            },
-            Err(e) => {
-                warn!(node, error = %e, "agent not reached; trying again");
-                NodeStatus {
-                    applied: lock(&self.inner.status).get(node).map_or(0, |s| s.applied),
-                    error: Some(format!("agent not reached: {e}")),
-                }
-            }
-        };
-        self.record(node, &want, status.error.as_deref());
-        if status.error.is_none() {
-            lock(&self.inner.sent).insert(node.to_string(), want);
-        }
-        lock(&self.inner.status).insert(node.to_string(), status);
-    }
-
-    /// Records with each reservation what `node`'s agent did with it: every circuit of
-    /// `want` applied or failed, and every one it had that is no longer wanted removed
-    /// (or failed: it may still be there).
-    fn record(&self, node: &str, want: &Desired, error: Option<&str>) {
+    /// Records with each reservation what `node`'s agent did with it: each circuit of
+    /// `want` applied, refused or failed, and each one it had that is no longer wanted
+    /// removed (or failed: it may still be there).
+    fn record(&self, node: &str, want: &[NodeCircuit], sent: &Sent) -> Result<(), String> {
         let idc = &self.inner.idc;
-        let had = match idc.circuits_on_node(node) {
-            Ok(h) => h,
-            Err(e) => {
-                warn!(node, error = %e, "cannot read the node's circuits");
-                return;
-            }
-        };
-        let wanted: BTreeSet<&str> = want.circuits.iter().map(|c| c.id.as_str()).collect();
-        let (ok, failed) = match error {
-            None => (NodeState::Applied, String::new()),
-            Some(e) => (NodeState::Failed, e.to_string()),
-        };
-        let mut updates: Vec<NodeUpdate> = wanted
+        let had = idc
+            .circuits_on_node(node)
+            .map_err(|e| format!("cannot read the node's circuits: {e}"))?;
+        let wanted: BTreeSet<&str> = want.iter().map(|c| c.id.as_str()).collect();
+        let mut updates: Vec<NodeUpdate> = want
             .iter()
-            .map(|id| NodeUpdate {
-                reservation_id: id.to_string(),
-                state: ok,
-                error: failed.clone(),
+            .map(|c| {
+                let (state, error) = match sent {
+                    Sent::Taken(refused) => match refused.iter().find(|(id, _)| *id == c.id) {
+                        Some((_, why)) => {
+                            (NodeState::Failed, format!("refused by the agent: {why}"))
+                        }
+                        None => (NodeState::Applied, String::new()),
+                    },
+                    Sent::Failed(why) => (NodeState::Failed, why.clone()),
+                };
+                NodeUpdate {
+                    reservation_id: c.id.clone(),
+                    state,
+                    error,
+                }
             })
             .collect();
         for id in had.iter().filter(|id| !wanted.contains(id.as_str())) {
-            updates.push(match error {
-                None => NodeUpdate {
+            updates.push(match sent {
+                Sent::Taken(_) => NodeUpdate {
                     reservation_id: id.clone(),
                     state: NodeState::Removed,
                     error: String::new(),
                 },
-                Some(e) => NodeUpdate {
+                Sent::Failed(why) => NodeUpdate {
                     reservation_id: id.clone(),
                     state: NodeState::Failed,
-                    error: format!("not removed yet: {e}"),
+                    error: format!("not removed yet: {why}"),
                 },
             });
         }
-        if let Err(e) = idc.record_node_states(node, &updates) {
-            warn!(node, error = %e, "the agent's answer not recorded");
-        }
+        idc.record_node_states(node, &updates)
+            .map_err(|e| e.to_string())
     }
 
     /// Per node of the path of `r`: what its agent last answered for it. Nodes whose
@@ -374,90 +494,44 @@ impl AgentDriver {
             .collect()
     }
 
-    /// Asks every agent that took a set which version it has now; one that has another
-    /// (it restarted with nothing, its node rebooted) or does not answer is sent its
-    /// set again by the next sync. The agent's plan touches only what is missing, so
-    /// circuits still in place are left alone.
-    async fn check_versions(&self) {
-        let sent: Vec<(String, u64)> = lock(&self.inner.sent)
-            .iter()
-            .map(|(n, d)| (n.clone(), d.version))
-            .collect();
-        let mut calls = Vec::new();
-        for (node, version) in sent {
-            let Some(url) = self.inner.cfg.agents.get(&node).cloned() else {
-                continue;
-            };
-            let driver = self.clone();
-            calls.push(tokio::spawn(async move {
-                let answer = match driver.client(&node, &url) {
-                    Ok(mut c) => c
-                        .state(sluice_proto::v1::AgentStateRequest {})
-                        .await
-                        .map(|r| r.into_inner().version)
-                        .map_err(|s| sluice_proto::status::from_status(&s).message),
-                    Err(e) => Err(e),
-                };
-                if answer.as_ref().is_ok_and(|v| *v == version) {
-                    return;
-                }
-                match answer {
-                    Ok(has) => {
-                        warn!(
-                            node,
-                            has,
-                            sent = version,
-                            "agent lost its set; sending it again"
-                        )
-                    }
-                    Err(e) => {
-                        lock(&driver.inner.channels).remove(&node);
-                        warn!(node, error = %e, "agent not reached; trying again")
-                    }
-                }
-                lock(&driver.inner.sent).remove(&node);
-            }));
-        }
-        for c in calls {
-            let _ = c.await;
-        }
-    }
-
-    /// Syncs at start, at every data plane change, every [`RETRY`] while an agent is
-    /// failing, and after each check of the agents' versions, until `stop`.
+    /// Starts a worker per node, and hands them their sets at start and at every change
+    /// of a data plane or of an active circuit's version (modify), until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut workers = JoinSet::new();
+        for (node, url) in &self.inner.cfg.agents {
+            let rx = self.inner.wanted[node].subscribe();
+            workers.spawn(
+                self.clone()
+                    .drive(node.clone(), url.clone(), rx, stop.clone()),
+            );
+        }
         let mut events = self.inner.idc.subscribe();
-        let mut check = tokio::time::interval(self.inner.cfg.check_every);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        check.tick().await;
         loop {
-            self.sync().await;
-            let failing = lock(&self.inner.status).values().any(|s| s.error.is_some());
+            let published = self.publish().await;
             let retry = async {
-                if failing {
-                    tokio::time::sleep(RETRY).await
-                } else {
+                if published {
                     std::future::pending().await
+                } else {
+                    tokio::time::sleep(RETRY).await
                 }
             };
-            let check_now = tokio::select! {
-                _ = check.tick() => true,
-                e = async {
+            tokio::select! {
+                open = async {
                     loop {
                         match events.recv().await {
-                            Ok(e) if e.change.machine == Machine::DataPlane => return true,
+                            Ok(e) if matches!(e.change.machine, Machine::DataPlane | Machine::Version) => return true,
                             Ok(_) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
                             Err(_) => return false,
                         }
                     }
-                } => if e { false } else { return },
-                _ = retry => false,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            if check_now {
-                self.check_versions().await;
+                } => if !open { break },
+                _ = retry => {}
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
+        // The workers end with `stop`; if the IDC went away instead, end them here.
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
     }
 }

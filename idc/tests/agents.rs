@@ -31,17 +31,38 @@ async fn start_agent(node: &str, at: SocketAddr, backend: Arc<Mutex<MockBackend>
     start_agent_tls(node, at, backend, None).await
 }
 
+/// A mock agent's file for `node` of the bundled topology: every port, at its capacity.
+fn mock_config(node: &str) -> AgentConfig {
+    let topo = sluice_idc::topology_file::bundled();
+    let n = topo.nodes().iter().find(|n| n.id == node).unwrap();
+    AgentConfig {
+        node: node.into(),
+        netns: None,
+        ports: n
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p = topo.port(*p);
+                sluice_agent::PortConfig {
+                    name: p.name.clone(),
+                    dev: format!("p{i}"),
+                    capacity: p.capacity,
+                    local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
+                    remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
+                }
+            })
+            .collect(),
+    }
+}
+
 async fn start_agent_tls(
     node: &str,
     at: SocketAddr,
     backend: Arc<Mutex<MockBackend>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> RunningAgent {
-    let cfg = AgentConfig {
-        node: node.into(),
-        netns: None,
-        ports: Vec::new(),
-    };
+    let cfg = mock_config(node);
     sluice_agent::server::start(at, tls, AgentService::new(cfg, backend))
         .await
         .unwrap()
@@ -161,13 +182,42 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
             .collect();
         assert_eq!(of_n, [("none", "applied")], "{n}: {events:?}");
     }
-    // A restarted IDC reads the states back and reconciles every agent without a
-    // change: no new events.
+    // A restarted IDC reads the states back and reconciles every agent (each gets a
+    // newer version) without a change: nothing on the nodes, no new events.
+    let before: BTreeMap<String, (u64, usize)> = {
+        let mut m = BTreeMap::new();
+        for n in &path {
+            let changes = agents.backends[n].lock().unwrap().changes;
+            m.insert(
+                n.clone(),
+                (agent_version(agents.servers[n].addr).await, changes),
+            );
+        }
+        m
+    };
     idc.restart().await;
     let mut c = idc.client().await;
     let dp = data_plane(&mut c, &r1.id).await;
     assert!(dp.iter().all(|d| d.1 == "applied"), "{dp:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reconciled = eventually(WAIT, || async {
+        let mut all = true;
+        for n in &path {
+            all &= agent_version(agents.servers[n].addr).await > before[n].0;
+        }
+        all
+    })
+    .await;
+    assert!(
+        reconciled,
+        "every agent on the path got a set from the restarted IDC"
+    );
+    for n in &path {
+        assert_eq!(
+            agents.backends[n].lock().unwrap().changes,
+            before[n].1,
+            "{n} changed"
+        );
+    }
     assert_eq!(node_events(&idc, &r1.id).await.len(), path.len());
 
     // The second node's agent goes down; a second circuit on the same path shows it.
@@ -304,11 +354,18 @@ async fn agents_take_circuits_only_from_an_idc_their_ca_vouches_for() {
     .await;
     assert!(refused, "{:?}", data_plane(&mut s, &r2.id).await);
     // The agents still carry only the trusted IDC's circuit.
+    let mut carried = 0;
     for n in topo.nodes() {
         for id in agents.circuits(&n.id) {
             assert_eq!(id, r.id, "{} took a circuit from the stranger", n.id);
+            carried += 1;
         }
     }
+    assert_eq!(
+        carried,
+        r.path.len() + 1,
+        "every node of the path carries it"
+    );
     stranger.shutdown().await;
     trusted.shutdown().await;
     for (_, a) in agents.servers {
@@ -396,6 +453,103 @@ async fn agents_that_restart_unnoticed_get_their_set_again_and_nothing_right_is_
     .await;
     assert!(back, "the rebooted node got its circuit back");
 
+    idc.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
+
+/// A circuit a node cannot carry (its agent lacks the port) is refused there alone: the
+/// reservation says why on that node, the node's other circuits are applied and still
+/// change (a modify of an active circuit's rate reaches the agents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_a_node_cannot_carry_is_refused_alone_and_a_modify_reaches_the_agents() {
+    let topo = sluice_idc::topology_file::bundled();
+    let mut agents = Agents::start(&topo, None).await;
+    // Houston's agent knows every port but xe-0/0/1.
+    let addr = agents.servers["houston"].addr;
+    agents
+        .servers
+        .remove("houston")
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let mut cfg = mock_config("houston");
+    cfg.ports.retain(|p| p.name != "xe-0/0/1");
+    let server = sluice_agent::server::start(
+        addr,
+        None,
+        AgentService::new(cfg, agents.backends["houston"].clone()),
+    )
+    .await
+    .unwrap();
+    agents.servers.insert("houston".into(), server);
+    let idc = TestIdc::builder()
+        .agents(AgentsConfig::new(agents.urls("http"), None))
+        .start()
+        .await;
+    let mut c = idc.client().await;
+    let ok = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: ok.id.clone() }).await.unwrap();
+    let mut other = book(100);
+    other.criteria.as_mut().unwrap().src = "internet2:houston:xe-0/0/1".into();
+    let refused = c.reserve(other).await.unwrap().into_inner();
+    c.commit(v1::IdRequest {
+        id: refused.id.clone(),
+    })
+    .await
+    .unwrap();
+    let why = format!(
+        "refused by the agent: circuit {}: no port xe-0/0/1 on this node",
+        refused.id
+    );
+    let shown = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &refused.id).await;
+        dp.iter()
+            .any(|(n, s, e)| n == "houston" && s == "failed" && *e == why)
+            && dp
+                .iter()
+                .filter(|(n, _, _)| n != "houston")
+                .all(|(_, s, _)| s == "applied")
+    })
+    .await;
+    assert!(shown, "{:?}", data_plane(&mut c, &refused.id).await);
+    // Houston carries the other circuit, and nothing of the refused one.
+    let dp = data_plane(&mut c, &ok.id).await;
+    assert!(dp.iter().all(|(_, s, _)| s == "applied"), "{dp:?}");
+    assert_eq!(agents.circuits("houston"), std::slice::from_ref(&ok.id));
+
+    // A modify of the active circuit's rate reaches every node of its path.
+    c.modify(v1::ModifyRequest {
+        id: ok.id.clone(),
+        capacity_mbps: Some(250),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rate = |node: &str| {
+        agents.backends[node]
+            .lock()
+            .unwrap()
+            .applied
+            .circuits
+            .iter()
+            .find(|x| x.id == ok.id)
+            .map(|x| (x.rate_az.0, x.rate_za.0))
+    };
+    let nodes: Vec<String> = std::iter::once(ok.path[0].from.clone())
+        .chain(ok.path.iter().map(|h| h.to.clone()))
+        .collect();
+    let modified = eventually(WAIT, || async {
+        nodes.iter().all(|n| rate(n) == Some((250, 250)))
+    })
+    .await;
+    assert!(
+        modified,
+        "{:?}",
+        nodes.iter().map(|n| rate(n)).collect::<Vec<_>>()
+    );
     idc.shutdown().await;
     for (_, a) in agents.servers {
         a.shutdown().await.unwrap();

@@ -120,10 +120,11 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
     // From the provision to the first packet through the circuit.
     let (answered, flowing) = provision_until_flowing(&lab, &mut c, &r.id).await;
     let applied = eventually(WAIT, || async {
-        node_states(&mut idc.client().await, &r.id)
-            .await
-            .iter()
-            .all(|(_, s, e)| s == "applied" && e.is_empty())
+        let states = node_states(&mut idc.client().await, &r.id).await;
+        states.len() == 2
+            && states
+                .iter()
+                .all(|(_, s, e)| s == "applied" && e.is_empty())
     })
     .await;
     assert!(applied, "{:?}", node_states(&mut c, &r.id).await);
@@ -163,10 +164,8 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
     loop {
         c.release(v1::IdRequest { id: r.id.clone() }).await.unwrap();
         let removed = eventually(WAIT, || async {
-            node_states(&mut idc.client().await, &r.id)
-                .await
-                .iter()
-                .all(|(_, s, _)| s == "removed")
+            let states = node_states(&mut idc.client().await, &r.id).await;
+            states.len() == 2 && states.iter().all(|(_, s, _)| s == "removed")
         })
         .await;
         assert!(removed, "{:?}", node_states(&mut c, &r.id).await);
@@ -180,10 +179,8 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
         }
         times.push(provision_until_flowing(&lab, &mut c, &r.id).await);
         let applied = eventually(WAIT, || async {
-            node_states(&mut idc.client().await, &r.id)
-                .await
-                .iter()
-                .all(|(_, s, _)| s == "applied")
+            let states = node_states(&mut idc.client().await, &r.id).await;
+            states.len() == 2 && states.iter().all(|(_, s, _)| s == "applied")
         })
         .await;
         assert!(applied, "{:?}", node_states(&mut c, &r.id).await);

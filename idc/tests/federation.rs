@@ -653,11 +653,26 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
     // aggregator's watchers too.
     let mut agents = Vec::new();
     let mut urls = std::collections::BTreeMap::new();
-    for node in ["core", "b-a", "b-c"] {
+    // The fixture's ports of b (see sluice_idc::testing::federation).
+    for (node, ports) in [
+        ("core", &["e1", "e2", "l-a", "l-c"][..]),
+        ("b-a", &["to-a", "l"][..]),
+        ("b-c", &["to-c", "l"][..]),
+    ] {
         let cfg = sluice_agent::AgentConfig {
             node: node.into(),
             netns: None,
-            ports: Vec::new(),
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, name)| sluice_agent::PortConfig {
+                    name: name.to_string(),
+                    dev: format!("p{i}"),
+                    capacity: Mbps(100_000),
+                    local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
+                    remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
+                })
+                .collect(),
         };
         let backend = std::sync::Arc::new(std::sync::Mutex::new(
             sluice_agent::mock::MockBackend::default(),
@@ -711,9 +726,10 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
                 .unwrap();
             active_in.push(domain.to_string());
         }
-        // "segment 2 in b: node core: the agent has the circuit"
-        if e.machine == "segment"
-            && let Some(rest) = e.detail.strip_prefix("segment 2 in b: node ")
+        // machine node, "segment 2 in b: core: the agent has the circuit"
+        if e.machine == "node"
+            && e.to == "applied"
+            && let Some(rest) = e.detail.strip_prefix("segment 2 in b: ")
             && let Some(node) = rest.strip_suffix(": the agent has the circuit")
         {
             nodes_in_b.push(node.to_string());

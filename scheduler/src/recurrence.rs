@@ -258,6 +258,18 @@ pub fn weekly(
             .ok_or_else(|| Error::invalid(FIELD, "date out of range"))?;
     };
     let byday: Vec<&str> = days.iter().map(|d| ical_day(*d)).collect();
+    // A DTSTART on a fall-back day's repeated hour is ambiguous, and rrule refuses it
+    // (later occurrences there take the first of the two, as RFC 5545 says). Such a
+    // rule starts at the requested day before (an unambiguous time: fall-back days are
+    // months apart), with that start excluded.
+    let ambiguous = matches!(zone.from_local_datetime(&first), LocalResult::Ambiguous(..));
+    let mut dtstart = first;
+    if ambiguous {
+        dtstart -= TimeDelta::days(1);
+        while !days.contains(&dtstart.weekday()) {
+            dtstart -= TimeDelta::days(1);
+        }
+    }
     let end = match until {
         Until::Count(0) => {
             return Err(Error::invalid(
@@ -265,7 +277,8 @@ pub fn weekly(
                 "count must be at least 1",
             ));
         }
-        Until::Count(n) => format!("COUNT={n}"),
+        // The excluded earlier start counts.
+        Until::Count(n) => format!("COUNT={}", n + u32::from(ambiguous)),
         // UNTIL in the rule's time zone is a local date-time (RFC 5545 allows it with
         // TZID on DTSTART only in UTC; the end of the local day, in UTC, is exact).
         Until::Date(d) => {
@@ -278,9 +291,15 @@ pub fn weekly(
     };
     let mut text = format!(
         "DTSTART;TZID={tz}:{}\nRRULE:FREQ=WEEKLY;BYDAY={};{end}",
-        first.format("%Y%m%dT%H%M%S"),
+        dtstart.format("%Y%m%dT%H%M%S"),
         byday.join(",")
     );
+    if ambiguous {
+        text.push_str(&format!(
+            "\nEXDATE;TZID={tz}:{}",
+            dtstart.format("%Y%m%dT%H%M%S")
+        ));
+    }
     for d in skip {
         text.push_str(&format!(
             "\nEXDATE;TZID={tz}:{}",
@@ -549,6 +568,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("recurrence.tz"));
+        // Starting on a fall-back day's repeated hour: the first of the two, and the
+        // same wall-clock time a week later.
+        let rule = weekly(
+            &[Weekday::Sun],
+            NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
+            "Europe/Rome",
+            utc("2027-10-30T00:00:00Z"),
+            Until::Count(2),
+            &[],
+        )
+        .unwrap();
+        let occ = occurrences(&Recurrence {
+            rule,
+            duration: TimeDelta::hours(1),
+        })
+        .unwrap();
+        assert_eq!(starts(&occ), ["2027-10-31T00:30Z", "2027-11-07T01:30Z"]);
     }
 
     proptest! {

@@ -545,37 +545,43 @@ impl Federation {
         let Some(seg) = segs.into_iter().find(|s| s.index == index) else {
             return;
         };
-        let mut states = seg.states;
-        // A node of that domain's data plane changes none of the segment's states, but
-        // the circuit's watchers see it.
-        let node_event = e.machine == sluice_model::Machine::Node.as_str();
-        if !node_event && !aggregate::apply_state_word(&mut states, &e.machine, &e.to) {
-            return;
-        }
         let at =
             e.at.as_ref()
                 .and_then(|t| sluice_proto::convert::from_timestamp(t, "at").ok())
                 .unwrap_or_else(|| idc.now());
+        if e.machine == sluice_model::Machine::Node.as_str() {
+            // A node of that domain's data plane: changes none of the segment's states
+            // (so the segment's row is left alone), but the circuit's watchers see it.
+            let change = sluice_model::Change {
+                machine: sluice_model::Machine::Node,
+                from: e.from.clone(),
+                to: e.to.clone(),
+                effective_at: at,
+                detail: format!("segment {} in {from}: {}", index + 1, e.detail),
+            };
+            if let Err(err) = idc.record_events(&circuit, &[change]) {
+                warn!(reservation.id = %circuit, error = %err, "node notification not recorded");
+            }
+            return;
+        }
+        let mut states = seg.states;
+        if !aggregate::apply_state_word(&mut states, &e.machine, &e.to) {
+            return;
+        }
         let change = sluice_model::Change {
             machine: sluice_model::Machine::Segment,
             from: e.from.clone(),
             to: e.to.clone(),
             effective_at: at,
-            detail: if node_event {
-                format!("segment {} in {from}: node {}", index + 1, e.detail)
-            } else {
-                format!(
-                    "segment {} in {from}: {} {} → {}",
-                    index + 1,
-                    e.machine,
-                    e.from,
-                    e.to
-                )
-            },
+            detail: format!(
+                "segment {} in {from}: {} {} → {}",
+                index + 1,
+                e.machine,
+                e.from,
+                e.to
+            ),
         };
-        let summary = if node_event {
-            seg.summary.as_str()
-        } else if e.machine == "reservation" && e.from == "ReserveAborting" {
+        let summary = if e.machine == "reservation" && e.from == "ReserveAborting" {
             "aborted"
         } else {
             sluice_proto::convert::segment_summary(&states)

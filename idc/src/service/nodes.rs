@@ -2,7 +2,7 @@
 //! reservation, and sent to its watchers (and so to the aggregator of a segment) as
 //! events of machine `node`.
 
-use sluice_model::Error;
+use sluice_model::{Change, Error};
 
 use super::{Idc, store_error};
 use crate::store::{NodeStateRecord, NodeUpdate};
@@ -17,6 +17,18 @@ impl Idc {
         let mut writer = inner.store.writer();
         let events = writer
             .record_node_states(node, updates, inner.clock.now())
+            .map_err(store_error)?;
+        drop(writer);
+        inner.publish(events);
+        Ok(())
+    }
+
+    /// Events for reservation `id` that change none of its states, for its watchers.
+    pub fn record_events(&self, id: &str, changes: &[Change]) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut writer = inner.store.writer();
+        let events = writer
+            .insert_events(id, changes, inner.clock.now())
             .map_err(store_error)?;
         drop(writer);
         inner.publish(events);

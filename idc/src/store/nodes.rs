@@ -63,7 +63,10 @@ impl Store {
         let mut conn = self.reader()?;
         Ok(node_states::table
             .filter(node_states::node.eq(node))
-            .filter(node_states::state.ne(NodeState::Removed.as_str()))
+            .filter(
+                node_states::state
+                    .eq_any([NodeState::Applied.as_str(), NodeState::Failed.as_str()]),
+            )
             .select(node_states::reservation_id)
             .load(&mut conn)?)
     }
@@ -72,7 +75,7 @@ impl Store {
 impl Writer<'_> {
     /// Records what `node`'s agent answered, and an event (machine `node`) for each
     /// reservation whose state there changed, in one transaction. An answer that
-    /// changes nothing writes nothing.
+    /// changes nothing writes nothing; `updated_ms` is when the state last changed.
     pub fn record_node_states(
         &mut self,
         node: &str,
@@ -86,13 +89,22 @@ impl Writer<'_> {
                 let old: Option<(String, String)> = node_states::table
                     .find((&u.reservation_id, node))
                     .select((node_states::state, node_states::error))
-                    .first(conn)
-                    .optional()?;
-                if old
-                    .as_ref()
-                    .is_some_and(|(s, e)| *s == u.state.as_str() && *e == u.error)
-                {
-                    continue;
+                    .load(conn)?
+                    .into_iter()
+                    .next();
+                match &old {
+                    Some((state, error)) if *state == u.state.as_str() => {
+                        // The same state: only a new wording of why (an agent that is
+                        // down may fail differently each time) is kept, without an event.
+                        if *error != u.error {
+                            diesel::update(node_states::table.find((&u.reservation_id, node)))
+                                .set(node_states::error.eq(&u.error))
+                                .execute(conn)?;
+                            wrote = true;
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
                 diesel::replace_into(node_states::table)
                     .values((
@@ -128,6 +140,21 @@ impl Writer<'_> {
         if wrote {
             self.committed_one();
         }
+        Ok(events)
+    }
+
+    /// Events for reservation `id` that change none of its states (what a segment's
+    /// domain reports of its nodes, for the circuit's watchers).
+    pub fn insert_events(
+        &mut self,
+        id: &str,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let events = self
+            .conn
+            .immediate_transaction(|conn| insert_events(conn, id, changes, now))?;
+        self.committed_one();
         Ok(events)
     }
 }

@@ -7,6 +7,7 @@ CREATE TABLE node_states (
     node TEXT NOT NULL,
     state TEXT NOT NULL,
     error TEXT NOT NULL,
+    -- When it took this state.
     updated_ms BIGINT NOT NULL,
     PRIMARY KEY (reservation_id, node)
 ) WITHOUT ROWID;
