@@ -319,7 +319,15 @@ impl AgentDriver {
     fn call_error(s: &tonic::Status, channel: &mut Option<Channel>) -> String {
         let e = sluice_proto::status::from_status(s);
         match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            // tonic ends a call that ran out of time as Cancelled.
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+                *channel = None;
+                format!(
+                    "agent not reached: no answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )
+            }
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
                 *channel = None;
                 format!("agent not reached: {}", e.message)
             }

@@ -555,3 +555,72 @@ async fn a_circuit_a_node_cannot_carry_is_refused_alone_and_a_modify_reaches_the
         a.shutdown().await.unwrap();
     }
 }
+
+/// An agent that accepts connections but never answers (a hung process, a black hole)
+/// delays no other node: each node has its own worker, and the hung one shows failed
+/// once its call times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_agent_delays_no_other_node() {
+    let topo = sluice_idc::topology_file::bundled();
+    let mut agents = Agents::start(&topo, None).await;
+    let r_path = {
+        // Which nodes the circuit crosses: ask a throwaway IDC without agents.
+        let probe = TestIdc::builder().start().await;
+        let r = probe
+            .client()
+            .await
+            .reserve(book(100))
+            .await
+            .unwrap()
+            .into_inner();
+        let nodes: Vec<String> = std::iter::once(r.path[0].from.clone())
+            .chain(r.path.iter().map(|h| h.to.clone()))
+            .collect();
+        probe.shutdown().await;
+        nodes
+    };
+    // The second node's agent: a socket that is listened on and never served.
+    let hung = r_path[1].clone();
+    agents
+        .servers
+        .remove(&hung)
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut urls = agents.urls("http");
+    urls.insert(
+        hung.clone(),
+        format!("http://{}", black_hole.local_addr().unwrap()),
+    );
+    let idc = TestIdc::builder()
+        .agents(AgentsConfig::new(urls, None))
+        .start()
+        .await;
+    let mut c = idc.client().await;
+    let r = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    // Well within the hung call's timeout (10 s), every other node has it.
+    let others_up = eventually(Duration::from_secs(5), || async {
+        r_path
+            .iter()
+            .filter(|n| **n != hung)
+            .all(|n| agents.circuits(n) == std::slice::from_ref(&r.id))
+    })
+    .await;
+    assert!(others_up, "the other nodes waited for the hung agent");
+    let shown = eventually(WAIT, || async {
+        data_plane(&mut idc.client().await, &r.id)
+            .await
+            .iter()
+            .any(|(n, s, e)| *n == hung && s == "failed" && e.starts_with("agent not reached"))
+    })
+    .await;
+    assert!(shown, "{:?}", data_plane(&mut c, &r.id).await);
+    idc.shutdown().await;
+    drop(black_hole);
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
