@@ -95,7 +95,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use sluice_model::Mbps;
-    use sluice_model::dataplane::{CircuitEnd, NodeCircuit};
+    use sluice_model::dataplane::NodeCircuit;
 
     use super::*;
     use crate::config::PortConfig;
@@ -116,19 +116,7 @@ mod tests {
     }
 
     fn circuit(id: &str, a: (&str, u32), z: (&str, u32), mbps: u64) -> NodeCircuit {
-        NodeCircuit {
-            id: id.into(),
-            a: CircuitEnd {
-                port: a.0.into(),
-                label: a.1,
-            },
-            z: CircuitEnd {
-                port: z.0.into(),
-                label: z.1,
-            },
-            rate_az: Mbps(mbps),
-            rate_za: Mbps(mbps),
-        }
+        NodeCircuit::new(id, a, z, Mbps(mbps), Mbps(mbps))
     }
 
     #[test]

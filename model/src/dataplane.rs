@@ -24,6 +24,23 @@ pub struct NodeCircuit {
     pub rate_za: Mbps,
 }
 
+impl NodeCircuit {
+    /// A circuit between `(port, label)` ends `a` and `z`.
+    pub fn new(id: &str, a: (&str, u32), z: (&str, u32), rate_az: Mbps, rate_za: Mbps) -> Self {
+        let end = |(port, label): (&str, u32)| CircuitEnd {
+            port: port.to_string(),
+            label,
+        };
+        NodeCircuit {
+            id: id.to_string(),
+            a: end(a),
+            z: end(z),
+            rate_az,
+            rate_za,
+        }
+    }
+}
+
 /// Every circuit the node must carry now, as of `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Desired {

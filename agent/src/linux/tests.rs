@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::PortConfig;
-use sluice_model::dataplane::{CircuitEnd, NodeCircuit};
+use sluice_model::dataplane::NodeCircuit;
 
 fn cfg() -> AgentConfig {
     let port = |name: &str, dev: &str, n: u8| PortConfig {
@@ -22,19 +22,7 @@ fn cfg() -> AgentConfig {
 }
 
 fn circuit(id: &str, a: (&str, u32), z: (&str, u32), az: u64, za: u64) -> NodeCircuit {
-    NodeCircuit {
-        id: id.into(),
-        a: CircuitEnd {
-            port: a.0.into(),
-            label: a.1,
-        },
-        z: CircuitEnd {
-            port: z.0.into(),
-            label: z.1,
-        },
-        rate_az: Mbps(az),
-        rate_za: Mbps(za),
-    }
+    NodeCircuit::new(id, a, z, Mbps(az), Mbps(za))
 }
 
 fn desired(cs: Vec<NodeCircuit>) -> Desired {
