@@ -3,9 +3,9 @@
 //! or already taken, more than a port's capacity) is refused by itself and the others
 //! are still applied, and circuits that ended still go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_model::dataplane::Desired;
+use sluice_model::dataplane::{Desired, NodeCircuit};
 
 use crate::config::AgentConfig;
 use crate::linux::{MAX_LABEL, PlanError};
@@ -17,9 +17,15 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// The circuits of `desired` the node can carry (in order, first come first served:
-/// the IDC sends them sorted by id), and those it refuses.
-pub fn admit(cfg: &AgentConfig, desired: &Desired) -> (Desired, Vec<Refused>) {
+/// The circuits of `desired` the node can carry, and those it refuses. Circuits it
+/// carries already (`carried`) come first, so a new circuit never pushes a running one
+/// off; then the others in the order sent. The result keeps the order of `desired`.
+pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desired, Vec<Refused>) {
+    let running: BTreeSet<&str> = carried.circuits.iter().map(|c| c.id.as_str()).collect();
+    let (old, new): (Vec<&NodeCircuit>, Vec<&NodeCircuit>) = desired
+        .circuits
+        .iter()
+        .partition(|c| running.contains(c.id.as_str()));
     let mut taken: BTreeMap<(usize, u32), &str> = BTreeMap::new();
     let mut reserved: Vec<u64> = vec![0; cfg.ports.len()];
     let mut accepted = Desired {
@@ -27,7 +33,7 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired) -> (Desired, Vec<Refused>) {
         circuits: Vec::with_capacity(desired.circuits.len()),
     };
     let mut refused = Vec::new();
-    'circuits: for c in &desired.circuits {
+    'circuits: for c in old.into_iter().chain(new) {
         let mut ends = Vec::with_capacity(2);
         for end in [&c.a, &c.z] {
             let why = match cfg.port(&end.port) {
@@ -63,30 +69,38 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired) -> (Desired, Vec<Refused>) {
             let (pi, _) = cfg.port(&end.port).expect("checked above");
             ends.push((pi, end.label));
         }
-        // A→Z leaves through z, Z→A through a.
+        // A→Z leaves through z, Z→A through a (both may be one port).
+        let mut after = reserved.clone();
         for (&(pi, _), rate) in [(&ends[1], c.rate_az), (&ends[0], c.rate_za)] {
+            after[pi] += rate.0;
+        }
+        if let Some(pi) = (0..cfg.ports.len()).find(|&pi| after[pi] > cfg.ports[pi].capacity.0) {
             let p = &cfg.ports[pi];
-            if reserved[pi] + rate.0 > p.capacity.0 {
-                refused.push(Refused {
-                    id: c.id.clone(),
-                    reason: PlanError::OverCapacity {
-                        port: p.name.clone(),
-                        reserved: reserved[pi] + rate.0,
-                        capacity: p.capacity.0,
-                    }
-                    .to_string(),
-                });
-                continue 'circuits;
-            }
+            refused.push(Refused {
+                id: c.id.clone(),
+                reason: PlanError::OverCapacity {
+                    port: p.name.clone(),
+                    reserved: after[pi],
+                    capacity: p.capacity.0,
+                }
+                .to_string(),
+            });
+            continue 'circuits;
         }
-        for (&(pi, _), rate) in [(&ends[1], c.rate_az), (&ends[0], c.rate_za)] {
-            reserved[pi] += rate.0;
-        }
+        reserved = after;
         for &(pi, label) in &ends {
             taken.insert((pi, label), &c.id);
         }
         accepted.circuits.push(c.clone());
     }
+    let order: BTreeMap<&str, usize> = desired
+        .circuits
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.as_str(), i))
+        .collect();
+    accepted.circuits.sort_by_key(|c| order[c.id.as_str()]);
+    refused.sort_by_key(|r| order[r.id.as_str()]);
     (accepted, refused)
 }
 
@@ -133,7 +147,7 @@ mod tests {
                 circuit("c7", ("a", 106), ("a", 106), 1),
             ],
         };
-        let (ok, refused) = admit(&cfg(), &desired);
+        let (ok, refused) = admit(&cfg(), &desired, &Desired::default());
         assert_eq!(ok.version, 7);
         let ids: Vec<&str> = ok.circuits.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c1", "c6"]);
@@ -147,9 +161,55 @@ mod tests {
                 ("c2", "circuit c2: no port nope on this node"),
                 ("c3", "circuits c1 and c3 both use label 100 on port a"),
                 ("c4", "circuit c4: label 5000 is outside 1-4094"),
-                ("c5", "port b: circuits reserve 1100 Mb/s of its 1000 Mb/s"),
+                ("c5", "port a: circuits reserve 1100 Mb/s of its 1000 Mb/s"),
                 ("c7", "circuits c7 and c7 both use label 106 on port a"),
             ]
         );
+    }
+
+    #[test]
+    fn a_circuit_carried_already_keeps_its_place_against_a_new_one() {
+        let running = circuit("r-f00", ("a", 100), ("b", 100), 700);
+        let carried = Desired {
+            version: 1,
+            circuits: vec![running.clone()],
+        };
+        // The new one sorts first by id, but the running one keeps the capacity.
+        let desired = Desired {
+            version: 2,
+            circuits: vec![circuit("r-0aa", ("a", 101), ("b", 101), 700), running],
+        };
+        let (ok, refused) = admit(&cfg(), &desired, &carried);
+        assert_eq!(ok.circuits.len(), 1);
+        assert_eq!(ok.circuits[0].id, "r-f00");
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].id, "r-0aa");
+    }
+
+    #[test]
+    fn both_directions_on_one_port_count_together() {
+        // 600 each way, both leaving through port a: 1200 of its 1000.
+        let hairpin = circuit("h1", ("a", 100), ("a", 101), 600);
+        let (ok, refused) = admit(
+            &cfg(),
+            &Desired {
+                version: 1,
+                circuits: vec![hairpin],
+            },
+            &Desired::default(),
+        );
+        assert!(ok.circuits.is_empty());
+        assert_eq!(
+            refused[0].reason,
+            "port a: circuits reserve 1200 Mb/s of its 1000 Mb/s"
+        );
+        // 400 each way fits, and the plan of what is admitted holds.
+        let fits = Desired {
+            version: 1,
+            circuits: vec![circuit("h2", ("a", 100), ("a", 101), 400)],
+        };
+        let (ok, refused) = admit(&cfg(), &fits, &Desired::default());
+        assert!(refused.is_empty());
+        assert!(crate::linux::plan(&cfg(), &ok, &Default::default()).is_ok());
     }
 }

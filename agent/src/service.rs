@@ -126,6 +126,8 @@ pub struct AgentService {
     cfg: Arc<AgentConfig>,
     backend: Arc<dyn Backend>,
     applied: Arc<Mutex<Applied>>,
+    /// Held for a whole apply.
+    applying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AgentService {
@@ -139,11 +141,50 @@ impl AgentService {
                 error: None,
                 changes: 0,
             })),
+            applying: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn apply_serialized(&self, desired: Desired) {
+        let _one = self.applying.lock().await;
+        let carried = {
+            let a = self.lock();
+            if desired.version < a.desired.version {
+                // An older state arriving late: what is applied stays.
+                return;
+            }
+            a.desired.clone()
+        };
+        // Each circuit the node cannot carry is refused alone; the rest is applied.
+        let (desired, refused) = admit(&self.cfg, &desired, &carried);
+        for r in &refused {
+            warn!(node = %self.cfg.node, circuit = %r.id, reason = %r.reason, "circuit refused");
+        }
+        let (cfg, backend, d) = (self.cfg.clone(), self.backend.clone(), desired.clone());
+        let result = tokio::task::spawn_blocking(move || backend.converge(&cfg, &d))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let mut a = self.lock();
+        match result {
+            Ok(changes) => {
+                info!(node = %self.cfg.node, version = desired.version, circuits = desired.circuits.len(), changes, "desired state applied");
+                *a = Applied {
+                    desired,
+                    refused,
+                    error: None,
+                    changes,
+                };
+            }
+            Err(e) => {
+                warn!(node = %self.cfg.node, version = desired.version, error = %e, "desired state not applied");
+                a.error = Some(e);
+                a.changes = 0;
+            }
+        }
     }
 
     async fn state(&self) -> v1::AgentState {
@@ -209,38 +250,13 @@ impl v1::agent_server::Agent for AgentService {
                 format!("this agent runs node {}, not {node}", self.cfg.node),
             )));
         }
-        if desired.version < self.lock().desired.version {
-            // An older state arriving late: what is applied stays.
-            return Ok(Response::new(self.state().await));
-        }
-        // Each circuit the node cannot carry is refused alone; the rest is applied.
-        let (desired, refused) = admit(&self.cfg, &desired);
-        for r in &refused {
-            warn!(node = %self.cfg.node, circuit = %r.id, reason = %r.reason, "circuit refused");
-        }
-        let (cfg, backend, d) = (self.cfg.clone(), self.backend.clone(), desired.clone());
-        let result = tokio::task::spawn_blocking(move || backend.converge(&cfg, &d))
+        // In a task of its own, one at a time: a caller that gives up (a timeout) does
+        // not stop a converge halfway, and two never run side by side, so an older set
+        // cannot finish after a newer one.
+        let svc = self.clone();
+        tokio::spawn(async move { svc.apply_serialized(desired).await })
             .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        {
-            let mut a = self.lock();
-            match result {
-                Ok(changes) => {
-                    info!(node = %self.cfg.node, version = desired.version, circuits = desired.circuits.len(), changes, "desired state applied");
-                    *a = Applied {
-                        desired,
-                        refused,
-                        error: None,
-                        changes,
-                    };
-                }
-                Err(e) => {
-                    warn!(node = %self.cfg.node, version = desired.version, error = %e, "desired state not applied");
-                    a.error = Some(e);
-                    a.changes = 0;
-                }
-            }
-        }
+            .map_err(|e| Status::internal(format!("apply: {e}")))?;
         Ok(Response::new(self.state().await))
     }
 

@@ -156,8 +156,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How one send to an agent ended.
 enum Sent {
-    /// It carries the set, but for the circuits it refused (id, why).
-    Taken(Vec<(String, String)>),
+    /// It carries the set as `version`, but for the circuits it refused (id, why).
+    Taken {
+        version: u64,
+        refused: Vec<(String, String)>,
+    },
     /// It could not be reached, or did not take the set: why.
     Failed(String),
 }
@@ -194,8 +197,11 @@ impl AgentDriver {
             })
             .await?;
         let topo = self.inner.idc.topology();
+        let now = self.inner.idc.now();
         let mut out: BTreeMap<String, Vec<NodeCircuit>> = BTreeMap::new();
-        for r in &active {
+        // The stored flag may be stale right after a start (a circuit that ended while
+        // the IDC was down, before the scheduler's first step): the window decides too.
+        for r in active.iter().filter(|r| r.data_plane_should_be_active(now)) {
             let Some(hops) = node_circuits(topo, r) else {
                 // Circuits across domains: their segments here are reservations of their own.
                 continue;
@@ -265,14 +271,16 @@ impl AgentDriver {
             {
                 let version = self.next_version();
                 let sent = self.send(&node, &url, &mut channel, version, &want).await;
-                failing = match self.record(&node, &want, &sent) {
-                    Err(e) => {
-                        warn!(node, error = %e, "the agent's answer not recorded; sending again");
-                        true
+                let recorded = self.record(&node, &want, &sent);
+                if let Err(e) = &recorded {
+                    warn!(node, error = %e, "the agent's answer not recorded; sending again");
+                }
+                (failing, taken) = match sent {
+                    Sent::Taken { version, .. } if recorded.is_ok() => {
+                        (false, Some((version, want)))
                     }
-                    Ok(()) => matches!(sent, Sent::Failed(_)),
+                    _ => (true, None),
                 };
-                taken = (!failing).then_some((version, want));
             }
             let retry = async {
                 if failing {
@@ -351,7 +359,7 @@ impl AgentDriver {
             Ok(c) => c,
             Err(e) => return Sent::Failed(e),
         };
-        let state = match client
+        let mut state = match client
             .apply(sluice_proto::agent::desired(node, &desired))
             .await
         {
@@ -364,36 +372,55 @@ impl AgentDriver {
         };
         if state.version > version {
             // It took a later version from this IDC before (whose clock has since gone
-            // back): hand out versions above it, and send again.
-            let mut v = lock(&self.inner.version);
-            *v = (*v).max(state.version);
-            return Sent::Failed(format!(
-                "the agent has version {}, later than {version}; sending again",
-                state.version
-            ));
+            // back): hand out versions above it, and send again at once.
+            {
+                let mut v = lock(&self.inner.version);
+                *v = (*v).max(state.version);
+            }
+            let desired = Desired {
+                version: self.next_version(),
+                ..desired
+            };
+            state = match client
+                .apply(sluice_proto::agent::desired(node, &desired))
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => return Sent::Failed(Self::call_error(&s, channel)),
+            };
+            if state.version != desired.version {
+                return Sent::Failed(format!("the agent kept version {}", state.version));
+            }
+            return self.taken(node, &desired, state);
         }
+        if state.version != version && state.error.is_empty() {
+            return Sent::Failed(format!("the agent kept version {}", state.version));
+        }
+        self.taken(node, &desired, state)
+    }
+
+    /// What an agent's answer to `desired` says.
+    fn taken(&self, node: &str, desired: &Desired, state: sluice_proto::v1::AgentState) -> Sent {
         if !state.error.is_empty() {
             warn!(node, error = %state.error, "agent could not apply the set; trying again");
             return Sent::Failed(format!("the agent could not apply it: {}", state.error));
         }
-        if state.version != version {
-            return Sent::Failed(format!("the agent kept version {}", state.version));
-        }
         info!(
             node,
-            version,
-            circuits = want.len(),
+            version = desired.version,
+            circuits = desired.circuits.len(),
             refused = state.refused.len(),
             changes = state.changes,
             "agent applied the node's circuits"
         );
-        Sent::Taken(
-            state
+        Sent::Taken {
+            version: desired.version,
+            refused: state
                 .refused
                 .into_iter()
                 .map(|r| (r.id, r.reason))
                 .collect(),
-        )
+        }
     }
 
     /// Whether the agent still has `version`.
@@ -431,7 +458,8 @@ impl AgentDriver {
             .iter()
             .map(|c| {
                 let (state, error) = match sent {
-                    Sent::Taken(refused) => match refused.iter().find(|(id, _)| *id == c.id) {
+                    Sent::Taken { refused, .. } => match refused.iter().find(|(id, _)| *id == c.id)
+                    {
                         Some((_, why)) => {
                             (NodeState::Failed, format!("refused by the agent: {why}"))
                         }
@@ -448,7 +476,7 @@ impl AgentDriver {
             .collect();
         for id in had.iter().filter(|id| !wanted.contains(id.as_str())) {
             updates.push(match sent {
-                Sent::Taken(_) => NodeUpdate {
+                Sent::Taken { .. } => NodeUpdate {
                     reservation_id: id.clone(),
                     state: NodeState::Removed,
                     error: String::new(),

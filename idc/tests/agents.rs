@@ -218,7 +218,32 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
             "{n} changed"
         );
     }
+    // Each node's answers are recorded in order: once a later circuit is recorded on
+    // every node, the reconciliation's answers are too, and they made no event.
+    let barrier = c.reserve(book(10)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest {
+        id: barrier.id.clone(),
+    })
+    .await
+    .unwrap();
+    let recorded = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &barrier.id).await;
+        dp.len() == path.len() && dp.iter().all(|d| d.1 == "applied")
+    })
+    .await;
+    assert!(recorded);
     assert_eq!(node_events(&idc, &r1.id).await.len(), path.len());
+    c.terminate(v1::IdRequest {
+        id: barrier.id.clone(),
+    })
+    .await
+    .unwrap();
+    let gone = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &barrier.id).await;
+        dp.iter().all(|d| d.1 == "removed")
+    })
+    .await;
+    assert!(gone);
 
     // The second node's agent goes down; a second circuit on the same path shows it.
     let down = path[1].clone();

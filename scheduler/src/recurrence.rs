@@ -93,6 +93,20 @@ fn utc_of(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     }
 }
 
+/// The instant rrule gives a start at `time` on `date` in `zone`: the wall-clock time
+/// where it exists once (of two on a fall-back day, the first), else midnight plus
+/// `time` (in a spring-forward gap, later by the gap); `None` where midnight itself
+/// repeats or is skipped, where rrule drops the day.
+fn rrule_instant(zone: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTime<Utc>> {
+    if let LocalResult::Single(t) = zone.from_local_datetime(&date.and_time(time)) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let midnight = zone
+        .from_local_datetime(&date.and_time(NaiveTime::MIN))
+        .single()?;
+    Some((midnight + (time - NaiveTime::MIN)).with_timezone(&Utc))
+}
+
 fn too_many() -> Error {
     Error::invalid(
         FIELD,
@@ -246,17 +260,56 @@ pub fn weekly(
         return Err(Error::missing(format!("{FIELD}.days")));
     }
     let zone = time_zone(tz, &format!("{FIELD}.tz"))?;
-    let local_from = from.with_timezone(&zone).naive_local();
-    let mut date = local_from.date();
-    let first = loop {
-        let at = date.and_time(start);
-        if days.contains(&date.weekday()) && at >= local_from {
-            break at;
+    if let Until::Count(n) = until {
+        if n == 0 {
+            return Err(Error::invalid(
+                format!("{FIELD}.count"),
+                "count must be at least 1",
+            ));
+        }
+        if n as usize > MAX_OCCURRENCES {
+            return Err(too_many());
+        }
+    }
+    // The requested days from `from`'s local date on, each with the instant rrule will
+    // give its start; the first is the first not yet past.
+    let mut date = from.with_timezone(&zone).date_naive();
+    let mut series: Vec<(NaiveDate, Option<DateTime<Utc>>)> = Vec::new();
+    // Ten years of days bound the walk (MAX_OCCURRENCES weekly is ten years).
+    for _ in 0..(MAX_OCCURRENCES * 7 + 7) {
+        if days.contains(&date.weekday()) {
+            let at = rrule_instant(zone, date, start);
+            if !series.is_empty() || at.is_none_or(|t| t >= from) {
+                series.push((date, at));
+            }
+        }
+        let enough = match until {
+            Until::Count(n) => series.len() >= n as usize,
+            Until::Date(last) => date >= last,
+        };
+        if enough {
+            break;
         }
         date = date
             .succ_opt()
             .ok_or_else(|| Error::invalid(FIELD, "date out of range"))?;
+    }
+    let Some(&(first_date, _)) = series.first() else {
+        return Err(Error::invalid(FIELD, "the rule yields no occurrence"));
     };
+    // On a day whose midnight repeats or is skipped (a few zones change their clocks at
+    // midnight), rrule cannot place a start it finds ambiguous or missing, and drops
+    // the day without a word: refuse rather than book fewer occurrences than asked.
+    if let Some((d, _)) = series.iter().find(|(_, at)| at.is_none()) {
+        return Err(Error::invalid(
+            format!("{FIELD}.tz"),
+            format!(
+                "{d} {start} cannot be placed in {tz}: its clocks change at midnight that \
+                 day; choose another start time"
+            ),
+        ));
+    }
+    let first = first_date.and_time(start);
     let byday: Vec<&str> = days.iter().map(|d| ical_day(*d)).collect();
     // A DTSTART on a fall-back day's repeated hour is ambiguous, and rrule refuses it
     // (later occurrences there take the first of the two, as RFC 5545 says). Such a
@@ -271,12 +324,6 @@ pub fn weekly(
         }
     }
     let end = match until {
-        Until::Count(0) => {
-            return Err(Error::invalid(
-                format!("{FIELD}.count"),
-                "count must be at least 1",
-            ));
-        }
         // The excluded earlier start counts.
         Until::Count(n) => format!("COUNT={}", n + u32::from(ambiguous)),
         // UNTIL in the rule's time zone is a local date-time (RFC 5545 allows it with
@@ -294,17 +341,17 @@ pub fn weekly(
         dtstart.format("%Y%m%dT%H%M%S"),
         byday.join(",")
     );
+    // Exclusions as instants (UTC): a local time on a fall-back day's repeated hour
+    // would be ambiguous, and rrule refuses it.
+    let mut excluded: Vec<DateTime<Utc>> = skip
+        .iter()
+        .filter_map(|d| rrule_instant(zone, *d, start))
+        .collect();
     if ambiguous {
-        text.push_str(&format!(
-            "\nEXDATE;TZID={tz}:{}",
-            dtstart.format("%Y%m%dT%H%M%S")
-        ));
+        excluded.extend(utc_of(zone, dtstart));
     }
-    for d in skip {
-        text.push_str(&format!(
-            "\nEXDATE;TZID={tz}:{}",
-            d.and_time(start).format("%Y%m%dT%H%M%S")
-        ));
+    for t in excluded {
+        text.push_str(&format!("\nEXDATE:{}", t.format("%Y%m%dT%H%M%SZ")));
     }
     Ok(RecurrenceRule::ICalendar(text))
 }
@@ -585,6 +632,54 @@ mod tests {
         })
         .unwrap();
         assert_eq!(starts(&occ), ["2027-10-31T00:30Z", "2027-11-07T01:30Z"]);
+        let sun_0230 = |from: &str, skip: &[NaiveDate]| {
+            weekly(
+                &[Weekday::Sun],
+                NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
+                "Europe/Rome",
+                utc(from),
+                Until::Count(2),
+                skip,
+            )
+            .and_then(|rule| {
+                occurrences(&Recurrence {
+                    rule,
+                    duration: TimeDelta::hours(1),
+                })
+            })
+        };
+        // Asked during the second pass of the repeated hour, after the first 02:30: the
+        // first start is a week later, never before the request.
+        let occ = sun_0230("2027-10-31T01:10:00Z", &[]).unwrap();
+        assert_eq!(starts(&occ), ["2027-11-07T01:30Z", "2027-11-14T01:30Z"]);
+        // Skipping that ambiguous day works (as an instant) and still counts two.
+        let day = NaiveDate::from_ymd_opt(2027, 10, 31).unwrap();
+        let occ = sun_0230("2027-10-30T00:00:00Z", &[day]).unwrap();
+        assert_eq!(starts(&occ), ["2027-11-07T01:30Z"]);
+        // Where midnight itself repeats (the Azores fall back at 01:00 to 00:00), rrule
+        // would drop the day: refused, naming it, instead of booking fewer.
+        let e = weekly(
+            &[Weekday::Sun],
+            NaiveTime::from_hms_opt(0, 30, 0).unwrap(),
+            "Atlantic/Azores",
+            utc("2027-10-20T00:00:00Z"),
+            Until::Count(3),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("recurrence.tz"));
+        assert!(e.message.contains("2027-10-31"), "{e}");
+        assert!(
+            weekly(
+                &[Weekday::Sun],
+                start,
+                "UTC",
+                utc("2027-10-20T00:00:00Z"),
+                Until::Count(u32::MAX),
+                &[],
+            )
+            .is_err()
+        );
     }
 
     proptest! {
@@ -597,7 +692,7 @@ mod tests {
             hour in 0u32..24, minute in prop::sample::select(vec![0u32, 15, 30, 45]),
             hours in 1i64..48,
             count in 1u32..60,
-            zone in prop::sample::select(vec!["Europe/Rome", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "UTC"]),
+            zone in prop::sample::select(vec!["Europe/Rome", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "UTC", "America/Havana", "Atlantic/Azores"]),
             from_days in 0i64..400,
         ) {
             let days: Vec<Weekday> = (0..7).filter(|i| day_mask & (1 << i) != 0)
@@ -625,13 +720,14 @@ mod tests {
                             prop_assert_eq!(o.local_start.time(), start);
                         }
                         prop_assert_eq!(o.window.start.with_timezone(&tz).naive_local(), o.local_start);
-                        prop_assert!(o.window.start >= from - TimeDelta::hours(1));
+                        prop_assert!(o.window.start >= from);
                     }
                 }
                 Err(e) => {
                     // Refused only because consecutive occurrences would overlap, or a
-                    // start falls into a spring-forward gap.
-                    prop_assert!(e.message.contains("begins before") || e.message.contains("does not exist"), "{}", e);
+                    // start falls into a spring-forward gap, or on a day whose midnight
+                    // repeats or is skipped.
+                    prop_assert!(e.message.contains("begins before") || e.message.contains("does not exist") || e.message.contains("cannot be placed"), "{}", e);
                 }
             }
         }
