@@ -699,9 +699,9 @@ mod tests {
                 .map(|i| Weekday::try_from(i as u8).unwrap()).collect();
             let start = NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
             let from = utc("2026-11-27T00:00:00Z") + TimeDelta::days(from_days);
-            let rule = weekly(&days, start, zone, from, Until::Count(count), &[]).unwrap();
-            let rec = Recurrence { rule, duration: TimeDelta::hours(hours) };
-            match occurrences(&rec) {
+            let expanded = weekly(&days, start, zone, from, Until::Count(count), &[])
+                .and_then(|rule| occurrences(&Recurrence { rule, duration: TimeDelta::hours(hours) }));
+            match expanded {
                 Ok(occ) => {
                     prop_assert_eq!(occ.len(), count as usize);
                     for w in occ.windows(2) {
