@@ -14,7 +14,7 @@ use crate::linux::{MAX_LABEL, PlanError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     pub id: String,
-    pub reason: String,
+    pub reason: PlanError,
 }
 
 /// The circuits of `desired` the node can carry, and those it refuses. Circuits it
@@ -62,7 +62,7 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desire
             if let Some(why) = why {
                 refused.push(Refused {
                     id: c.id.clone(),
-                    reason: why.to_string(),
+                    reason: why,
                 });
                 continue 'circuits;
             }
@@ -82,8 +82,7 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desire
                     port: p.name.clone(),
                     reserved: after[pi],
                     capacity: p.capacity.0,
-                }
-                .to_string(),
+                },
             });
             continue 'circuits;
         }
@@ -151,18 +150,33 @@ mod tests {
         assert_eq!(ok.version, 7);
         let ids: Vec<&str> = ok.circuits.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c1", "c6"]);
-        let why: Vec<(&str, &str)> = refused
+        let why: Vec<(String, String)> = refused
             .iter()
-            .map(|r| (r.id.as_str(), r.reason.as_str()))
+            .map(|r| (r.id.clone(), r.reason.to_string()))
             .collect();
         assert_eq!(
             why,
-            [
-                ("c2", "circuit c2: no port nope on this node"),
-                ("c3", "circuits c1 and c3 both use label 100 on port a"),
-                ("c4", "circuit c4: label 5000 is outside 1-4094"),
-                ("c5", "port a: circuits reserve 1100 Mb/s of its 1000 Mb/s"),
-                ("c7", "circuits c7 and c7 both use label 106 on port a"),
+            vec![
+                (
+                    "c2".to_string(),
+                    "circuit c2: no port nope on this node".to_string()
+                ),
+                (
+                    "c3".to_string(),
+                    "circuits c1 and c3 both use label 100 on port a".to_string()
+                ),
+                (
+                    "c4".to_string(),
+                    "circuit c4: label 5000 is outside 1-4094".to_string()
+                ),
+                (
+                    "c5".to_string(),
+                    "port a: circuits reserve 1100 Mb/s of its 1000 Mb/s".to_string()
+                ),
+                (
+                    "c7".to_string(),
+                    "circuits c7 and c7 both use label 106 on port a".to_string()
+                ),
             ]
         );
     }
@@ -200,7 +214,7 @@ mod tests {
         );
         assert!(ok.circuits.is_empty());
         assert_eq!(
-            refused[0].reason,
+            refused[0].reason.to_string(),
             "port a: circuits reserve 1200 Mb/s of its 1000 Mb/s"
         );
         // 400 each way fits, and the plan of what is admitted holds.

@@ -26,6 +26,7 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 use sluice_model::Mbps;
 
+use crate::admit::admit;
 use crate::config::AgentConfig;
 use sluice_model::dataplane::Desired;
 
@@ -163,11 +164,18 @@ struct WantPort {
 }
 
 /// The commands that make `current` carry `desired` on the node `cfg` describes.
+/// A state with a circuit the node cannot carry is refused whole, with the first
+/// such circuit's reason (the agent plans only what `admit` accepted).
 pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<Plan, PlanError> {
+    if let Some(r) = admit(cfg, desired, &Desired::default())
+        .1
+        .into_iter()
+        .next()
+    {
+        return Err(r.reason);
+    }
     // What must exist.
     let mut links: BTreeMap<String, Link> = BTreeMap::new();
-    let mut users: BTreeMap<(usize, u32), &str> = BTreeMap::new();
-    let mut reserved: Vec<u64> = vec![0; cfg.ports.len()];
     let mut on_wire: Vec<u64> = vec![0; cfg.ports.len()];
     let mut want: Vec<WantPort> = cfg
         .ports
@@ -180,24 +188,7 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
     for c in &desired.circuits {
         let mut ends = Vec::with_capacity(2);
         for end in [&c.a, &c.z] {
-            let (pi, _) = cfg.port(&end.port).ok_or_else(|| PlanError::UnknownPort {
-                circuit: c.id.clone(),
-                port: end.port.clone(),
-            })?;
-            if end.label == 0 || end.label > MAX_LABEL {
-                return Err(PlanError::BadLabel {
-                    circuit: c.id.clone(),
-                    label: end.label,
-                });
-            }
-            if let Some(first) = users.insert((pi, end.label), &c.id) {
-                return Err(PlanError::LabelTaken {
-                    first: first.to_string(),
-                    second: c.id.clone(),
-                    port: end.port.clone(),
-                    label: end.label,
-                });
-            }
+            let (pi, _) = cfg.port(&end.port).expect("admitted");
             ends.push((pi, end.label));
         }
         let bridge = bridge_name(ends[0].0, ends[0].1);
@@ -240,18 +231,10 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
                 },
             );
             want[pi].filters.insert(label, minor);
-            reserved[pi] += rate.0;
             on_wire[pi] += wire_kbit(rate);
         }
     }
     for (pi, p) in cfg.ports.iter().enumerate() {
-        if reserved[pi] > p.capacity.0 {
-            return Err(PlanError::OverCapacity {
-                port: p.name.clone(),
-                reserved: reserved[pi],
-                capacity: p.capacity.0,
-            });
-        }
         let line = p.capacity.0 * 1000;
         want[pi].classes.insert(
             1,

@@ -229,7 +229,7 @@ impl AgentService {
                 .into_iter()
                 .map(|r| v1::RefusedCircuit {
                     id: r.id,
-                    reason: r.reason,
+                    reason: r.reason.to_string(),
                 })
                 .collect(),
         }

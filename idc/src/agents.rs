@@ -351,7 +351,7 @@ impl AgentDriver {
         version: u64,
         want: &[NodeCircuit],
     ) -> Sent {
-        let desired = Desired {
+        let mut desired = Desired {
             version,
             circuits: want.to_vec(),
         };
@@ -359,68 +359,53 @@ impl AgentDriver {
             Ok(c) => c,
             Err(e) => return Sent::Failed(e),
         };
-        let mut state = match client
-            .apply(sluice_proto::agent::desired(node, &desired))
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(s) => {
-                let why = Self::call_error(&s, channel);
-                warn!(node, error = %why, "trying again");
-                return Sent::Failed(why);
-            }
-        };
-        if state.version > version {
-            // It took a later version from this IDC before (whose clock has since gone
-            // back): hand out versions above it, and send again at once.
-            {
-                let mut v = lock(&self.inner.version);
-                *v = (*v).max(state.version);
-            }
-            let desired = Desired {
-                version: self.next_version(),
-                ..desired
-            };
-            state = match client
+        // Once more, at once, if the agent is ahead of this IDC's versions (it took a
+        // later one before this IDC's clock went back): with a version above its own.
+        for attempt in 0..2 {
+            let state = match client
                 .apply(sluice_proto::agent::desired(node, &desired))
                 .await
             {
                 Ok(r) => r.into_inner(),
-                Err(s) => return Sent::Failed(Self::call_error(&s, channel)),
+                Err(s) => {
+                    let why = Self::call_error(&s, channel);
+                    warn!(node, error = %why, "trying again");
+                    return Sent::Failed(why);
+                }
             };
+            if state.version > desired.version && attempt == 0 {
+                {
+                    let mut v = lock(&self.inner.version);
+                    *v = (*v).max(state.version);
+                }
+                desired.version = self.next_version();
+                continue;
+            }
+            if !state.error.is_empty() {
+                warn!(node, error = %state.error, "agent could not apply the set; trying again");
+                return Sent::Failed(format!("the agent could not apply it: {}", state.error));
+            }
             if state.version != desired.version {
                 return Sent::Failed(format!("the agent kept version {}", state.version));
             }
-            return self.taken(node, &desired, state);
+            info!(
+                node,
+                version = desired.version,
+                circuits = desired.circuits.len(),
+                refused = state.refused.len(),
+                changes = state.changes,
+                "agent applied the node's circuits"
+            );
+            return Sent::Taken {
+                version: desired.version,
+                refused: state
+                    .refused
+                    .into_iter()
+                    .map(|r| (r.id, r.reason))
+                    .collect(),
+            };
         }
-        if state.version != version && state.error.is_empty() {
-            return Sent::Failed(format!("the agent kept version {}", state.version));
-        }
-        self.taken(node, &desired, state)
-    }
-
-    /// What an agent's answer to `desired` says.
-    fn taken(&self, node: &str, desired: &Desired, state: sluice_proto::v1::AgentState) -> Sent {
-        if !state.error.is_empty() {
-            warn!(node, error = %state.error, "agent could not apply the set; trying again");
-            return Sent::Failed(format!("the agent could not apply it: {}", state.error));
-        }
-        info!(
-            node,
-            version = desired.version,
-            circuits = desired.circuits.len(),
-            refused = state.refused.len(),
-            changes = state.changes,
-            "agent applied the node's circuits"
-        );
-        Sent::Taken {
-            version: desired.version,
-            refused: state
-                .refused
-                .into_iter()
-                .map(|r| (r.id, r.reason))
-                .collect(),
-        }
+        Sent::Failed("the agent stays ahead of this IDC's versions".into())
     }
 
     /// Whether the agent still has `version`.

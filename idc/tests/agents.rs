@@ -649,3 +649,53 @@ async fn a_hung_agent_delays_no_other_node() {
         a.shutdown().await.unwrap();
     }
 }
+
+/// An agent that holds a later version than the IDC hands out (an IDC whose clock has
+/// since gone back sent it) is sent the set again at once, with a version above its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_ahead_of_the_idcs_versions_is_caught_up_at_once() {
+    let topo = sluice_idc::topology_file::bundled();
+    let agents = Agents::start(&topo, None).await;
+    // Every agent took version 2^62 from "an earlier IDC".
+    let ahead = 1u64 << 62;
+    for (node, a) in &agents.servers {
+        let mut c =
+            sluice_proto::v1::agent_client::AgentClient::connect(format!("http://{}", a.addr))
+                .await
+                .unwrap();
+        c.apply(sluice_proto::agent::desired(
+            node,
+            &sluice_agent::Desired {
+                version: ahead,
+                circuits: Vec::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    }
+    let idc = TestIdc::builder()
+        .agents(AgentsConfig::new(agents.urls("http"), None))
+        .start()
+        .await;
+    let mut c = idc.client().await;
+    let r = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let applied = eventually(WAIT, || async {
+        let dp = data_plane(&mut idc.client().await, &r.id).await;
+        !dp.is_empty() && dp.iter().all(|d| d.1 == "applied")
+    })
+    .await;
+    assert!(applied, "{:?}", data_plane(&mut c, &r.id).await);
+    // No retry period was waited for: no node ever showed failed.
+    let failed_once = node_events(&idc, &r.id)
+        .await
+        .iter()
+        .any(|(_, to, _)| to == "failed");
+    assert!(!failed_once);
+    let node = r.path[0].from.clone();
+    assert!(agent_version(agents.servers[&node].addr).await > ahead);
+    idc.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
