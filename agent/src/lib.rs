@@ -16,6 +16,7 @@ pub mod linux;
 pub mod mock;
 pub mod server;
 pub mod service;
+pub mod twamp;
 
 pub use config::{AgentConfig, PortConfig};
 pub use sluice_model::dataplane::{CircuitEnd, Desired, NodeCircuit};

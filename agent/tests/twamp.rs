@@ -1,0 +1,141 @@
+//! TWAMP-Light on loopback: the sender against this crate's reflector, and against a
+//! reflector the test controls, which adds fixed delays on each way and drops chosen
+//! probes, so the computed delays, jitter and loss are checked against what was
+//! injected. Delays can only come out longer than injected (by the scheduling of a busy
+//! machine), so each figure is checked against a floor and a generous ceiling.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sluice_agent::twamp::{Probe, Reply, Session, measure, ntp, reflect};
+use tokio::net::UdpSocket;
+
+const MS: Duration = Duration::from_millis(1);
+/// What a busy 2-core machine may add to a timer.
+const SLACK: Duration = Duration::from_millis(15);
+
+async fn sender() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.unwrap()
+}
+
+#[tokio::test]
+async fn the_reflector_answers_every_probe_with_its_times() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = socket.local_addr().unwrap();
+    let reflector = tokio::spawn(reflect(socket));
+    let s = sender().await;
+    let report = measure(
+        &s,
+        at,
+        Session {
+            count: 20,
+            interval: 2 * MS,
+            wait: Duration::from_millis(500),
+            size: 128,
+        },
+    )
+    .await
+    .unwrap();
+    reflector.abort();
+    assert_eq!((report.sent, report.received()), (20, 20));
+    assert_eq!(report.loss(), 0.0);
+    let seqs: Vec<u32> = report.samples.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+    let (_, mean, max) = report.round_trip().unwrap();
+    assert!(max < SLACK * 4, "loopback round trip up to {max:?}");
+    assert!(mean <= max);
+}
+
+/// Holds each probe `forward` before taking its receive time and each reply `backward`
+/// after taking its send time; never answers the probes `drop` picks.
+async fn impaired_reflector(
+    socket: UdpSocket,
+    forward: fn(u32) -> Duration,
+    backward: Duration,
+    drop: fn(u32) -> bool,
+) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+        let Some(probe) = Probe::decode(&buf[..n]) else {
+            continue;
+        };
+        if drop(probe.seq) {
+            continue;
+        }
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(forward(probe.seq)).await;
+            let t2 = ntp(SystemTime::now());
+            let reply = Reply::to(&probe, t2, ntp(SystemTime::now()), 255);
+            tokio::time::sleep(backward).await;
+            socket.send_to(&reply.encode(n), from).await.unwrap();
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_jitter_and_loss_come_out_as_injected() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = socket.local_addr().unwrap();
+    // Forward 10 ms on even probes and 30 ms on odd ones, backward 5 ms; every fifth
+    // probe dropped.
+    let reflector = tokio::spawn(impaired_reflector(
+        socket,
+        |seq| if seq % 2 == 0 { 10 * MS } else { 30 * MS },
+        5 * MS,
+        |seq| seq % 5 == 4,
+    ));
+    let s = sender().await;
+    let report = measure(
+        &s,
+        at,
+        Session {
+            count: 40,
+            interval: 20 * MS,
+            wait: Duration::from_millis(500),
+            size: 64,
+        },
+    )
+    .await
+    .unwrap();
+    reflector.abort();
+    // Loss: exactly the dropped fifth.
+    assert_eq!(report.received(), 32);
+    assert!((report.loss() - 0.2).abs() < 1e-9, "{}", report.loss());
+    assert!(report.samples.iter().all(|s| s.seq % 5 != 4));
+    for s in &report.samples {
+        let f = if s.seq % 2 == 0 { 10 * MS } else { 30 * MS };
+        assert!(
+            s.forward >= f && s.forward < f + SLACK,
+            "probe {}: forward {:?}, injected {f:?}",
+            s.seq,
+            s.forward
+        );
+        assert!(
+            s.backward >= 5 * MS && s.backward < 5 * MS + SLACK,
+            "probe {}: backward {:?}",
+            s.seq,
+            s.backward
+        );
+        // The reflector's dwell (T3 − T2) is taken out: the round trip is both ways.
+        assert!(
+            s.round_trip >= f + 5 * MS && s.round_trip < f + 5 * MS + 2 * SLACK,
+            "probe {}: round trip {:?}",
+            s.seq,
+            s.round_trip
+        );
+    }
+    // Consecutive answered probes differ by 20 ms, except across a drop, where two of
+    // the same parity meet (|Δ| ≈ 0): of 31 differences, 7 straddle a drop (after
+    // probes 3, 8, ..., 33).
+    let jitter = report.jitter().unwrap();
+    let expected = 20 * MS * 24 / 31;
+    assert!(
+        jitter + 3 * MS >= expected && jitter < expected + SLACK,
+        "jitter {jitter:?}, about {expected:?} injected"
+    );
+    let (min, mean, max) = report.forward().unwrap();
+    assert!(min >= 10 * MS && max >= 30 * MS && mean > min && mean < max);
+}
