@@ -118,6 +118,22 @@ enum Cmd {
     },
     /// The domains this IDC knows from the exchanged topology documents, and how fresh.
     Domains,
+    /// Every state-changing request: who (a user, or peer:DOMAIN), what, on which
+    /// reservation or series, when, and how it ended; oldest first.
+    Audit {
+        /// Only this caller's requests.
+        #[arg(long)]
+        who: Option<String>,
+        /// Only those about this reservation or series.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only those after this sequence number (to page on).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Make a development CA and a certificate per domain, for a demo federation.
     Certs(federation::CertsArgs),
     /// Booked and available bandwidth of a link or port over time.
@@ -581,6 +597,28 @@ async fn run_client(
         Cmd::Watch(w) => {
             watch(&mut c, w, json_out).await?;
             return Ok(None);
+        }
+        Cmd::Audit {
+            who,
+            id,
+            after,
+            limit,
+        } => {
+            let a = c
+                .reservations
+                .audit(v1::AuditRequest {
+                    who: who.unwrap_or_default(),
+                    target: id.unwrap_or_default(),
+                    after_seq: after,
+                    limit,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::audit_json(&a),
+                text: output::audit_human(&a),
+            }
         }
         Cmd::Topology { all: true, .. } | Cmd::Domains => {
             let all = matches!(cmd, Cmd::Topology { .. });

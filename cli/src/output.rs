@@ -215,6 +215,54 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
     out
 }
 
+pub fn audit_json(a: &v1::AuditReply) -> Value {
+    json!({
+        "entries": a.entries.iter().map(|e| json!({
+            "seq": e.seq,
+            "at": show(&e.at),
+            "who": e.who,
+            "action": e.action,
+            "target": e.target,
+            "result": e.result,
+            "detail": (!e.detail.is_empty()).then_some(&e.detail),
+        })).collect::<Vec<_>>(),
+        "more": a.more,
+    })
+}
+
+pub fn audit_human(a: &v1::AuditReply) -> String {
+    if a.entries.is_empty() {
+        return "no requests recorded".to_string();
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(["seq", "at", "who", "action", "target", "result"]);
+    for e in &a.entries {
+        let result = if e.detail.is_empty() {
+            e.result.clone()
+        } else {
+            format!("{} {}", e.result, e.detail)
+        };
+        t.add_row([
+            e.seq.to_string(),
+            show(&e.at),
+            e.who.clone(),
+            e.action.clone(),
+            e.target.clone(),
+            result,
+        ]);
+    }
+    let mut out = t.to_string();
+    if a.more {
+        let last = a.entries.last().map_or(0, |e| e.seq);
+        out += &format!(
+            "
+more follow: --after {last}"
+        );
+    }
+    out
+}
+
 pub fn list_human(rs: &[v1::Reservation], truncated: bool) -> String {
     if rs.is_empty() {
         return "no reservations".to_string();

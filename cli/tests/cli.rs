@@ -144,6 +144,35 @@ async fn reserve_show_list_and_lifecycle_through_the_binary() {
         assert!(text.contains("houston"), "{text}");
         let out = sluice(url, &["list"]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("2 reservations"));
+
+        // What alice did to the first reservation, as the audit log has it.
+        let log = ok(url, &["audit", "--id", &id]);
+        let actions: Vec<(&str, &str)> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("reserve", "ok"),
+                ("commit", "ok"),
+                ("provision", "ok"),
+                ("release", "ok"),
+                ("modify", "ok"),
+                ("terminate", "ok"),
+            ],
+            "{log}"
+        );
+        // The refused second commit of the held one, in the table.
+        let out = sluice(url, &["audit", "--who", "alice"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains("commit") && l.contains(&hid) && l.contains("00201")),
+            "{text}"
+        );
     })
     .await
     .unwrap();
@@ -716,7 +745,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
             "20261127000002",
             "20261127000003",
             "20261127000004",
-            "20261127000005"
+            "20261127000005",
+            "20261127000006"
         ],
         "every migration, in order: {doc}"
     );

@@ -87,6 +87,186 @@ impl Api {
         Ok(reply)
     }
 
+    fn audited<T>(
+        &self,
+        who: &str,
+        action: &str,
+        target: &str,
+        r: Result<Response<T>, Status>,
+        made: impl Fn(&T) -> &str,
+    ) -> Result<Response<T>, Status> {
+        audited(&self.idc, who, action, target, r, made)
+    }
+
+    /// A transition of the reservation `req` names, audited.
+    async fn transition(
+        &self,
+        req: Request<v1::IdRequest>,
+        op: Op,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let r = match id_of(req) {
+            Ok(id) => self.operate(id, op).await,
+            Err(e) => Err(e),
+        };
+        self.audited(&who, op.name(), &id, r, |r| &r.id)
+    }
+
+    async fn reserve_unaudited(
+        &self,
+        req: Request<v1::ReserveRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let owner = booking_user(&req)?;
+        let Some(c) = req.into_inner().criteria else {
+            return Err(to_status(&Error::missing("criteria")));
+        };
+        let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
+        let own = &self.idc.topology().domain;
+        if let Some(fed) = &self.fed
+            && (criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own)
+        {
+            let fed = fed.clone();
+            return circuit_reply(
+                detached(async move { fed.reserve(&owner, criteria).await }).await,
+            );
+        }
+        reply(self.idc.reserve(&owner, criteria).await)
+    }
+
+    async fn modify_unaudited(
+        &self,
+        req: Request<v1::ModifyRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let m = req.into_inner();
+        if m.id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let (bw, rev, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
+        if bw.is_none() && rev.is_none() && start.is_none() && end.is_none() {
+            return Err(to_status(&Error::field(
+                sluice_model::ErrorCode::MissingParameter,
+                "capacity_mbps",
+                "modify needs a new capacity, start or end",
+            )));
+        }
+        if let Some(fed) = self.circuit(&m.id)? {
+            let (fed, id) = (fed.clone(), m.id.clone());
+            return circuit_reply(
+                detached(async move { fed.modify(&id, bw, rev, start, end).await }).await,
+            );
+        }
+        reply(self.idc.modify(&m.id, bw, rev, start, end).await)
+    }
+
+    async fn reserve_series_unaudited(
+        &self,
+        req: Request<v1::ReserveSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let owner = booking_user(&req)?;
+        let r = req.into_inner();
+        let now = self.idc.now();
+        let ask = series_ask(
+            &r.criteria,
+            &r.recurrence,
+            now,
+            !r.allow_path_change,
+            r.skip_conflicts,
+        )
+        .map_err(|e| to_status(&e))?;
+        let own = &self.idc.topology().domain;
+        if let Some(fed) = &self.fed
+            && (ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own)
+        {
+            let fed = fed.clone();
+            return circuit_series_reply(
+                detached(async move { fed.reserve_series(&owner, ask).await }).await,
+            );
+        }
+        series_reply(self.idc.reserve_series(&owner, ask).await)
+    }
+
+    async fn commit_series_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let id = id_of(req)?;
+        if let Some(fed) = self.circuit_series(&id).await? {
+            let fed = fed.clone();
+            return circuit_series_reply(
+                detached(async move { fed.commit_series(&id).await }).await,
+            );
+        }
+        series_reply(self.idc.commit_series(&id).await)
+    }
+
+    async fn cancel_series_unaudited(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let r = req.into_inner();
+        if r.id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let scope = series_scope(&r.scope).map_err(|e| to_status(&e))?;
+        if let Some(fed) = self.circuit_series(&r.id).await? {
+            let (fed, id) = (fed.clone(), r.id.clone());
+            return circuit_series_reply(
+                detached(async move { fed.cancel_series(&id, scope).await }).await,
+            );
+        }
+        series_reply(self.idc.cancel_series(&r.id, scope).await)
+    }
+
+    async fn modify_series_unaudited(
+        &self,
+        req: Request<v1::ModifySeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        use crate::service::SeriesScope;
+        use v1::modify_series_request::Scope;
+        let r = req.into_inner();
+        let parsed = (|| {
+            if r.id.is_empty() {
+                return Err(Error::missing("id"));
+            }
+            let scope = match &r.scope {
+                None => SeriesScope::All,
+                Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
+                Some(Scope::From(t)) => SeriesScope::From(convert::from_timestamp(t, "from")?),
+            };
+            let bw = r
+                .capacity_mbps
+                .map(|v| convert::capacity(v, "capacity_mbps"))
+                .transpose()?;
+            let rev = r
+                .reverse_capacity_mbps
+                .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
+                .transpose()?;
+            let seconds = |v: Option<i64>| v.map(chrono::TimeDelta::seconds);
+            Ok((
+                scope,
+                crate::service::SeriesChange {
+                    bw,
+                    bw_reverse: rev,
+                    shift: seconds(r.shift_seconds),
+                    length: seconds(r.duration_seconds),
+                },
+            ))
+        })();
+        let (scope, change) = parsed.map_err(|e| to_status(&e))?;
+        if self.circuit_series(&r.id).await?.is_some() {
+            return Err(to_status(&Error::field(
+                sluice_model::ErrorCode::InvalidParameter,
+                "id",
+                format!(
+                    "{} is a recurring circuit across domains: changing its occurrences is not \
+                     supported yet; cancel them and book again",
+                    r.id
+                ),
+            )));
+        }
+        series_reply(self.idc.modify_series(&r.id, scope, change).await)
+    }
+
     /// Ends open Watch streams once `stop` turns true. A watch has no end of its own, so
     /// without this a graceful shutdown waits for every watcher forever.
     pub fn stop_on(mut self, stop: watch::Receiver<bool>) -> Api {
@@ -131,6 +311,28 @@ async fn replay(
         }
         last = end;
     }
+}
+
+/// Records a state-changing request and how it ended (`target` empty: the id of what
+/// it made), and passes its result on.
+pub(crate) fn audited<T>(
+    idc: &Idc,
+    who: &str,
+    action: &str,
+    target: &str,
+    r: Result<Response<T>, Status>,
+    made: impl Fn(&T) -> &str,
+) -> Result<Response<T>, Status> {
+    let (target, failed) = match &r {
+        Ok(reply) if target.is_empty() => (made(reply.get_ref()).to_string(), None),
+        Ok(_) => (target.to_string(), None),
+        Err(s) => (
+            target.to_string(),
+            Some(sluice_proto::status::from_status(s)),
+        ),
+    };
+    idc.audit_request(who, action, &target, failed.as_ref());
+    r
 }
 
 fn user<T>(req: &Request<T>) -> String {
@@ -246,83 +448,54 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::ReserveRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let owner = booking_user(&req)?;
-        let Some(c) = req.into_inner().criteria else {
-            return Err(to_status(&Error::missing("criteria")));
-        };
-        let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
-        let own = &self.idc.topology().domain;
-        if let Some(fed) = &self.fed
-            && (criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own)
-        {
-            let fed = fed.clone();
-            return circuit_reply(
-                detached(async move { fed.reserve(&owner, criteria).await }).await,
-            );
-        }
-        reply(self.idc.reserve(&owner, criteria).await)
+        let who = user(&req);
+        let r = self.reserve_unaudited(req).await;
+        self.audited(&who, "reserve", "", r, |r| &r.id)
     }
 
     async fn commit(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        self.operate(id_of(req)?, Op::Commit).await
+        self.transition(req, Op::Commit).await
     }
 
     async fn abort(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        self.operate(id_of(req)?, Op::Abort).await
+        self.transition(req, Op::Abort).await
     }
 
     async fn provision(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        self.operate(id_of(req)?, Op::Provision).await
+        self.transition(req, Op::Provision).await
     }
 
     async fn release(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        self.operate(id_of(req)?, Op::Release).await
+        self.transition(req, Op::Release).await
     }
 
     async fn terminate(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        self.operate(id_of(req)?, Op::Terminate).await
+        self.transition(req, Op::Terminate).await
     }
 
     async fn modify(
         &self,
         req: Request<v1::ModifyRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let m = req.into_inner();
-        if m.id.is_empty() {
-            return Err(to_status(&Error::missing("id")));
-        }
-        let (bw, rev, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
-        if bw.is_none() && rev.is_none() && start.is_none() && end.is_none() {
-            return Err(to_status(&Error::field(
-                sluice_model::ErrorCode::MissingParameter,
-                "capacity_mbps",
-                "modify needs a new capacity, start or end",
-            )));
-        }
-        if let Some(fed) = self.circuit(&m.id)? {
-            let (fed, id) = (fed.clone(), m.id.clone());
-            return circuit_reply(
-                detached(async move { fed.modify(&id, bw, rev, start, end).await }).await,
-            );
-        }
-        reply(self.idc.modify(&m.id, bw, rev, start, end).await)
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let r = self.modify_unaudited(req).await;
+        self.audited(&who, "modify", &id, r, |r| &r.id)
     }
-
     async fn compute_paths(
         &self,
         req: Request<v1::ComputePathsRequest>,
@@ -346,41 +519,65 @@ impl v1::reservations_server::Reservations for Api {
         &self,
         req: Request<v1::ReserveSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        let owner = booking_user(&req)?;
-        let r = req.into_inner();
-        let now = self.idc.now();
-        let ask = series_ask(
-            &r.criteria,
-            &r.recurrence,
-            now,
-            !r.allow_path_change,
-            r.skip_conflicts,
-        )
-        .map_err(|e| to_status(&e))?;
-        let own = &self.idc.topology().domain;
-        if let Some(fed) = &self.fed
-            && (ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own)
-        {
-            let fed = fed.clone();
-            return circuit_series_reply(
-                detached(async move { fed.reserve_series(&owner, ask).await }).await,
-            );
-        }
-        series_reply(self.idc.reserve_series(&owner, ask).await)
+        let who = user(&req);
+        let r = self.reserve_series_unaudited(req).await;
+        self.audited(&who, "reserve-series", "", r, |s| &s.id)
     }
 
     async fn commit_series(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Series>, Status> {
-        let id = id_of(req)?;
-        if let Some(fed) = self.circuit_series(&id).await? {
-            let fed = fed.clone();
-            return circuit_series_reply(
-                detached(async move { fed.commit_series(&id).await }).await,
-            );
-        }
-        series_reply(self.idc.commit_series(&id).await)
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let r = self.commit_series_unaudited(req).await;
+        self.audited(&who, "commit-series", &id, r, |s| &s.id)
+    }
+
+    async fn cancel_series(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let r = self.cancel_series_unaudited(req).await;
+        self.audited(&who, "cancel-series", &id, r, |s| &s.id)
+    }
+
+    async fn modify_series(
+        &self,
+        req: Request<v1::ModifySeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let r = self.modify_series_unaudited(req).await;
+        self.audited(&who, "modify-series", &id, r, |s| &s.id)
+    }
+
+    async fn audit(
+        &self,
+        req: Request<v1::AuditRequest>,
+    ) -> Result<Response<v1::AuditReply>, Status> {
+        const MOST: u32 = 1000;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 {
+            MOST
+        } else {
+            r.limit.min(MOST)
+        } as usize;
+        let mut rows = self
+            .idc
+            .audit_log(crate::store::AuditFilter {
+                who: (!r.who.is_empty()).then_some(r.who),
+                target: (!r.target.is_empty()).then_some(r.target),
+                after: r.after_seq,
+                limit: limit as i64 + 1,
+            })
+            .await
+            .map_err(|e| to_status(&e))?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok(Response::new(v1::AuditReply {
+            entries: rows.iter().map(convert::audit_entry).collect(),
+            more,
+        }))
     }
 
     async fn get_series(
@@ -392,74 +589,6 @@ impl v1::reservations_server::Reservations for Api {
             return circuit_series_reply(fed.get_series(&id).await);
         }
         series_reply(self.idc.get_series(&id).await)
-    }
-
-    async fn cancel_series(
-        &self,
-        req: Request<v1::CancelSeriesRequest>,
-    ) -> Result<Response<v1::Series>, Status> {
-        let r = req.into_inner();
-        if r.id.is_empty() {
-            return Err(to_status(&Error::missing("id")));
-        }
-        let scope = series_scope(&r.scope).map_err(|e| to_status(&e))?;
-        if let Some(fed) = self.circuit_series(&r.id).await? {
-            let (fed, id) = (fed.clone(), r.id.clone());
-            return circuit_series_reply(
-                detached(async move { fed.cancel_series(&id, scope).await }).await,
-            );
-        }
-        series_reply(self.idc.cancel_series(&r.id, scope).await)
-    }
-
-    async fn modify_series(
-        &self,
-        req: Request<v1::ModifySeriesRequest>,
-    ) -> Result<Response<v1::Series>, Status> {
-        use crate::service::SeriesScope;
-        use v1::modify_series_request::Scope;
-        let r = req.into_inner();
-        let parsed = (|| {
-            if r.id.is_empty() {
-                return Err(Error::missing("id"));
-            }
-            let scope = match &r.scope {
-                None => SeriesScope::All,
-                Some(Scope::Occurrence(n)) => SeriesScope::One(*n),
-                Some(Scope::From(t)) => SeriesScope::From(convert::from_timestamp(t, "from")?),
-            };
-            let bw = r
-                .capacity_mbps
-                .map(|v| convert::capacity(v, "capacity_mbps"))
-                .transpose()?;
-            let rev = r
-                .reverse_capacity_mbps
-                .map(|v| convert::reverse_capacity(v, "reverse_capacity_mbps"))
-                .transpose()?;
-            let seconds = |v: Option<i64>| v.map(chrono::TimeDelta::seconds);
-            Ok((
-                scope,
-                crate::service::SeriesChange {
-                    bw,
-                    bw_reverse: rev,
-                    shift: seconds(r.shift_seconds),
-                    length: seconds(r.duration_seconds),
-                },
-            ))
-        })();
-        let (scope, change) = parsed.map_err(|e| to_status(&e))?;
-        if self.circuit_series(&r.id).await?.is_some() {
-            return Err(to_status(&Error::field(
-                sluice_model::ErrorCode::InvalidParameter,
-                "id",
-                format!(
-                    "{} is a recurring circuit across domains: changing its occurrences is not \
-                     supported yet; cancel them and book again",
-                    r.id
-                ),
-            )));
-        }
-        series_reply(self.idc.modify_series(&r.id, scope, change).await)
     }
 
     async fn get(&self, req: Request<v1::IdRequest>) -> Result<Response<v1::Reservation>, Status> {

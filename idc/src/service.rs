@@ -22,6 +22,7 @@ use sluice_pce::{Index, PathPlan, PathRequest, Place, Step, Usage};
 use tokio::sync::{Notify, broadcast};
 use tracing::{error, info, warn};
 
+mod audit;
 mod circuits;
 mod nodes;
 mod series;

@@ -208,6 +208,36 @@ async fn a_line_of_three_domains_reserves_commits_queries_and_terminates_everywh
         let seg = fed.get(&s.domain).idc().get(&s.id).await.unwrap();
         assert_eq!(seg.summary(), "terminated", "{}", s.domain);
     }
+    // Each domain's audit log has what the aggregator asked of it, under its
+    // certificate's name, on the segment it holds; c had ended its segment already, so
+    // the terminate was refused there (00201).
+    for (s, ended) in r.segments[1..].iter().zip(["ok", "00201"]) {
+        let log = fed
+            .get(&s.domain)
+            .idc()
+            .audit_log(sluice_idc::store::AuditFilter {
+                target: Some(s.id.clone()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let asked: Vec<(&str, &str, &str)> = log
+            .iter()
+            .map(|e| (e.who.as_str(), e.action.as_str(), e.result.as_str()))
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                ("peer:a", "hold-segment", "ok"),
+                ("peer:a", "commit-segment", "ok"),
+                ("peer:a", "modify-segment", "ok"),
+                ("peer:a", "terminate-segment", ended),
+            ],
+            "{}",
+            s.domain
+        );
+    }
     nothing_held(&fed).await;
     fed.shutdown().await;
 }

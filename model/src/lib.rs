@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this crate does no I/O, reads no clock and knows no wire
 //! format. Times are passed in; conversions to protobuf or SQL live in `proto` and `idc`.
 
+pub mod audit;
 pub mod circuit;
 pub mod dataplane;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod stp;
 pub mod topology;
 pub mod units;
 
+pub use audit::AuditRecord;
 pub use circuit::CircuitSegment;
 pub use error::{CapacityFeedback, ChildFailure, Error, ErrorCode, OccurrenceConflict};
 pub use recurrence::{

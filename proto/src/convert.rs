@@ -539,6 +539,18 @@ pub fn topology(t: &m::Topology) -> v1::TopologyReply {
     }
 }
 
+pub fn audit_entry(r: &m::AuditRecord) -> v1::AuditEntry {
+    v1::AuditEntry {
+        seq: r.seq,
+        at: Some(timestamp(r.at)),
+        who: r.who.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        result: r.result.clone(),
+        detail: r.detail.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Op::Commit => "commit",
             Op::Abort => "abort",

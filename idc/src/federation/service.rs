@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{Federation, Policy, lock, segment_owner, tls};
+use crate::grpc::audited;
 
 #[derive(Clone)]
 pub struct FederationApi {
@@ -77,6 +78,191 @@ impl FederationApi {
         }
         Ok(r)
     }
+
+    async fn hold_segment_unaudited(
+        &self,
+        req: Request<v1::HoldSegmentRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let r = req.into_inner();
+        let Some(c) = r.criteria else {
+            return Err(to_status(&Error::missing("criteria")));
+        };
+        let criteria = convert::criteria(&c, self.fed.idc().now())
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        policy
+            .check(&peer, &criteria)
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        let held = self
+            .fed
+            .idc()
+            .reserve(&segment_owner(&peer), criteria)
+            .await;
+        if let Ok(h) = &held {
+            lock(&self.fed.inner.segment_of).insert(h.id.clone(), Some(peer.clone()));
+            info!(
+                reservation.id = %h.id,
+                peer.id = %peer,
+                circuit = %r.connection_id,
+                requester = %r.requester,
+                "segment held for a peer"
+            );
+        }
+        segment_reply(held)
+    }
+
+    async fn commit_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().commit(&id).await)
+    }
+
+    async fn abort_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().abort(&id).await)
+    }
+
+    async fn provision_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().provision(&id).await)
+    }
+
+    async fn release_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().release(&id).await)
+    }
+
+    async fn terminate_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        segment_reply(self.fed.idc().terminate(&id).await)
+    }
+
+    async fn modify_segment_unaudited(
+        &self,
+        req: Request<v1::ModifyRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let m = req.into_inner();
+        let current = self.own_segment(&peer, &m.id).await?;
+        let (bw, bw_reverse, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
+        // The policy holds for the new version too.
+        let as_criteria = sluice_model::Criteria {
+            src: sluice_model::StpRequest {
+                stp: current.src.stp.clone(),
+                vlans: None,
+            },
+            dst: sluice_model::StpRequest {
+                stp: current.dst.stp.clone(),
+                vlans: None,
+            },
+            bw: bw.unwrap_or(current.bw),
+            bw_reverse: Some(bw_reverse.unwrap_or(current.bw_reverse)),
+            window: TimeWindow::new(
+                start.unwrap_or(current.window.start),
+                end.unwrap_or(current.window.end),
+            )
+            .map_err(|e| to_status(&e))?,
+            ero: Default::default(),
+            description: String::new(),
+            auto_provision: current.auto_provision,
+        };
+        policy
+            .check(&peer, &as_criteria)
+            .map_err(|e| to_status(&e))?;
+        segment_reply(
+            self.fed
+                .idc()
+                .modify(&current.id, bw, bw_reverse, start, end)
+                .await,
+        )
+    }
+
+    async fn hold_series_segment_unaudited(
+        &self,
+        req: Request<v1::HoldSeriesSegmentRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let r = req.into_inner();
+        let now = self.fed.idc().now();
+        let ask = crate::grpc::series_ask(&r.criteria, &r.recurrence, now, true, false)
+            .map_err(|e| to_status(&e))?;
+        // The policy holds for every occurrence: check it on the first one's window.
+        let first = sluice_scheduler::recurrence::occurrences(&ask.recurrence)
+            .map_err(|e| to_status(&e.within("recurrence")))?;
+        let mut one = ask.criteria.clone();
+        one.window = first[0].window;
+        policy
+            .check(&peer, &one)
+            .map_err(|e| to_status(&e.within("criteria")))?;
+        let held = self
+            .fed
+            .idc()
+            .reserve_series(&segment_owner(&peer), ask)
+            .await;
+        if let Ok((series, occurrences)) = &held {
+            let mut known = lock(&self.fed.inner.segment_of);
+            for o in occurrences {
+                known.insert(o.id.clone(), Some(peer.clone()));
+            }
+            info!(
+                series.id = %series.id,
+                peer.id = %peer,
+                circuit = %r.connection_id,
+                occurrences = occurrences.len(),
+                "series segment held for a peer"
+            );
+        }
+        series_segment_reply(held)
+    }
+
+    async fn commit_series_segment_unaudited(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let id = self.own_series(&peer, &req.into_inner().id).await?;
+        series_segment_reply(self.fed.idc().commit_series(&id).await)
+    }
+
+    async fn cancel_series_segment_unaudited(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (peer, _) = self.peer(&req)?;
+        let r = req.into_inner();
+        let id = self.own_series(&peer, &r.id).await?;
+        let scope = crate::grpc::series_scope(&r.scope).map_err(|e| to_status(&e))?;
+        series_segment_reply(self.fed.idc().cancel_series(&id, scope).await)
+    }
+}
+
+/// Who a federation request is from, for the audit log: `peer:<domain>` as its
+/// certificate says (`peer:?` without one: such a request is refused).
+fn caller<T>(req: &Request<T>) -> String {
+    let domain = req
+        .peer_certs()
+        .and_then(|certs| certs.first().and_then(|c| tls::peer_domain(c.as_ref())))
+        .unwrap_or_else(|| "?".to_string());
+    segment_owner(&domain)
 }
 
 /// A series segment as its aggregator sees it: paths stay private.
@@ -190,117 +376,96 @@ impl v1::federation_server::Federation for FederationApi {
         &self,
         req: Request<v1::HoldSegmentRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, policy) = self.peer(&req)?;
-        let r = req.into_inner();
-        let Some(c) = r.criteria else {
-            return Err(to_status(&Error::missing("criteria")));
-        };
-        let criteria = convert::criteria(&c, self.fed.idc().now())
-            .map_err(|e| to_status(&e.within("criteria")))?;
-        policy
-            .check(&peer, &criteria)
-            .map_err(|e| to_status(&e.within("criteria")))?;
-        let held = self
-            .fed
-            .idc()
-            .reserve(&segment_owner(&peer), criteria)
-            .await;
-        if let Ok(h) = &held {
-            lock(&self.fed.inner.segment_of).insert(h.id.clone(), Some(peer.clone()));
-            info!(
-                reservation.id = %h.id,
-                peer.id = %peer,
-                circuit = %r.connection_id,
-                requester = %r.requester,
-                "segment held for a peer"
-            );
-        }
-        segment_reply(held)
+        let who = caller(&req);
+        let r = self.hold_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "hold-segment", "", r, |x| &x.id)
     }
 
     async fn commit_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().commit(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.commit_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "commit-segment", &id, r, |x| &x.id)
     }
 
     async fn abort_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().abort(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.abort_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "abort-segment", &id, r, |x| &x.id)
     }
 
     async fn provision_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().provision(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.provision_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "provision-segment", &id, r, |x| &x.id)
     }
 
     async fn release_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().release(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.release_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "release-segment", &id, r, |x| &x.id)
     }
 
     async fn terminate_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().terminate(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.terminate_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "terminate-segment", &id, r, |x| &x.id)
     }
 
     async fn modify_segment(
         &self,
         req: Request<v1::ModifyRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, policy) = self.peer(&req)?;
-        let m = req.into_inner();
-        let current = self.own_segment(&peer, &m.id).await?;
-        let (bw, bw_reverse, start, end) = convert::modify_fields(&m).map_err(|e| to_status(&e))?;
-        // The policy holds for the new version too.
-        let as_criteria = sluice_model::Criteria {
-            src: sluice_model::StpRequest {
-                stp: current.src.stp.clone(),
-                vlans: None,
-            },
-            dst: sluice_model::StpRequest {
-                stp: current.dst.stp.clone(),
-                vlans: None,
-            },
-            bw: bw.unwrap_or(current.bw),
-            bw_reverse: Some(bw_reverse.unwrap_or(current.bw_reverse)),
-            window: TimeWindow::new(
-                start.unwrap_or(current.window.start),
-                end.unwrap_or(current.window.end),
-            )
-            .map_err(|e| to_status(&e))?,
-            ero: Default::default(),
-            description: String::new(),
-            auto_provision: current.auto_provision,
-        };
-        policy
-            .check(&peer, &as_criteria)
-            .map_err(|e| to_status(&e))?;
-        segment_reply(
-            self.fed
-                .idc()
-                .modify(&current.id, bw, bw_reverse, start, end)
-                .await,
-        )
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.modify_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "modify-segment", &id, r, |x| &x.id)
+    }
+
+    async fn hold_series_segment(
+        &self,
+        req: Request<v1::HoldSeriesSegmentRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let who = caller(&req);
+        let r = self.hold_series_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "hold-series-segment", "", r, |x| {
+            &x.id
+        })
+    }
+
+    async fn commit_series_segment(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.commit_series_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "commit-series-segment", &id, r, |x| {
+            &x.id
+        })
+    }
+
+    async fn cancel_series_segment(
+        &self,
+        req: Request<v1::CancelSeriesRequest>,
+    ) -> Result<Response<v1::Series>, Status> {
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let r = self.cancel_series_segment_unaudited(req).await;
+        audited(self.fed.idc(), &who, "cancel-series-segment", &id, r, |x| {
+            &x.id
+        })
     }
 
     async fn query_segment(
@@ -310,64 +475,6 @@ impl v1::federation_server::Federation for FederationApi {
         let (peer, _) = self.peer(&req)?;
         let r = self.own_segment(&peer, &req.into_inner().id).await?;
         segment_reply(Ok(r))
-    }
-
-    async fn hold_series_segment(
-        &self,
-        req: Request<v1::HoldSeriesSegmentRequest>,
-    ) -> Result<Response<v1::Series>, Status> {
-        let (peer, policy) = self.peer(&req)?;
-        let r = req.into_inner();
-        let now = self.fed.idc().now();
-        let ask = crate::grpc::series_ask(&r.criteria, &r.recurrence, now, true, false)
-            .map_err(|e| to_status(&e))?;
-        // The policy holds for every occurrence: check it on the first one's window.
-        let first = sluice_scheduler::recurrence::occurrences(&ask.recurrence)
-            .map_err(|e| to_status(&e.within("recurrence")))?;
-        let mut one = ask.criteria.clone();
-        one.window = first[0].window;
-        policy
-            .check(&peer, &one)
-            .map_err(|e| to_status(&e.within("criteria")))?;
-        let held = self
-            .fed
-            .idc()
-            .reserve_series(&segment_owner(&peer), ask)
-            .await;
-        if let Ok((series, occurrences)) = &held {
-            let mut known = lock(&self.fed.inner.segment_of);
-            for o in occurrences {
-                known.insert(o.id.clone(), Some(peer.clone()));
-            }
-            info!(
-                series.id = %series.id,
-                peer.id = %peer,
-                circuit = %r.connection_id,
-                occurrences = occurrences.len(),
-                "series segment held for a peer"
-            );
-        }
-        series_segment_reply(held)
-    }
-
-    async fn commit_series_segment(
-        &self,
-        req: Request<v1::IdRequest>,
-    ) -> Result<Response<v1::Series>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_series(&peer, &req.into_inner().id).await?;
-        series_segment_reply(self.fed.idc().commit_series(&id).await)
-    }
-
-    async fn cancel_series_segment(
-        &self,
-        req: Request<v1::CancelSeriesRequest>,
-    ) -> Result<Response<v1::Series>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let r = req.into_inner();
-        let id = self.own_series(&peer, &r.id).await?;
-        let scope = crate::grpc::series_scope(&r.scope).map_err(|e| to_status(&e))?;
-        series_segment_reply(self.fed.idc().cancel_series(&id, scope).await)
     }
 
     async fn notify(

@@ -17,6 +17,7 @@
 //! Queries avoid `.first()`: its `LIMIT ?` makes SQLite re-prepare the statement at
 //! every execution (a re-bound LIMIT variable expires it), which costs more than the query.
 
+mod audit;
 mod nodes;
 mod rows;
 mod schema;
@@ -34,6 +35,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use sluice_model::{Change, Direction, Mbps, Reservation, Series, TimeWindow, Vlan};
 
+pub use audit::{AuditFilter, AuditRecord};
 pub use nodes::{NodeStateRecord, NodeUpdate};
 pub use rows::{BandwidthRow, LabelRow};
 use rows::{EventRow, ReservationRow, SeriesRow, from_ms, ms};

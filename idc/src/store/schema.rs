@@ -108,6 +108,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit (seq) {
+        seq -> BigInt,
+        at_ms -> BigInt,
+        who -> Text,
+        action -> Text,
+        target -> Text,
+        result -> Text,
+        detail -> Text,
+    }
+}
+
 diesel::joinable!(bookings -> reservations (reservation_id));
 diesel::joinable!(segments -> reservations (reservation_id));
 diesel::joinable!(node_states -> reservations (reservation_id));
@@ -118,5 +130,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     series,
     segments,
-    node_states
+    node_states,
+    audit
 );
