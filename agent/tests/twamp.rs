@@ -144,7 +144,13 @@ async fn delays_jitter_and_loss_come_out_as_injected() {
         let v: Vec<Duration> = report.samples.iter().map(f).collect();
         v.iter().sum::<Duration>() / v.len() as u32
     };
-    let injected = |seq: u32| if seq % 2 == 0 { 10 * MS } else { 30 * MS };
+    let injected = |seq: u32| {
+        if seq.is_multiple_of(2) {
+            10 * MS
+        } else {
+            30 * MS
+        }
+    };
     eprintln!(
         "TWAMP-Light against injected delays: forward +{:?}, backward +{:?}, round trip \
          +{:?} on average; jitter {jitter:?} for {expected:?} injected; loss {:.1} % for \
