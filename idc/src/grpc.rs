@@ -95,7 +95,14 @@ impl Api {
         r: Result<Response<T>, Status>,
         made: impl Fn(&T) -> &str,
     ) -> Result<Response<T>, Status> {
-        audited(&self.idc, who, action, target, r, made)
+        // `peer:` names are the peer domains' own (from their certificates): a user of
+        // this API who claims one is recorded as such, not as that peer.
+        let who = if crate::federation::aggregator_of(who).is_some() {
+            format!("api:{who}")
+        } else {
+            who.to_string()
+        };
+        audited(&self.idc, &who, action, target, r, made)
     }
 
     /// A transition of the reservation `req` names, audited.

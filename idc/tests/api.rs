@@ -2351,5 +2351,10 @@ async fn every_state_changing_request_is_audited_with_who_what_and_result() {
     assert_eq!(page.entries.len(), 2);
     assert!(page.more);
     assert_eq!(page.entries[0].seq, all.entries[2].seq);
+    // A user who claims a peer domain's name is not taken for that peer.
+    let mut mallory = Client::new(&t, "peer:d2").await;
+    mallory.terminate(&r.id).await.unwrap_err();
+    assert!(audit("peer:d2", "").await.entries.is_empty());
+    assert_eq!(audit("api:peer:d2", "").await.entries.len(), 1);
     stop(t).await;
 }
