@@ -25,9 +25,10 @@ pub const PACKET_BYTES: usize = 44;
 pub const STAMP_PORT: u16 = 862;
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-/// Error estimate: not synchronised to UTC (S = 0), scale 0, multiplier 1 (RFC 4656
-/// 4.1.2): "about one second or better", as honest as an unsynchronised host can be.
-const ERROR_ESTIMATE: u16 = 0x0001;
+/// Error estimate (RFC 4656 4.1.2: Multiplier × 2^(Scale − 32) s): not synchronised to
+/// UTC (S = 0), scale 32, multiplier 1: one second, as honest as an unsynchronised host
+/// can be.
+const ERROR_ESTIMATE: u16 = 0x2001;
 
 /// A time as NTP's 64-bit timestamp: seconds since 1900 and a binary fraction.
 pub fn ntp(t: SystemTime) -> u64 {
@@ -50,6 +51,8 @@ pub struct Probe {
     pub seq: u32,
     /// T1, when it was sent (NTP).
     pub sent: u64,
+    /// The sender's error estimate, which the reflector echoes.
+    pub error_estimate: u16,
 }
 
 /// What a Session-Reflector returns for a probe.
@@ -64,6 +67,7 @@ pub struct Reply {
     pub probe_seq: u32,
     /// T1, copied from the probe.
     pub probe_sent: u64,
+    pub probe_error_estimate: u16,
     pub probe_ttl: u8,
 }
 
@@ -73,7 +77,7 @@ impl Probe {
         let mut b = vec![0u8; size.max(PACKET_BYTES)];
         b[0..4].copy_from_slice(&self.seq.to_be_bytes());
         b[4..12].copy_from_slice(&self.sent.to_be_bytes());
-        b[12..14].copy_from_slice(&ERROR_ESTIMATE.to_be_bytes());
+        b[12..14].copy_from_slice(&self.error_estimate.to_be_bytes());
         b
     }
 
@@ -81,6 +85,7 @@ impl Probe {
         (b.len() >= PACKET_BYTES).then(|| Probe {
             seq: u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
             sent: u64::from_be_bytes(b[4..12].try_into().expect("8 bytes")),
+            error_estimate: u16::from_be_bytes(b[12..14].try_into().expect("2 bytes")),
         })
     }
 }
@@ -95,6 +100,7 @@ impl Reply {
             received,
             probe_seq: probe.seq,
             probe_sent: probe.sent,
+            probe_error_estimate: probe.error_estimate,
             probe_ttl: ttl,
         }
     }
@@ -107,7 +113,7 @@ impl Reply {
         b[16..24].copy_from_slice(&self.received.to_be_bytes());
         b[24..28].copy_from_slice(&self.probe_seq.to_be_bytes());
         b[28..36].copy_from_slice(&self.probe_sent.to_be_bytes());
-        b[36..38].copy_from_slice(&ERROR_ESTIMATE.to_be_bytes());
+        b[36..38].copy_from_slice(&self.probe_error_estimate.to_be_bytes());
         b[40] = self.probe_ttl;
         b
     }
@@ -124,6 +130,7 @@ impl Reply {
             received: u64_at(16),
             probe_seq: u32_at(24),
             probe_sent: u64_at(28),
+            probe_error_estimate: u16::from_be_bytes(b[36..38].try_into().expect("2 bytes")),
             probe_ttl: b[40],
         })
     }
@@ -133,17 +140,28 @@ impl Reply {
 /// from, as long as it came, with its receive and send times. Runs until the task is
 /// dropped; a packet too short to be a probe is ignored.
 pub async fn reflect(socket: UdpSocket) -> std::io::Result<()> {
+    let own = socket.local_addr()?.port();
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
         let received = ntp(SystemTime::now());
+        // Nothing can be answered on port 0, and a packet from a reflector's port is a
+        // reply (another reflector's, or a spoofed one): answering it could make two
+        // reflectors bounce packets between them forever.
+        if from.port() == 0 || from.port() == STAMP_PORT || from.port() == own {
+            continue;
+        }
         let Some(probe) = Probe::decode(&buf[..n]) else {
             continue;
         };
         // The TTL the probe arrived with is not visible to a plain UDP socket; 255 is
         // what RFC 5357 has a sender use, so it reads as "not decremented".
         let reply = Reply::to(&probe, received, ntp(SystemTime::now()), 255);
-        socket.send_to(&reply.encode(n), from).await?;
+        if let Err(e) = socket.send_to(&reply.encode(n), from).await {
+            // One unanswerable source (no route back, a broadcast address) must not
+            // stop the reflector.
+            tracing::debug!(%from, error = %e, "TWAMP reply not sent");
+        }
     }
 }
 
@@ -226,10 +244,14 @@ impl Report {
     }
 }
 
+/// `later − earlier`, two NTP timestamps, in NTP's own 32.32 fixed point (so it holds
+/// across the 2036 era wrap); zero if `later` is in fact earlier.
 fn since(later: u64, earlier: u64) -> Duration {
-    from_ntp(later)
-        .duration_since(from_ntp(earlier))
-        .unwrap_or_default()
+    let d = later.wrapping_sub(earlier);
+    if d >> 63 == 1 {
+        return Duration::ZERO;
+    }
+    Duration::new(d >> 32, (((d & 0xffff_ffff) * 1_000_000_000) >> 32) as u32)
 }
 
 /// Runs a session from `socket` against the reflector at `reflector`.
@@ -239,6 +261,11 @@ pub async fn measure(
     session: Session,
 ) -> std::io::Result<Report> {
     let mut buf = vec![0u8; 65_536];
+    // Sequence numbers start at a per-session base, and a reply counts only if it echoes
+    // the T1 this session sent with that number: a late reply to an earlier session on
+    // the same socket is not taken for an answer.
+    let base = (ntp(SystemTime::now()) & 0xffff_ffff) as u32;
+    let mut sent: Vec<u64> = Vec::with_capacity(session.count as usize);
     // By probe number: (T1, T2, T3, T4), first reply only.
     let mut times: BTreeMap<u32, (u64, u64, u64, u64)> = BTreeMap::new();
     let start = tokio::time::Instant::now();
@@ -254,18 +281,27 @@ pub async fn measure(
                 if next >= session.count {
                     break;
                 }
-                let probe = Probe { seq: next, sent: ntp(SystemTime::now()) };
+                let probe = Probe {
+                    seq: base.wrapping_add(next),
+                    sent: ntp(SystemTime::now()),
+                    error_estimate: ERROR_ESTIMATE,
+                };
+                sent.push(probe.sent);
                 socket.send_to(&probe.encode(session.size), reflector).await?;
                 next += 1;
             }
             got = socket.recv_from(&mut buf) => {
-                let (n, from) = got?;
+                // The source address is not compared: a reflector may answer from
+                // another of its addresses (or as an IPv4-mapped one); the echoed
+                // number and T1 identify the probe.
+                let (n, _from) = got?;
                 let t4 = ntp(SystemTime::now());
                 let Some(r) = Reply::decode(&buf[..n]) else { continue };
-                if from != reflector || r.probe_seq >= next {
+                let i = r.probe_seq.wrapping_sub(base);
+                if sent.get(i as usize) != Some(&r.probe_sent) {
                     continue;
                 }
-                times.entry(r.probe_seq).or_insert((r.probe_sent, r.received, r.sent, t4));
+                times.entry(i).or_insert((r.probe_sent, r.received, r.sent, t4));
                 if next >= session.count && times.len() == session.count as usize {
                     break;
                 }
@@ -299,6 +335,17 @@ mod tests {
         assert!(d < Duration::from_nanos(2), "{d:?}");
         // The NTP era: 1970 is 2208988800 s after 1900.
         assert_eq!(ntp(UNIX_EPOCH) >> 32, NTP_UNIX_OFFSET);
+        // Differences hold across the 2036 wrap of NTP's seconds.
+        let before_wrap = UNIX_EPOCH + Duration::new((1u64 << 32) - NTP_UNIX_OFFSET - 1, 0);
+        let d = since(
+            ntp(before_wrap + Duration::from_millis(1250)),
+            ntp(before_wrap),
+        );
+        assert!(
+            d.abs_diff(Duration::from_millis(1250)) < Duration::from_micros(1),
+            "{d:?}"
+        );
+        assert_eq!(since(1, 2), Duration::ZERO);
     }
 
     #[test]
@@ -306,6 +353,7 @@ mod tests {
         let p = Probe {
             seq: 7,
             sent: 0x0102_0304_0506_0708,
+            error_estimate: 0x2001,
         };
         let b = p.encode(10);
         assert_eq!(b.len(), PACKET_BYTES);
@@ -319,6 +367,19 @@ mod tests {
         assert_eq!(&b[16..24], &0xaau64.to_be_bytes());
         assert_eq!(&b[24..28], &7u32.to_be_bytes());
         assert_eq!(&b[28..36], &p.sent.to_be_bytes());
+        assert_eq!(&b[4..12], &0xbbu64.to_be_bytes());
+        assert_eq!(
+            &b[36..38],
+            &[0x20, 0x01],
+            "the sender's error estimate, echoed"
+        );
+        assert!(
+            b[14..16]
+                .iter()
+                .chain(&b[38..40])
+                .chain(&b[41..44])
+                .all(|x| *x == 0)
+        );
         assert_eq!(b[40], 255);
         assert_eq!(Reply::decode(&b), Some(r));
     }

@@ -13,6 +13,9 @@ use tokio::net::UdpSocket;
 const MS: Duration = Duration::from_millis(1);
 /// What a busy 2-core machine may add to a timer.
 const SLACK: Duration = Duration::from_millis(15);
+/// How long the test's reflector keeps each probe: longer than the round trip's slack,
+/// so a round trip that counted it would fail.
+const DWELL: Duration = Duration::from_millis(40);
 
 async fn sender() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").await.unwrap()
@@ -46,8 +49,9 @@ async fn the_reflector_answers_every_probe_with_its_times() {
     assert!(mean <= max);
 }
 
-/// Holds each probe `forward` before taking its receive time and each reply `backward`
-/// after taking its send time; never answers the probes `drop` picks.
+/// Holds each probe `forward` before taking its receive time, [`DWELL`] between its
+/// receive and send times, and each reply `backward` after its send time; sends every
+/// reply twice; never answers the probes `drop` picks.
 async fn impaired_reflector(
     socket: UdpSocket,
     forward: fn(u32) -> Duration,
@@ -56,21 +60,30 @@ async fn impaired_reflector(
 ) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; 2048];
+    // Sessions number their probes from a base of their own: the first one seen (probe
+    // 0, which loopback delivers first) gives it.
+    let mut base: Option<u32> = None;
     loop {
         let (n, from) = socket.recv_from(&mut buf).await.unwrap();
         let Some(probe) = Probe::decode(&buf[..n]) else {
             continue;
         };
-        if drop(probe.seq) {
+        let i = probe.seq.wrapping_sub(*base.get_or_insert(probe.seq));
+        if drop(i) {
             continue;
         }
         let socket = socket.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(forward(probe.seq)).await;
+            tokio::time::sleep(forward(i)).await;
             let t2 = ntp(SystemTime::now());
+            // Time spent in the reflector: not part of either way.
+            tokio::time::sleep(DWELL).await;
             let reply = Reply::to(&probe, t2, ntp(SystemTime::now()), 255);
             tokio::time::sleep(backward).await;
-            socket.send_to(&reply.encode(n), from).await.unwrap();
+            // Twice: a duplicate counts once.
+            for _ in 0..2 {
+                socket.send_to(&reply.encode(n), from).await.unwrap();
+            }
         });
     }
 }
@@ -160,4 +173,39 @@ async fn delays_jitter_and_loss_come_out_as_injected() {
         over(&|s| s.round_trip - injected(s.seq) - 5 * MS),
         100.0 * report.loss(),
     );
+}
+
+/// A reply that arrives after its session ended (late, or to an earlier session on the
+/// same socket) is not taken for an answer in the next session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_to_an_earlier_session_is_not_an_answer() {
+    let reflector = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = reflector.local_addr().unwrap();
+    let s = sender().await;
+    let session = |wait_ms| Session {
+        count: 3,
+        interval: MS,
+        wait: Duration::from_millis(wait_ms),
+        size: 44,
+    };
+    // Nobody answers the first session in time.
+    let first = measure(&s, at, session(50)).await.unwrap();
+    assert_eq!(first.received(), 0);
+    let mut late = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        let (n, from) = reflector.recv_from(&mut buf).await.unwrap();
+        let p = Probe::decode(&buf[..n]).unwrap();
+        late.push((Reply::to(&p, p.sent, p.sent, 255).encode(n), from));
+    }
+    // Its replies arrive during the second session, which nobody answers either.
+    let answer_late = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for (b, to) in &late {
+            reflector.send_to(b, to).await.unwrap();
+        }
+    };
+    let (second, ()) = tokio::join!(measure(&s, at, session(200)), answer_late);
+    let second = second.unwrap();
+    assert_eq!((second.sent, second.received()), (3, 0), "{second:?}");
 }

@@ -112,11 +112,15 @@ impl Api {
         op: Op,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (user(&req), req.get_ref().id.clone());
-        let r = match id_of(req) {
-            Ok(id) => self.operate(id, op).await,
-            Err(e) => Err(e),
-        };
-        self.audited(&who, op.name(), &id, r, |r| &r.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = match id_of(req) {
+                Ok(id) => api.operate(id, op).await,
+                Err(e) => Err(e),
+            };
+            api.audited(&who, op.name(), &id, r, |r| &r.id)
+        })
+        .await
     }
 
     async fn reserve_unaudited(
@@ -320,6 +324,16 @@ async fn replay(
     }
 }
 
+/// Runs a request handler and its audit record in a task of their own, so a caller that
+/// goes away (a reset, a deadline) does not drop the record of what still happened.
+pub(crate) async fn spawn_audited<T: Send + 'static>(
+    f: impl Future<Output = Result<Response<T>, Status>> + Send + 'static,
+) -> Result<Response<T>, Status> {
+    tokio::spawn(f)
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("request failed: {e}"))))
+}
+
 /// Records a state-changing request and how it ended (`target` empty: the id of what
 /// it made), and passes its result on.
 pub(crate) fn audited<T>(
@@ -456,8 +470,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::ReserveRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let who = user(&req);
-        let r = self.reserve_unaudited(req).await;
-        self.audited(&who, "reserve", "", r, |r| &r.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.reserve_unaudited(req).await;
+            api.audited(&who, "reserve", "", r, |r| &r.id)
+        })
+        .await
     }
 
     async fn commit(
@@ -500,8 +518,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::ModifyRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (user(&req), req.get_ref().id.clone());
-        let r = self.modify_unaudited(req).await;
-        self.audited(&who, "modify", &id, r, |r| &r.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.modify_unaudited(req).await;
+            api.audited(&who, "modify", &id, r, |r| &r.id)
+        })
+        .await
     }
     async fn compute_paths(
         &self,
@@ -527,8 +549,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::ReserveSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let who = user(&req);
-        let r = self.reserve_series_unaudited(req).await;
-        self.audited(&who, "reserve-series", "", r, |s| &s.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.reserve_series_unaudited(req).await;
+            api.audited(&who, "reserve-series", "", r, |s| &s.id)
+        })
+        .await
     }
 
     async fn commit_series(
@@ -536,8 +562,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let (who, id) = (user(&req), req.get_ref().id.clone());
-        let r = self.commit_series_unaudited(req).await;
-        self.audited(&who, "commit-series", &id, r, |s| &s.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.commit_series_unaudited(req).await;
+            api.audited(&who, "commit-series", &id, r, |s| &s.id)
+        })
+        .await
     }
 
     async fn cancel_series(
@@ -545,8 +575,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::CancelSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let (who, id) = (user(&req), req.get_ref().id.clone());
-        let r = self.cancel_series_unaudited(req).await;
-        self.audited(&who, "cancel-series", &id, r, |s| &s.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.cancel_series_unaudited(req).await;
+            api.audited(&who, "cancel-series", &id, r, |s| &s.id)
+        })
+        .await
     }
 
     async fn modify_series(
@@ -554,8 +588,12 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::ModifySeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let (who, id) = (user(&req), req.get_ref().id.clone());
-        let r = self.modify_series_unaudited(req).await;
-        self.audited(&who, "modify-series", &id, r, |s| &s.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.modify_series_unaudited(req).await;
+            api.audited(&who, "modify-series", &id, r, |s| &s.id)
+        })
+        .await
     }
 
     async fn audit(

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{Federation, Policy, lock, segment_owner, tls};
-use crate::grpc::audited;
+use crate::grpc::{audited, spawn_audited};
 
 #[derive(Clone)]
 pub struct FederationApi {
@@ -377,8 +377,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::HoldSegmentRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let who = caller(&req);
-        let r = self.hold_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "hold-segment", "", r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.hold_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "hold-segment", "", r, |x| &x.id)
+        })
+        .await
     }
 
     async fn commit_segment(
@@ -386,8 +390,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.commit_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "commit-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.commit_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "commit-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn abort_segment(
@@ -395,8 +403,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.abort_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "abort-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.abort_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "abort-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn provision_segment(
@@ -404,8 +416,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.provision_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "provision-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.provision_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "provision-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn release_segment(
@@ -413,8 +429,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.release_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "release-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.release_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "release-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn terminate_segment(
@@ -422,8 +442,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.terminate_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "terminate-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.terminate_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "terminate-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn modify_segment(
@@ -431,8 +455,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::ModifyRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.modify_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "modify-segment", &id, r, |x| &x.id)
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.modify_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "modify-segment", &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn hold_series_segment(
@@ -440,10 +468,12 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::HoldSeriesSegmentRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let who = caller(&req);
-        let r = self.hold_series_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "hold-series-segment", "", r, |x| {
-            &x.id
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.hold_series_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "hold-series-segment", "", r, |x| &x.id)
         })
+        .await
     }
 
     async fn commit_series_segment(
@@ -451,10 +481,14 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.commit_series_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "commit-series-segment", &id, r, |x| {
-            &x.id
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.commit_series_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "commit-series-segment", &id, r, |x| {
+                &x.id
+            })
         })
+        .await
     }
 
     async fn cancel_series_segment(
@@ -462,10 +496,14 @@ impl v1::federation_server::Federation for FederationApi {
         req: Request<v1::CancelSeriesRequest>,
     ) -> Result<Response<v1::Series>, Status> {
         let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let r = self.cancel_series_segment_unaudited(req).await;
-        audited(self.fed.idc(), &who, "cancel-series-segment", &id, r, |x| {
-            &x.id
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.cancel_series_segment_unaudited(req).await;
+            audited(api.fed.idc(), &who, "cancel-series-segment", &id, r, |x| {
+                &x.id
+            })
         })
+        .await
     }
 
     async fn query_segment(
