@@ -8,7 +8,7 @@ use sluice_proto::{convert, federation as doc_wire, v1};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{Federation, Policy, lock, segment_owner, tls};
+use super::{Federation, Op, Policy, lock, segment_owner, tls};
 use crate::grpc::{audited, spawn_audited};
 
 #[derive(Clone)]
@@ -111,49 +111,33 @@ impl FederationApi {
         segment_reply(held)
     }
 
-    async fn commit_segment_unaudited(
+    /// `op` on a segment the calling domain holds here, audited (as `<op>-segment`).
+    async fn segment_transition(
         &self,
         req: Request<v1::IdRequest>,
+        op: Op,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().commit(&id).await)
-    }
-
-    async fn abort_segment_unaudited(
-        &self,
-        req: Request<v1::IdRequest>,
-    ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().abort(&id).await)
-    }
-
-    async fn provision_segment_unaudited(
-        &self,
-        req: Request<v1::IdRequest>,
-    ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().provision(&id).await)
-    }
-
-    async fn release_segment_unaudited(
-        &self,
-        req: Request<v1::IdRequest>,
-    ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().release(&id).await)
-    }
-
-    async fn terminate_segment_unaudited(
-        &self,
-        req: Request<v1::IdRequest>,
-    ) -> Result<Response<v1::Reservation>, Status> {
-        let (peer, _) = self.peer(&req)?;
-        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
-        segment_reply(self.fed.idc().terminate(&id).await)
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = async {
+                let (peer, _) = api.peer(&req)?;
+                let id = api.own_segment(&peer, &req.into_inner().id).await?.id;
+                let idc = api.fed.idc();
+                segment_reply(match op {
+                    Op::Commit => idc.commit(&id).await,
+                    Op::Abort => idc.abort(&id).await,
+                    Op::Provision => idc.provision(&id).await,
+                    Op::Release => idc.release(&id).await,
+                    Op::Terminate => idc.terminate(&id).await,
+                    Op::Query => idc.get(&id).await,
+                })
+            }
+            .await;
+            let action = format!("{}-segment", op.name());
+            audited(api.fed.idc(), &who, &action, &id, r, |x| &x.id)
+        })
+        .await
     }
 
     async fn modify_segment_unaudited(
@@ -389,65 +373,35 @@ impl v1::federation_server::Federation for FederationApi {
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let api = self.clone();
-        spawn_audited(async move {
-            let r = api.commit_segment_unaudited(req).await;
-            audited(api.fed.idc(), &who, "commit-segment", &id, r, |x| &x.id)
-        })
-        .await
+        self.segment_transition(req, Op::Commit).await
     }
 
     async fn abort_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let api = self.clone();
-        spawn_audited(async move {
-            let r = api.abort_segment_unaudited(req).await;
-            audited(api.fed.idc(), &who, "abort-segment", &id, r, |x| &x.id)
-        })
-        .await
+        self.segment_transition(req, Op::Abort).await
     }
 
     async fn provision_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let api = self.clone();
-        spawn_audited(async move {
-            let r = api.provision_segment_unaudited(req).await;
-            audited(api.fed.idc(), &who, "provision-segment", &id, r, |x| &x.id)
-        })
-        .await
+        self.segment_transition(req, Op::Provision).await
     }
 
     async fn release_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let api = self.clone();
-        spawn_audited(async move {
-            let r = api.release_segment_unaudited(req).await;
-            audited(api.fed.idc(), &who, "release-segment", &id, r, |x| &x.id)
-        })
-        .await
+        self.segment_transition(req, Op::Release).await
     }
 
     async fn terminate_segment(
         &self,
         req: Request<v1::IdRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
-        let (who, id) = (caller(&req), req.get_ref().id.clone());
-        let api = self.clone();
-        spawn_audited(async move {
-            let r = api.terminate_segment_unaudited(req).await;
-            audited(api.fed.idc(), &who, "terminate-segment", &id, r, |x| &x.id)
-        })
-        .await
+        self.segment_transition(req, Op::Terminate).await
     }
 
     async fn modify_segment(
