@@ -44,9 +44,10 @@ async fn the_reflector_answers_every_probe_with_its_times() {
     assert_eq!(report.loss(), 0.0);
     let seqs: Vec<u32> = report.samples.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, (0..20).collect::<Vec<_>>());
-    let (_, mean, max) = report.round_trip().unwrap();
-    assert!(max < SLACK * 4, "loopback round trip up to {max:?}");
-    assert!(mean <= max);
+    let (min, mean, max) = report.round_trip().unwrap();
+    // A stall of one probe on a busy machine moves the mean little.
+    assert!(mean < SLACK, "loopback round trip {mean:?} on average");
+    assert!(min <= mean && mean <= max);
 }
 
 /// Holds each probe `forward` before taking its receive time, [`DWELL`] between its
@@ -118,28 +119,48 @@ async fn delays_jitter_and_loss_come_out_as_injected() {
     assert_eq!(report.received(), 32);
     assert!((report.loss() - 0.2).abs() < 1e-9, "{}", report.loss());
     assert!(report.samples.iter().all(|s| s.seq % 5 != 4));
+    // Never less than injected; above it by timer and scheduling overhead, which on a
+    // busy machine now and then stalls one probe for tens of milliseconds: the typical
+    // (median) excess is what must stay small.
+    let injected = |seq: u32| {
+        if seq.is_multiple_of(2) {
+            10 * MS
+        } else {
+            30 * MS
+        }
+    };
     for s in &report.samples {
-        let f = if s.seq % 2 == 0 { 10 * MS } else { 30 * MS };
+        let f = injected(s.seq);
         assert!(
-            s.forward >= f && s.forward < f + SLACK,
-            "probe {}: forward {:?}, injected {f:?}",
+            s.forward >= f && s.backward >= 5 * MS && s.round_trip >= f + 5 * MS,
+            "probe {}: forward {:?} (injected {f:?}), backward {:?}, round trip {:?}",
             s.seq,
-            s.forward
-        );
-        assert!(
-            s.backward >= 5 * MS && s.backward < 5 * MS + SLACK,
-            "probe {}: backward {:?}",
-            s.seq,
-            s.backward
-        );
-        // The reflector's dwell (T3 − T2) is taken out: the round trip is both ways.
-        assert!(
-            s.round_trip >= f + 5 * MS && s.round_trip < f + 5 * MS + 2 * SLACK,
-            "probe {}: round trip {:?}",
-            s.seq,
+            s.forward,
+            s.backward,
             s.round_trip
         );
     }
+    let median = |f: &dyn Fn(&sluice_agent::twamp::Sample) -> Duration| {
+        let mut v: Vec<Duration> = report.samples.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let forward_over = median(&|s| s.forward - injected(s.seq));
+    let backward_over = median(&|s| s.backward - 5 * MS);
+    // The reflector's dwell (T3 − T2, 40 ms) is taken out: the round trip is both ways.
+    let round_trip_over = median(&|s| s.round_trip - injected(s.seq) - 5 * MS);
+    assert!(
+        forward_over < SLACK,
+        "forward: {forward_over:?} over, typically"
+    );
+    assert!(
+        backward_over < SLACK,
+        "backward: {backward_over:?} over, typically"
+    );
+    assert!(
+        round_trip_over < SLACK,
+        "round trip: {round_trip_over:?} over, typically"
+    );
     // Consecutive answered probes differ by 20 ms, except across a drop, where two of
     // the same parity meet (|Δ| ≈ 0): of 31 differences, 7 straddle a drop (after
     // probes 3, 8, ..., 33).
@@ -156,13 +177,6 @@ async fn delays_jitter_and_loss_come_out_as_injected() {
     let over = |f: &dyn Fn(&sluice_agent::twamp::Sample) -> Duration| {
         let v: Vec<Duration> = report.samples.iter().map(f).collect();
         v.iter().sum::<Duration>() / v.len() as u32
-    };
-    let injected = |seq: u32| {
-        if seq.is_multiple_of(2) {
-            10 * MS
-        } else {
-            30 * MS
-        }
     };
     eprintln!(
         "TWAMP-Light against injected delays: forward +{:?}, backward +{:?}, round trip \
