@@ -311,13 +311,14 @@ pub fn weekly(
     }
     let first = first_date.and_time(start);
     let byday: Vec<&str> = days.iter().map(|d| ical_day(*d)).collect();
-    // A DTSTART on a fall-back day's repeated hour is ambiguous, and rrule refuses it
-    // (later occurrences there take the first of the two, as RFC 5545 says). Such a
-    // rule starts at the requested day before (an unambiguous time: fall-back days are
-    // months apart), with that start excluded.
-    let ambiguous = matches!(zone.from_local_datetime(&first), LocalResult::Ambiguous(..));
+    // A DTSTART on a fall-back day's repeated hour is ambiguous, and one in a
+    // spring-forward gap does not exist: rrule refuses both (later occurrences there
+    // take the first of the two, or move forward by the gap, as RFC 5545 says). Such a
+    // rule starts at the requested day before (a plain time: clock changes are months
+    // apart), with that start excluded.
+    let moved = !matches!(zone.from_local_datetime(&first), LocalResult::Single(_));
     let mut dtstart = first;
-    if ambiguous {
+    if moved {
         dtstart -= TimeDelta::days(1);
         while !days.contains(&dtstart.weekday()) {
             dtstart -= TimeDelta::days(1);
@@ -325,7 +326,7 @@ pub fn weekly(
     }
     let end = match until {
         // The excluded earlier start counts.
-        Until::Count(n) => format!("COUNT={}", n + u32::from(ambiguous)),
+        Until::Count(n) => format!("COUNT={}", n + u32::from(moved)),
         // UNTIL in the rule's time zone is a local date-time (RFC 5545 allows it with
         // TZID on DTSTART only in UTC; the end of the local day, in UTC, is exact).
         Until::Date(d) => {
@@ -347,7 +348,7 @@ pub fn weekly(
         .iter()
         .filter_map(|d| rrule_instant(zone, *d, start))
         .collect();
-    if ambiguous {
+    if moved {
         excluded.extend(utc_of(zone, dtstart));
     }
     for t in excluded {
@@ -656,6 +657,24 @@ mod tests {
         let day = NaiveDate::from_ymd_opt(2027, 10, 31).unwrap();
         let occ = sun_0230("2027-10-30T00:00:00Z", &[day]).unwrap();
         assert_eq!(starts(&occ), ["2027-11-07T01:30Z"]);
+        // Starting in a spring-forward gap (Sydney, 2027-10-03 02:00 → 03:00): moved
+        // forward by the gap, and the same wall-clock time a week later.
+        let occ = weekly(
+            &[Weekday::Sun],
+            NaiveTime::from_hms_opt(2, 30, 0).unwrap(),
+            "Australia/Sydney",
+            utc("2027-10-01T00:00:00Z"),
+            Until::Count(2),
+            &[],
+        )
+        .and_then(|rule| {
+            occurrences(&Recurrence {
+                rule,
+                duration: TimeDelta::hours(1),
+            })
+        })
+        .unwrap();
+        assert_eq!(starts(&occ), ["2027-10-02T16:30Z", "2027-10-09T15:30Z"]);
         // Where midnight itself repeats (the Azores fall back at 01:00 to 00:00), rrule
         // would drop the day: refused, naming it, instead of booking fewer.
         let e = weekly(
