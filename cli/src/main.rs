@@ -134,6 +134,27 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Operators only: stop a circuit, or every booking of --owner, in every domain at
+    /// once: data plane down everywhere, lifecycle Failed (a forced end), watchers and
+    /// peer domains told, and an audit record.
+    EmergencyStop {
+        /// The reservation (a circuit across domains stops in each of its domains).
+        #[arg(required_unless_present = "owner", conflicts_with = "owner")]
+        id: Option<String>,
+        /// Every booking of this user that has not ended.
+        #[arg(long)]
+        owner: Option<String>,
+        /// A file holding your operator token (else $SLUICE_TOKEN).
+        #[arg(long, env = "SLUICE_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Make an operator's token: prints the token (for the operator, to keep secret) and
+    /// the entry for the IDC's operators file (`sluice serve --operators`), which holds
+    /// only its digest.
+    OperatorToken {
+        /// The operator's name, as audit records will show it.
+        name: String,
+    },
     /// Make a development CA and a certificate per domain, for a demo federation.
     Certs(federation::CertsArgs),
     /// Booked and available bandwidth of a link or port over time.
@@ -173,6 +194,10 @@ struct ServeArgs {
     /// Drive node agents: the file naming each node's agent (see idc/src/agents.rs).
     #[arg(long)]
     agents: Option<PathBuf>,
+    /// Who may make operator-only requests (the emergency stop): a TOML file of names
+    /// and token digests (see `sluice operator-token`). Without it, nobody may.
+    #[arg(long)]
+    operators: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -380,6 +405,15 @@ fn main() -> ExitCode {
         } => return check::run(&agents, file.as_deref(), &cli.server, &user, json_out),
         Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
         Cmd::Certs(a) => federation::certs(&a).map(|(json, text)| Some(Out { json, text })),
+        Cmd::OperatorToken { name } => {
+            let (token, entry) = sluice_idc::operators::new_token(&name);
+            Ok(Some(Out {
+                json: json!({ "name": name, "token": token, "operators_entry": entry }),
+                text: format!(
+                    "token for {name} (keep it secret; give it with --token-file or SLUICE_TOKEN):\n{token}\n\nadd to the IDC's operators file (sluice serve --operators):\n{entry}"
+                ),
+            }))
+        }
         Cmd::Topology {
             generate: Some((nodes, links)),
             seed,
@@ -598,6 +632,41 @@ async fn run_client(
             watch(&mut c, w, json_out).await?;
             return Ok(None);
         }
+        Cmd::EmergencyStop {
+            id,
+            owner,
+            token_file,
+        } => {
+            let token = match token_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .map_err(|e| {
+                        Error::invalid("token_file", format!("cannot read {}: {e}", f.display()))
+                    })?
+                    .trim()
+                    .to_string(),
+                None => std::env::var("SLUICE_TOKEN").unwrap_or_default(),
+            };
+            let mut req = tonic::Request::new(v1::EmergencyStopRequest {
+                id: id.unwrap_or_default(),
+                owner: owner.unwrap_or_default(),
+            });
+            if !token.is_empty() {
+                let v = token.parse().map_err(|_| {
+                    Error::invalid("token_file", "the token is not printable ASCII")
+                })?;
+                req.metadata_mut().insert(sluice_proto::TOKEN_HEADER, v);
+            }
+            let reply = c
+                .reservations
+                .emergency_stop(req)
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::emergency_stop_json(&reply),
+                text: output::emergency_stop_human(&reply),
+            }
+        }
         Cmd::Audit {
             who,
             id,
@@ -731,7 +800,12 @@ async fn run_client(
                 text: series::calendar_human(&avail, &circuits, tz, from),
             }
         }
-        Cmd::Serve(_) | Cmd::Agent(_) | Cmd::Migrate { .. } | Cmd::Bench(_) | Cmd::Certs(_) => {
+        Cmd::Serve(_)
+        | Cmd::Agent(_)
+        | Cmd::Migrate { .. }
+        | Cmd::Bench(_)
+        | Cmd::Certs(_)
+        | Cmd::OperatorToken { .. } => {
             unreachable!("handled before connecting")
         }
     };
@@ -932,6 +1006,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         },
     };
+    let operators = match &args.operators {
+        None => sluice_idc::operators::Operators::default(),
+        Some(path) => match sluice_idc::operators::Operators::load(path) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: bad operators file: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -944,6 +1028,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             hold_timeout: args.hold_timeout,
             federation,
             agents,
+            operators,
         };
         let nodes = opts.topology.nodes().len();
         let links = opts.topology.links().len();

@@ -215,6 +215,49 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
     out
 }
 
+pub fn emergency_stop_json(r: &v1::EmergencyStopReply) -> Value {
+    json!({
+        "operator": r.operator,
+        "stopped": r.stopped.iter().map(reservation_json).collect::<Vec<_>>(),
+        "failures": r.failures.iter().map(|f| json!({
+            "id": f.id,
+            "code": f.code,
+            "message": f.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn emergency_stop_human(r: &v1::EmergencyStopReply) -> String {
+    if r.stopped.is_empty() && r.failures.is_empty() {
+        return format!("nothing to stop (operator {})", r.operator);
+    }
+    let mut out = format!("emergency stop by operator {}\n", r.operator);
+    for s in &r.stopped {
+        out += &format!("  {}  {}\n", s.id, states(s).summary);
+        for (i, seg) in r_segments(s) {
+            let state = if seg.error.is_empty() {
+                seg.states
+                    .as_ref()
+                    .map_or("?".to_string(), |st| st.summary.clone())
+            } else {
+                format!(
+                    "not told yet ({}; it ends when the domain answers)",
+                    seg.error
+                )
+            };
+            out += &format!("    segment {i} in {}: {state}\n", seg.domain);
+        }
+    }
+    for f in &r.failures {
+        out += &format!("  {}  not stopped: {} {}\n", f.id, f.code, f.message);
+    }
+    out.trim_end().to_string()
+}
+
+fn r_segments(r: &v1::Reservation) -> impl Iterator<Item = (usize, &v1::Segment)> {
+    r.segments.iter().enumerate().map(|(i, s)| (i + 1, s))
+}
+
 pub fn audit_json(a: &v1::AuditReply) -> Value {
     json!({
         "entries": a.entries.iter().map(|e| json!({

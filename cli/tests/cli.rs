@@ -552,6 +552,10 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, hold_timeout: &str) -> Server {
+        Server::start_with(data_dir, hold_timeout, &[])
+    }
+
+    fn start_with(data_dir: &Path, hold_timeout: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(SLUICE)
             .args([
                 "serve",
@@ -562,6 +566,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1474,4 +1479,110 @@ async fn topology_check_without_a_file_checks_the_idcs_topology() {
     .await
     .unwrap();
     idc.shutdown().await;
+}
+
+#[test]
+fn an_operator_with_a_token_stops_a_circuit_and_nobody_else_can() {
+    let dir = tempfile::tempdir().unwrap();
+    // A token, and the operators file that knows only its digest.
+    let made = ok("http://unused", &["operator-token", "gmoc"]);
+    let token = made["token"].as_str().unwrap().to_string();
+    let entry = made["operators_entry"].as_str().unwrap();
+    assert!(!entry.contains(&token));
+    let ops = dir.path().join("operators.toml");
+    std::fs::write(&ops, entry).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    // A bad operators file stops the IDC with the field named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[operator]]\nname = \"x\"\ntoken_sha256 = \"12\"\n").unwrap();
+    let out = Command::new(SLUICE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--operators"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(dir.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("operator[0].token_sha256"), "{err}");
+
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        "120s",
+        &["--operators", ops.to_str().unwrap()],
+    );
+    let url = server.url.as_str();
+    let r = ok(
+        url,
+        &["reserve", HOUSTON, NEW_YORK, "--bw", "100", "--end", "+1h"],
+    );
+    let id = r["id"].as_str().unwrap();
+    // Without a token, or with a wrong one: 00302 on the token, and the circuit stays.
+    let e = fail(url, &["emergency-stop", id]);
+    assert_eq!(e["code"], "00302");
+    assert_eq!(e["field"], "token");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let e = fail(
+        url,
+        &[
+            "emergency-stop",
+            id,
+            "--token-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(e["code"], "00302");
+    assert_eq!(ok(url, &["show", id])["state"]["lifecycle"], "Created");
+
+    let stopped = ok(
+        url,
+        &[
+            "emergency-stop",
+            id,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(stopped["operator"], "gmoc");
+    assert_eq!(stopped["stopped"][0]["id"], id);
+    assert_eq!(stopped["stopped"][0]["state"]["lifecycle"], "Failed");
+    assert_eq!(stopped["stopped"][0]["state"]["data_plane_active"], false);
+    let text = sluice(
+        url,
+        &[
+            "emergency-stop",
+            "--owner",
+            "alice",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(text.status.success());
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("nothing to stop"),
+        "{text:?}"
+    );
+    let log = ok(url, &["audit", "--id", id]);
+    let stops: Vec<(String, String)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "emergency-stop")
+        .map(|e| {
+            (
+                e["who"].as_str().unwrap().to_string(),
+                e["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stops,
+        [
+            ("alice".to_string(), "00302".to_string()),
+            ("alice".to_string(), "00302".to_string()),
+            ("operator:gmoc".to_string(), "ok".to_string()),
+        ]
+    );
 }

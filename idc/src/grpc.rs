@@ -4,7 +4,7 @@
 use std::pin::Pin;
 
 use chrono::TimeDelta;
-use sluice_model::{Error, TimeWindow};
+use sluice_model::{Error, ErrorCode, TimeWindow};
 use sluice_proto::convert;
 use sluice_proto::status::to_status;
 use sluice_proto::v1;
@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::agents::AgentDriver;
 use crate::federation::{Federation, Op};
+use crate::operators::Operators;
 use crate::service::{Idc, ListQuery};
 use crate::store::EventRecord;
 
@@ -27,6 +28,8 @@ pub struct Api {
     fed: Option<Federation>,
     /// Set when this IDC drives node agents.
     agents: Option<AgentDriver>,
+    /// Who may make operator-only requests.
+    operators: Operators,
 }
 
 impl Api {
@@ -36,7 +39,121 @@ impl Api {
             stop: None,
             fed: None,
             agents: None,
+            operators: Operators::default(),
         }
+    }
+
+    pub fn operated_by(mut self, operators: Operators) -> Api {
+        self.operators = operators;
+        self
+    }
+
+    /// The operator whose token the request carries; 00302 for anyone else.
+    fn operator<T>(&self, req: &Request<T>) -> Result<String, Error> {
+        let token = req
+            .metadata()
+            .get(sluice_proto::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        match self.operators.who(token) {
+            Some(name) => Ok(name.to_string()),
+            None if self.operators.is_empty() => Err(Error::field(
+                ErrorCode::Unauthorized,
+                "token",
+                "only operators may do this, and this IDC has none (sluice serve --operators)",
+            )),
+            None if token.is_empty() => Err(Error::field(
+                ErrorCode::Unauthorized,
+                "token",
+                "only operators may do this: give an operator's token (--token-file or SLUICE_TOKEN)",
+            )),
+            None => Err(Error::field(
+                ErrorCode::Unauthorized,
+                "token",
+                "that token is not an operator's",
+            )),
+        }
+    }
+
+    /// The emergency stop of one reservation: across domains if it is a circuit.
+    async fn stop_one(&self, id: &str, reason: &str) -> Result<v1::Reservation, Error> {
+        if let Some(fed) = self
+            .circuit(id)
+            .map_err(|s| sluice_proto::status::from_status(&s))?
+        {
+            let (fed, id, reason) = (fed.clone(), id.to_string(), reason.to_string());
+            let (r, segs) = detached(async move { fed.emergency_stop(&id, &reason).await }).await?;
+            return Ok(convert::circuit(&r, &segs));
+        }
+        let r = self.idc.emergency_stop(id, reason).await?;
+        Ok(convert::reservation(&r))
+    }
+
+    async fn emergency_stop_unaudited(
+        &self,
+        operator: Result<String, Error>,
+        ask: v1::EmergencyStopRequest,
+    ) -> Result<Response<v1::EmergencyStopReply>, Status> {
+        let operator = operator.map_err(|e| to_status(&e))?;
+        let reason = format!(
+            "emergency stop by operator {operator} of {}",
+            self.idc.topology().domain
+        );
+        let mut reply = v1::EmergencyStopReply {
+            operator: operator.clone(),
+            ..Default::default()
+        };
+        match (ask.id.is_empty(), ask.owner.is_empty()) {
+            (false, true) => {
+                let r = self
+                    .stop_one(&ask.id, &reason)
+                    .await
+                    .map_err(|e| to_status(&e))?;
+                reply.stopped.push(r);
+            }
+            (true, false) => {
+                let (bookings, _) = self
+                    .idc
+                    .list(ListQuery {
+                        states: vec!["Created".into()],
+                        window: None,
+                        port: None,
+                        owner: Some(ask.owner.clone()),
+                        limit: Some(usize::MAX),
+                    })
+                    .await
+                    .map_err(|e| to_status(&e))?;
+                // All at once: a user's runaway bookings must not go down one by one.
+                let mut calls = tokio::task::JoinSet::new();
+                for b in bookings {
+                    let (api, reason) = (self.clone(), reason.clone());
+                    calls.spawn(async move { (b.id.clone(), api.stop_one(&b.id, &reason).await) });
+                }
+                let mut done = Vec::new();
+                while let Some(d) = calls.join_next().await {
+                    done.push(d.map_err(|e| Status::internal(format!("stop task failed: {e}")))?);
+                }
+                done.sort_by(|a, b| a.0.cmp(&b.0));
+                for (id, r) in done {
+                    match r {
+                        Ok(r) => reply.stopped.push(r),
+                        Err(e) => reply.failures.push(v1::StopFailure {
+                            id,
+                            code: e.code.as_str().to_string(),
+                            message: e.message,
+                        }),
+                    }
+                }
+            }
+            (true, true) => return Err(to_status(&Error::missing("id"))),
+            (false, false) => {
+                return Err(to_status(&Error::invalid(
+                    "owner",
+                    "give a reservation id or an owner, not both",
+                )));
+            }
+        }
+        Ok(Response::new(reply))
     }
 
     pub fn driving(mut self, agents: AgentDriver) -> Api {
@@ -592,6 +709,29 @@ impl v1::reservations_server::Reservations for Api {
         spawn_audited(async move {
             let r = api.modify_series_unaudited(req).await;
             api.audited(&who, "modify-series", &id, r, |s| &s.id)
+        })
+        .await
+    }
+
+    async fn emergency_stop(
+        &self,
+        req: Request<v1::EmergencyStopRequest>,
+    ) -> Result<Response<v1::EmergencyStopReply>, Status> {
+        let operator = self.operator(&req);
+        let who = match &operator {
+            Ok(name) => format!("operator:{name}"),
+            Err(_) => user(&req),
+        };
+        let ask = req.into_inner();
+        let target = if ask.owner.is_empty() {
+            ask.id.clone()
+        } else {
+            format!("owner:{}", ask.owner)
+        };
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.emergency_stop_unaudited(operator, ask).await;
+            api.audited(&who, "emergency-stop", &target, r, |_| "")
         })
         .await
     }

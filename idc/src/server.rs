@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub federation: Option<FederationSetup>,
     /// Drive these nodes' agents.
     pub agents: Option<AgentsConfig>,
+    /// Who may make operator-only requests (the emergency stop); none by default.
+    pub operators: crate::operators::Operators,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,9 @@ pub async fn start(
     })?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let mut api = Api::new(idc.clone()).stop_on(stop_rx.clone());
+    let mut api = Api::new(idc.clone())
+        .stop_on(stop_rx.clone())
+        .operated_by(opts.operators.clone());
     let mut background = Vec::new();
     let mut federation = None;
     if let Some(cfg) = &opts.agents {

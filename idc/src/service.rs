@@ -398,6 +398,20 @@ impl Idc {
             .await
     }
 
+    /// Durable: a stopped circuit must not come back up after a crash.
+    pub async fn emergency_stop(&self, id: &str, reason: &str) -> Result<Reservation, Error> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        let r = self.inline(move |inner| {
+            inner.apply(
+                &id,
+                &mut |r, now| r.emergency_stop(now, &reason),
+                Durable::Yes,
+            )
+        })?;
+        warn!(reservation.id = %r.id, state = r.summary(), "emergency stop");
+        Ok(r)
+    }
+
     async fn transition(
         &self,
         id: &str,

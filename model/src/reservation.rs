@@ -605,6 +605,39 @@ impl Reservation {
         Ok(out)
     }
 
+    /// The emergency stop: a forced end. The lifecycle goes to Failed (which holds no
+    /// bandwidth or labels), a provisioned circuit is released, and the data plane goes
+    /// down at once. `reason` (who stopped it) is the lifecycle change's detail. Stopping
+    /// a reservation that already failed changes nothing, so a stop can be repeated
+    /// everywhere; one that has ended otherwise is refused.
+    pub fn emergency_stop(
+        &mut self,
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<Change>, Error> {
+        if self.states.lifecycle == LifecycleState::Failed {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if !self.lsm(LsmInput::Error, now, &mut out) {
+            return Err(refuse(
+                "emergency-stop",
+                &self.id,
+                format!("it has already ended ({})", self.states.lifecycle),
+            ));
+        }
+        out[0].detail = reason.to_string();
+        if self.states.provision == ProvisionState::Provisioned {
+            self.psm(PsmInput::Release, now, &mut out);
+            self.psm(PsmInput::ReleaseConfirmed, now, &mut out);
+        }
+        self.auto_provision = false;
+        self.hold_expires_at = None;
+        out.extend(self.sync_data_plane(now));
+        self.updated_at = now;
+        Ok(out)
+    }
+
     /// Checks that a new version may be admitted: committed, nothing pending, not ended.
     pub fn check_modifiable(&self, now: DateTime<Utc>) -> Result<(), Error> {
         self.require_created("modify")?;
@@ -986,6 +1019,38 @@ mod tests {
         assert!(!r.holds_resources(t(120)));
         assert_eq!(codes(r.provision(t(121))), ErrorCode::InvalidTransition);
         assert_eq!(codes(r.commit(t(121))), ErrorCode::InvalidTransition);
+    }
+
+    #[test]
+    fn emergency_stop_is_a_forced_end_that_can_be_repeated() {
+        let mut r = held(100, 200, true);
+        r.commit(t(1)).unwrap();
+        r.auto_provision_at_start(t(100));
+        assert!(r.states.data_plane_active);
+        let changes = r.emergency_stop(t(120), "emergency stop by gmoc").unwrap();
+        assert_eq!(r.states.lifecycle, LifecycleState::Failed);
+        assert_eq!(r.states.provision, ProvisionState::Released);
+        assert!(!r.states.data_plane_active);
+        assert!(!r.holds_resources(t(120)));
+        assert!(changes.iter().any(|c| c.machine == Machine::Lifecycle
+            && c.to == "Failed"
+            && c.detail == "emergency stop by gmoc"));
+        assert!(
+            changes
+                .iter()
+                .any(|c| c.machine == Machine::DataPlane && c.to == "inactive")
+        );
+        // Nothing brings it back: not the scheduler, not a provision.
+        assert!(r.auto_provision_at_start(t(130)).is_empty());
+        assert!(!r.data_plane_should_be_active(t(130)));
+        assert_eq!(codes(r.provision(t(131))), ErrorCode::InvalidTransition);
+        // Again: nothing to do; a terminate still ends it.
+        assert!(r.emergency_stop(t(140), "again").unwrap().is_empty());
+        r.terminate(t(150)).unwrap();
+        assert_eq!(
+            codes(r.emergency_stop(t(160), "late")),
+            ErrorCode::InvalidTransition
+        );
     }
 
     #[test]

@@ -22,3 +22,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// The request header that names the caller (until certificates do).
 pub const USER_HEADER: &str = "x-sluice-user";
+/// An operator's token (see `sluice serve --operators`), for operator-only requests.
+pub const TOKEN_HEADER: &str = "x-sluice-token";

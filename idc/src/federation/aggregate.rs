@@ -54,6 +54,9 @@ impl Op {
     }
 }
 
+/// One domain's answer to a call on its segment, under way.
+type SegmentCall = std::pin::Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send>>;
+
 /// A segment as its domain answered: its id there, states and one word.
 #[derive(Debug, Clone)]
 struct Answer {
@@ -640,6 +643,49 @@ impl Federation {
         }
     }
 
+    /// The emergency stop of one segment, with who stopped it and where.
+    async fn stop_segment(&self, seg: &CircuitSegment, reason: &str) -> Result<Answer, Error> {
+        if seg.domain == self.domain() {
+            return self
+                .idc()
+                .emergency_stop(&seg.segment_id, reason)
+                .await
+                .map(answer_local);
+        }
+        let mut client = self.client(&seg.domain)?;
+        let req = self.request(v1::EmergencyStopSegmentRequest {
+            id: seg.segment_id.clone(),
+            reason: reason.to_string(),
+        });
+        match client.emergency_stop_segment(req).await {
+            Ok(r) => answer_from_wire(r.into_inner()),
+            Err(s) => {
+                self.forget(&seg.domain);
+                Err(call_error(&seg.domain, &s))
+            }
+        }
+    }
+
+    /// The emergency stop of circuit `id`: the circuit here first (so nothing here brings
+    /// it back), then every segment at once. A segment that cannot be told now is
+    /// terminated when its domain answers again (see `finish_terminations`).
+    pub async fn emergency_stop(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<(sluice_model::Reservation, Vec<SegmentView>), Error> {
+        let r = self.idc().emergency_stop(id, reason).await?;
+        let segs = self.idc().segments(id)?;
+        let reason: std::sync::Arc<str> = reason.into();
+        let results = self
+            .each(&segs, "emergency-stop", move |fed, s| {
+                let reason = reason.clone();
+                Box::pin(async move { fed.stop_segment(&s, &reason).await })
+            })
+            .await;
+        Ok((r, self.record(id, &results)))
+    }
+
     /// `op` on every segment in parallel; each segment comes back with its new states,
     /// or with the error its domain gave.
     async fn for_each(
@@ -647,13 +693,20 @@ impl Federation {
         segs: &[CircuitSegment],
         op: Op,
     ) -> Vec<(CircuitSegment, Option<Error>)> {
-        let calls = segs
-            .iter()
-            .map(|s| {
-                let (fed, s) = (self.clone(), s.clone());
-                async move { fed.segment_op(&s, op).await }
-            })
-            .collect();
+        self.each(segs, op.name(), move |fed, s| {
+            Box::pin(async move { fed.segment_op(&s, op).await })
+        })
+        .await
+    }
+
+    /// `call` on every segment in parallel (`what` names it in the log).
+    async fn each(
+        &self,
+        segs: &[CircuitSegment],
+        what: &'static str,
+        call: impl Fn(Federation, CircuitSegment) -> SegmentCall,
+    ) -> Vec<(CircuitSegment, Option<Error>)> {
+        let calls = segs.iter().map(|s| call(self.clone(), s.clone())).collect();
         let mut out: Vec<(CircuitSegment, Option<Error>)> =
             segs.iter().map(|s| (s.clone(), None)).collect();
         for (i, got) in in_parallel(calls).await.into_iter().enumerate() {
@@ -665,11 +718,11 @@ impl Federation {
                     out[i].0.updated_at = now;
                 }
                 Err(e) => {
-                    if op != Op::Query {
+                    if what != Op::Query.name() {
                         warn!(
                             domain.id = %out[i].0.domain,
                             segment = i + 1,
-                            operation = op.name(),
+                            operation = what,
                             error = %e,
                             "segment operation failed"
                         );

@@ -404,6 +404,32 @@ impl v1::federation_server::Federation for FederationApi {
         self.segment_transition(req, Op::Terminate).await
     }
 
+    async fn emergency_stop_segment(
+        &self,
+        req: Request<v1::EmergencyStopSegmentRequest>,
+    ) -> Result<Response<v1::Reservation>, Status> {
+        let (who, id) = (caller(&req), req.get_ref().id.clone());
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = async {
+                let (peer, _) = api.peer(&req)?;
+                let ask = req.into_inner();
+                let id = api.own_segment(&peer, &ask.id).await?.id;
+                let reason = if ask.reason.is_empty() {
+                    format!("emergency stop by {peer}")
+                } else {
+                    ask.reason
+                };
+                segment_reply(api.fed.idc().emergency_stop(&id, &reason).await)
+            }
+            .await;
+            audited(api.fed.idc(), &who, "emergency-stop-segment", &id, r, |x| {
+                &x.id
+            })
+        })
+        .await
+    }
+
     async fn modify_segment(
         &self,
         req: Request<v1::ModifyRequest>,

@@ -126,7 +126,7 @@ impl Store {
 
 impl Store {
     /// Segments that should be gone but whose domain has not said so: of circuits
-    /// terminated here, or that never committed (aborted, timed out: say the
+    /// terminated or emergency-stopped here, or that never committed (aborted, timed out: say the
     /// aggregator stopped between the segments' commits and its own), while the segment
     /// was last seen live. `(circuit, segment)`, at most `limit`.
     pub fn unended_segments(&self, limit: i64) -> Result<Vec<(String, SegmentRecord)>, StoreError> {
@@ -135,7 +135,12 @@ impl Store {
             .inner_join(reservations::table.on(reservations::id.eq(segments::reservation_id)))
             .filter(
                 reservations::lifecycle_state
-                    .eq(LifecycleState::Terminated.as_str())
+                    .eq_any([
+                        LifecycleState::Terminated.as_str(),
+                        // Emergency-stopped: a segment not told then ends when its
+                        // domain answers again.
+                        LifecycleState::Failed.as_str(),
+                    ])
                     .or(reservations::committed_version.is_null().and(
                         reservations::reservation_state.ne(ReservationState::ReserveHeld.as_str()),
                     )),

@@ -50,6 +50,8 @@ pub struct TestFederationBuilder {
     untrusted: Vec<String>,
     /// Domains whose IDC drives node agents.
     agents: HashMap<String, crate::agents::AgentsConfig>,
+    /// Domains with operators.
+    operators: HashMap<String, crate::operators::Operators>,
 }
 
 pub struct TestFederation {
@@ -76,6 +78,7 @@ impl TestFederation {
             policies: HashMap::new(),
             untrusted: Vec::new(),
             agents: HashMap::new(),
+            operators: HashMap::new(),
         }
     }
 
@@ -217,6 +220,12 @@ impl TestFederationBuilder {
         self
     }
 
+    /// `name`'s operators (the emergency stop).
+    pub fn operators(mut self, name: &str, o: crate::operators::Operators) -> Self {
+        self.operators.insert(name.to_string(), o);
+        self
+    }
+
     /// `name` gets a certificate from a CA the others do not trust.
     pub fn untrusted(mut self, name: &str) -> Self {
         self.untrusted.push(name.to_string());
@@ -341,6 +350,9 @@ impl TestFederationBuilder {
                 .federation(setup);
             if let Some(a) = self.agents.get(&d.name) {
                 idc = idc.agents(a.clone());
+            }
+            if let Some(o) = self.operators.get(&d.name) {
+                idc = idc.operators(o.clone());
             }
             started.push(idc.start().await);
         }

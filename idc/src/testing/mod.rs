@@ -25,6 +25,7 @@ pub struct TestIdc {
     hold_timeout: TimeDelta,
     federation: Option<FederationSetup>,
     agents: Option<crate::agents::AgentsConfig>,
+    operators: crate::operators::Operators,
 }
 
 pub struct TestIdcBuilder {
@@ -33,6 +34,7 @@ pub struct TestIdcBuilder {
     hold_timeout: TimeDelta,
     federation: Option<FederationSetup>,
     agents: Option<crate::agents::AgentsConfig>,
+    operators: crate::operators::Operators,
 }
 
 impl TestIdc {
@@ -44,6 +46,7 @@ impl TestIdc {
             hold_timeout: crate::service::DEFAULT_HOLD_TIMEOUT,
             federation: None,
             agents: None,
+            operators: crate::operators::Operators::default(),
         }
     }
 
@@ -83,6 +86,7 @@ impl TestIdc {
                     hold_timeout: self.hold_timeout,
                     federation: self.federation.clone(),
                     agents: self.agents.clone(),
+                    operators: self.operators.clone(),
                 },
                 clock,
             )
@@ -120,6 +124,12 @@ impl TestIdcBuilder {
         self
     }
 
+    /// Operators (the emergency stop) and their tokens.
+    pub fn operators(mut self, o: crate::operators::Operators) -> Self {
+        self.operators = o;
+        self
+    }
+
     /// Drive these node agents.
     pub fn agents(mut self, a: crate::agents::AgentsConfig) -> Self {
         self.agents = Some(a);
@@ -135,6 +145,7 @@ impl TestIdcBuilder {
             hold_timeout: self.hold_timeout,
             federation: self.federation,
             agents: self.agents,
+            operators: self.operators,
         };
         idc.restart().await;
         idc

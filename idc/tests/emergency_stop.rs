@@ -1,0 +1,438 @@
+//! The emergency stop of a circuit that crosses three domains (a–b–c), each domain's IDC
+//! driving a (mock-backed, real gRPC) agent per node: only an operator of the aggregator
+//! may; then the data plane is gone on every node of every domain, every segment and the
+//! circuit are Failed, the watchers and audits say so, and nothing comes back up.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use sluice_agent::mock::MockBackend;
+use sluice_agent::server::RunningAgent;
+use sluice_idc::agents::AgentsConfig;
+use sluice_idc::operators::Operators;
+use sluice_idc::testing::{TestFederation, eventually};
+use sluice_model::{ErrorCode, LifecycleState, Machine, Mbps};
+use sluice_proto::convert::timestamp as ts;
+use sluice_proto::status::from_status;
+use sluice_proto::v1;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "s3cret-token-of-the-gmoc";
+
+/// The nodes of the line fixture's domains and their ports.
+fn nodes(domain: &str) -> Vec<(&'static str, Vec<&'static str>)> {
+    match domain {
+        "a" => vec![
+            ("core", vec!["e1", "e2", "l-b"]),
+            ("b-b", vec!["to-b", "l"]),
+        ],
+        "b" => vec![
+            ("core", vec!["e1", "e2", "l-a", "l-c"]),
+            ("b-a", vec!["to-a", "l"]),
+            ("b-c", vec!["to-c", "l"]),
+        ],
+        _ => vec![
+            ("core", vec!["e1", "e2", "l-b"]),
+            ("b-b", vec!["to-b", "l"]),
+        ],
+    }
+}
+
+struct DomainAgents {
+    servers: Vec<RunningAgent>,
+    backends: BTreeMap<String, Arc<Mutex<MockBackend>>>,
+    urls: BTreeMap<String, String>,
+}
+
+async fn start_agents(domain: &str) -> DomainAgents {
+    let mut out = DomainAgents {
+        servers: Vec::new(),
+        backends: BTreeMap::new(),
+        urls: BTreeMap::new(),
+    };
+    for (node, ports) in nodes(domain) {
+        let cfg = sluice_agent::AgentConfig {
+            node: node.into(),
+            netns: None,
+            ports: ports
+                .iter()
+                .enumerate()
+                .map(|(i, name)| sluice_agent::PortConfig {
+                    name: name.to_string(),
+                    dev: format!("p{i}"),
+                    capacity: Mbps(100_000),
+                    local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
+                    remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
+                })
+                .collect(),
+        };
+        let backend = Arc::new(Mutex::new(MockBackend::default()));
+        let a = sluice_agent::server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            sluice_agent::service::AgentService::new(cfg, backend.clone()),
+        )
+        .await
+        .unwrap();
+        out.urls
+            .insert(node.to_string(), format!("http://{}", a.addr));
+        out.backends.insert(format!("{domain}/{node}"), backend);
+        out.servers.push(a);
+    }
+    out
+}
+
+/// How many circuits each node of every domain carries now.
+fn carried(agents: &[DomainAgents]) -> BTreeMap<String, usize> {
+    agents
+        .iter()
+        .flat_map(|d| d.backends.iter())
+        .map(|(n, b)| (n.clone(), b.lock().unwrap().applied.circuits.len()))
+        .collect()
+}
+
+fn as_user<T>(user: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert(sluice_proto::USER_HEADER, user.parse().unwrap());
+    req
+}
+
+fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut req = as_user("somebody", msg);
+    req.metadata_mut()
+        .insert(sluice_proto::TOKEN_HEADER, token.parse().unwrap());
+    req
+}
+
+/// Books (reserve and commit) `src`→`dst` as `user`, up now, provisioned automatically.
+async fn book(
+    fed: &TestFederation,
+    user: &str,
+    src: &str,
+    dst: &str,
+    mbps: i64,
+) -> v1::Reservation {
+    let mut c = fed.client("a").await;
+    let start = Utc::now();
+    let r = c
+        .reserve(as_user(
+            user,
+            v1::ReserveRequest {
+                criteria: Some(v1::Criteria {
+                    src: src.into(),
+                    dst: dst.into(),
+                    capacity_mbps: mbps,
+                    start: Some(ts(start)),
+                    end: Some(ts(start + TimeDelta::hours(1))),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    c.commit(as_user(user, v1::IdRequest { id: r.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn lifecycle(r: &v1::Reservation) -> i32 {
+    r.states.as_ref().unwrap().lifecycle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_else_can() {
+    let mut agents = Vec::new();
+    for d in ["a", "b", "c"] {
+        agents.push(start_agents(d).await);
+    }
+    let mut builder = TestFederation::line(&["a", "b", "c"])
+        .operators("a", Operators::default().with("gmoc", TOKEN));
+    for (d, a) in ["a", "b", "c"].iter().zip(&agents) {
+        builder = builder.agents(d, AgentsConfig::new(a.urls.clone(), None));
+    }
+    let fed = builder.start().await;
+    assert!(fed.exchange(4).await);
+
+    let r = book(&fed, "alice", "a:core:e1", "c:core:e1", 100).await;
+    assert_eq!(r.segments.len(), 3);
+    // Every node on the path in every domain carries it: 2 + 3 + 2.
+    assert!(
+        eventually(WAIT, || async {
+            carried(&agents).values().all(|n| *n == 1)
+        })
+        .await,
+        "{:?}",
+        carried(&agents)
+    );
+
+    let mut client = fed.client("a").await;
+    // Not an operator: no token, a wrong token, or an operator of another domain (c has
+    // none). 00302, and nothing changes anywhere.
+    for (at, token) in [("a", ""), ("a", "guess"), ("c", TOKEN)] {
+        let mut c = fed.client(at).await;
+        let id = if at == "a" {
+            r.id.clone()
+        } else {
+            r.segments[2].id.clone()
+        };
+        let e = c
+            .emergency_stop(with_token(
+                token,
+                v1::EmergencyStopRequest {
+                    id,
+                    owner: String::new(),
+                },
+            ))
+            .await
+            .map_err(|s| from_status(&s))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+        assert_eq!(e.field.as_deref(), Some("token"));
+    }
+    let got = client
+        .get(v1::IdRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lifecycle(&got), v1::LifecycleState::Created as i32);
+    assert!(carried(&agents).values().all(|n| *n == 1));
+
+    // The operator: measured from the call to the last node's data plane gone.
+    let mut watch = client
+        .watch(v1::WatchRequest {
+            reservation_id: r.id.clone(),
+            since_seq: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let began = Instant::now();
+    let stop = {
+        let mut c = client.clone();
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            c.emergency_stop(with_token(
+                TOKEN,
+                v1::EmergencyStopRequest {
+                    id,
+                    owner: String::new(),
+                },
+            ))
+            .await
+        })
+    };
+    let deadline = began + WAIT;
+    while carried(&agents).values().any(|n| *n > 0) {
+        assert!(Instant::now() < deadline, "{:?}", carried(&agents));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let gone = began.elapsed();
+    let reply = stop.await.unwrap().unwrap().into_inner();
+    eprintln!(
+        "emergency stop: data plane gone on all 7 nodes of 3 domains {:.1} ms after the call",
+        gone.as_secs_f64() * 1e3
+    );
+    assert_eq!(reply.operator, "gmoc");
+    assert_eq!(reply.stopped.len(), 1);
+    let stopped = &reply.stopped[0];
+    assert_eq!(lifecycle(stopped), v1::LifecycleState::Failed as i32);
+    assert_eq!(stopped.segments.len(), 3);
+    for s in &stopped.segments {
+        assert!(s.error.is_empty(), "{s:?}");
+        let st = s.states.as_ref().unwrap();
+        assert_eq!(st.lifecycle, v1::LifecycleState::Failed as i32, "{s:?}");
+        assert!(!st.data_plane_active);
+    }
+
+    // Each domain's own record: its segment Failed, with who stopped it; its audit.
+    for (d, seg) in ["a", "b", "c"].iter().zip(&stopped.segments) {
+        let idc = fed.get(d).idc();
+        let own = idc.get(&seg.id).await.unwrap();
+        assert_eq!(own.states.lifecycle, LifecycleState::Failed);
+        let events = idc.events_after(0, Some(seg.id.clone())).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.change.machine == Machine::Lifecycle
+                && e.change.to == "Failed"
+                && e.change.detail == "emergency stop by operator gmoc of a"),
+            "{d}: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e.change.machine == Machine::Node && e.change.to == "removed"),
+            "{d}: the agents' removal is recorded"
+        );
+        if *d != "a" {
+            let audit = idc
+                .audit_log(sluice_idc::store::AuditFilter {
+                    who: Some("peer:a".into()),
+                    target: Some(seg.id.clone()),
+                    after: 0,
+                    limit: 10,
+                })
+                .await
+                .unwrap();
+            assert!(
+                audit
+                    .iter()
+                    .any(|a| a.action == "emergency-stop-segment" && a.result == "ok"),
+                "{d}: {audit:?}"
+            );
+        }
+    }
+    let audit = fed
+        .get("a")
+        .idc()
+        .audit_log(sluice_idc::store::AuditFilter {
+            who: None,
+            target: Some(r.id.clone()),
+            after: 0,
+            limit: 20,
+        })
+        .await
+        .unwrap();
+    let stops: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|a| a.action == "emergency-stop")
+        .map(|a| (a.who.as_str(), a.result.as_str()))
+        .collect();
+    assert_eq!(
+        stops,
+        [
+            ("somebody", "00302"),
+            ("somebody", "00302"),
+            ("operator:gmoc", "ok")
+        ],
+        "{audit:?}"
+    );
+
+    // The watcher heard it: the circuit's lifecycle, and b's and c's segments.
+    let mut heard_circuit = false;
+    let mut heard_segments = std::collections::BTreeSet::new();
+    while !(heard_circuit && heard_segments.len() == 2) {
+        let e = tokio::time::timeout(WAIT, watch.message())
+            .await
+            .expect("events within the wait")
+            .unwrap()
+            .expect("the stream stays open");
+        if e.machine == "lifecycle" && e.to == "Failed" {
+            heard_circuit = true;
+        }
+        if e.machine == "segment" && e.to == "Failed" && e.detail.contains("lifecycle") {
+            for d in ["b", "c"] {
+                if e.detail.contains(&format!(" in {d}:")) {
+                    heard_segments.insert(d);
+                }
+            }
+        }
+    }
+
+    // Nothing brings it back: the agents' periodic check and the scheduler leave it down.
+    let e = client
+        .provision(v1::IdRequest { id: r.id.clone() })
+        .await
+        .map_err(|s| from_status(&s))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidTransition);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(carried(&agents).values().all(|n| *n == 0));
+
+    fed.shutdown().await;
+    for d in agents {
+        for a in d.servers {
+            a.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_booking_of_one_user_stops_and_no_one_elses() {
+    let fed = TestFederation::line(&["a", "b", "c"])
+        .operators("a", Operators::default().with("gmoc", TOKEN))
+        .start()
+        .await;
+    assert!(fed.exchange(4).await);
+    let local = book(&fed, "runaway", "a:core:e1", "a:core:e2", 100).await;
+    let across = book(&fed, "runaway", "a:core:e2", "c:core:e2", 6000).await;
+    let other = book(&fed, "careful", "a:core:e1", "c:core:e1", 100).await;
+
+    let mut client = fed.client("a").await;
+    // Both an id and an owner: refused, naming the field; nothing stops.
+    let e = client
+        .emergency_stop(with_token(
+            TOKEN,
+            v1::EmergencyStopRequest {
+                id: other.id.clone(),
+                owner: "runaway".into(),
+            },
+        ))
+        .await
+        .map_err(|s| from_status(&s))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidParameter);
+    assert_eq!(e.field.as_deref(), Some("owner"));
+
+    let reply = client
+        .emergency_stop(with_token(
+            TOKEN,
+            v1::EmergencyStopRequest {
+                id: String::new(),
+                owner: "runaway".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<&str> = reply.stopped.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    let mut want = vec![local.id.as_str(), across.id.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(reply.failures.is_empty(), "{:?}", reply.failures);
+    for id in [&local.id, &across.id, &other.id] {
+        let got = client
+            .get(v1::IdRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        let want = if *id == other.id {
+            v1::LifecycleState::Created
+        } else {
+            v1::LifecycleState::Failed
+        };
+        assert_eq!(lifecycle(&got), want as i32, "{id}");
+        for s in &got.segments {
+            assert_eq!(
+                s.states.as_ref().unwrap().lifecycle,
+                want as i32,
+                "{id} in {}",
+                s.domain
+            );
+        }
+    }
+    // Again: nothing left to stop.
+    let again = client
+        .emergency_stop(with_token(
+            TOKEN,
+            v1::EmergencyStopRequest {
+                id: String::new(),
+                owner: "runaway".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.stopped.is_empty() && again.failures.is_empty());
+    // The capacity is free again: 6000 of e2's 10000 Mb/s were booked, and are again.
+    let next = book(&fed, "careful", "a:core:e2", "c:core:e2", 6000).await;
+    assert_eq!(
+        next.states.as_ref().unwrap().lifecycle,
+        v1::LifecycleState::Created as i32
+    );
+    fed.shutdown().await;
+}
