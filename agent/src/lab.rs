@@ -283,8 +283,22 @@ metric = 1
                 }
             };
             for name in cur.links.keys() {
-                if name.starts_with("vx") || name.starts_with("xc") {
+                // Cross-connects and VXLAN labels; measurement ends (ms…, mr…).
+                if ["vx", "xc", "ms", "mr"].iter().any(|p| name.starts_with(p)) {
                     left.push(format!("{}: link {name}", cfg.node));
+                }
+            }
+            let namespaces = Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for ns in namespaces
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+            {
+                if ns.starts_with("sluice-m") && ns.contains(&format!("-{}-", cfg.node)) {
+                    left.push(format!("{}: measurement namespace {ns}", cfg.node));
                 }
             }
             for (dev, q) in &cur.ports {

@@ -13,6 +13,7 @@ pub mod admit;
 pub mod config;
 pub mod lab;
 pub mod linux;
+pub mod measure;
 pub mod mock;
 pub mod server;
 pub mod service;

@@ -28,7 +28,8 @@ use sluice_model::Mbps;
 
 use crate::admit::admit;
 use crate::config::AgentConfig;
-use sluice_model::dataplane::Desired;
+use crate::measure::{MeasurementEnd, Role};
+use sluice_model::dataplane::{Desired, NodeCircuit};
 
 /// The VXLAN UDP port (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -651,6 +652,68 @@ impl LinuxNode {
                 .to_string(),
             other => other.to_string(),
         })
+    }
+
+    /// Opens one end of a measurement on `circuit`'s cross-connect: a veth pair whose one
+    /// side joins the circuit's bridge and whose other side, with `role`'s address, is
+    /// alone in a namespace made for it. Leftovers of an earlier one (an agent that
+    /// crashed mid-measurement) are removed first; the end removes itself when dropped.
+    pub fn open_measurement_end(
+        &self,
+        cfg: &AgentConfig,
+        circuit: &NodeCircuit,
+        role: Role,
+    ) -> Result<MeasurementEnd, ExecError> {
+        let (pi, _) = cfg.port(&circuit.a.port).ok_or_else(|| {
+            ExecError::Parse(format!("{}: no port {}", circuit.id, circuit.a.port))
+        })?;
+        let label = circuit.a.label;
+        let bridge = bridge_name(pi, label);
+        let veth = format!("m{}{pi}.{label}", role.letter());
+        let ns = format!("sluice-m{}-{}-{pi}-{label}", role.letter(), cfg.node);
+        let root = LinuxNode::new(None);
+        let remove = {
+            let (node, veth, ns) = (self.clone(), veth.clone(), ns.clone());
+            move || {
+                let _ = node.run("ip", &["link", "del", &veth], None);
+                let _ = LinuxNode::new(None).run("ip", &["netns", "del", &ns], None);
+            }
+        };
+        remove();
+        // Frames leave the bridge through the circuit's VXLAN links: nothing larger than
+        // their MTU may enter it.
+        let v: Value =
+            serde_json::from_str(&self.run("ip", &["-j", "link", "show", "dev", &bridge], None)?)
+                .map_err(|e| ExecError::Parse(format!("ip -j link show dev {bridge}: {e}")))?;
+        let mtu_value = v[0]["mtu"].as_u64().unwrap_or(1450) as u32;
+        let mtu = mtu_value.to_string();
+        root.run("ip", &["netns", "add", &ns], None)?;
+        let addr = format!("{}/30", role.address());
+        let made = (|| {
+            self.run(
+                "ip",
+                &[
+                    "link", "add", &veth, "mtu", &mtu, "type", "veth", "peer", "name", "m0", "mtu",
+                    &mtu, "netns", &ns,
+                ],
+                None,
+            )?;
+            self.run("ip", &["link", "set", &veth, "master", &bridge, "up"], None)?;
+            let inside = LinuxNode::new(Some(ns.clone()));
+            inside.run("ip", &["link", "set", "lo", "up"], None)?;
+            inside.run("ip", &["addr", "add", &addr, "dev", "m0"], None)?;
+            inside.run("ip", &["link", "set", "m0", "up"], None)
+        })();
+        if let Err(e) = made {
+            remove();
+            return Err(e);
+        }
+        Ok(MeasurementEnd::new(
+            Some(ns),
+            role.address(),
+            Some(mtu_value),
+            Some(Box::new(remove)),
+        ))
     }
 
     /// Runs a plan: the removals, the links, then the additions, each as one batch.

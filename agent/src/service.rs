@@ -2,12 +2,19 @@
 //! makes the data plane match it (on a blocking thread: the backend runs `ip` and `tc`)
 //! and reports what is applied, the last error, and per-circuit counters.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use sluice_model::Error;
-use sluice_model::dataplane::Desired;
+use sluice_model::dataplane::{Desired, NodeCircuit};
+use sluice_model::{Error, ErrorCode};
+
+use crate::measure::{self, MeasurementEnd, Role};
+use crate::twamp;
 use sluice_proto::status::to_status;
 use sluice_proto::{agent as wire, v1};
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -38,6 +45,13 @@ pub trait Backend: Send + Sync + 'static {
         cfg: &AgentConfig,
         desired: &Desired,
     ) -> Result<Vec<(Counters, Counters)>, String>;
+    /// One end of a measurement on `circuit` (which the node carries).
+    fn measurement_end(
+        &self,
+        cfg: &AgentConfig,
+        circuit: &NodeCircuit,
+        role: Role,
+    ) -> Result<MeasurementEnd, String>;
 }
 
 impl Backend for LinuxNode {
@@ -55,6 +69,16 @@ impl Backend for LinuxNode {
     fn converge(&self, cfg: &AgentConfig, desired: &Desired) -> Result<usize, String> {
         let plan = LinuxNode::converge(self, cfg, desired).map_err(|e| e.to_string())?;
         Ok(plan.tc_remove.len() + plan.ip.len() + plan.tc_add.len())
+    }
+
+    fn measurement_end(
+        &self,
+        cfg: &AgentConfig,
+        circuit: &NodeCircuit,
+        role: Role,
+    ) -> Result<MeasurementEnd, String> {
+        self.open_measurement_end(cfg, circuit, role)
+            .map_err(|e| e.to_string())
     }
 
     fn counters(
@@ -90,6 +114,22 @@ impl Backend for LinuxNode {
 }
 
 impl Backend for Mutex<MockBackend> {
+    /// Both ends on loopback, in this namespace: the measurement code runs as for real,
+    /// without a circuit under it.
+    fn measurement_end(
+        &self,
+        _cfg: &AgentConfig,
+        _circuit: &NodeCircuit,
+        _role: Role,
+    ) -> Result<MeasurementEnd, String> {
+        Ok(MeasurementEnd::new(
+            None,
+            std::net::Ipv4Addr::LOCALHOST,
+            None,
+            None,
+        ))
+    }
+
     fn name(&self) -> &'static str {
         "mock"
     }
@@ -112,6 +152,10 @@ impl Backend for Mutex<MockBackend> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Applied {
     /// The version taken, and the circuits of it the node carries.
     desired: Desired,
@@ -128,7 +172,14 @@ pub struct AgentService {
     applied: Arc<Mutex<Applied>>,
     /// Held for a whole apply.
     applying: Arc<tokio::sync::Mutex<()>>,
+    /// Reflectors running, by session: each ends when told (and says when it has).
+    reflecting: Arc<Mutex<HashMap<String, oneshot::Sender<oneshot::Sender<()>>>>>,
+    sessions: Arc<AtomicU64>,
 }
+
+/// Longest a measurement may run or a reflector stay.
+const MOST_MEASURE: Duration = Duration::from_secs(120);
+const MOST_LEASE: Duration = Duration::from_secs(600);
 
 impl AgentService {
     pub fn new(cfg: AgentConfig, backend: Arc<dyn Backend>) -> AgentService {
@@ -142,11 +193,43 @@ impl AgentService {
                 changes: 0,
             })),
             applying: Arc::new(tokio::sync::Mutex::new(())),
+            reflecting: Arc::new(Mutex::new(HashMap::new())),
+            sessions: Arc::new(AtomicU64::new(1)),
         }
     }
 
+    /// The circuit `id` as this node carries it now.
+    fn carried(&self, id: &str) -> Result<NodeCircuit, Status> {
+        self.lock()
+            .desired
+            .circuits
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                to_status(&Error::field(
+                    ErrorCode::ReservationNonexistent,
+                    "circuit_id",
+                    format!("node {} does not carry circuit {id:?} now", self.cfg.node),
+                ))
+            })
+    }
+
+    async fn open_end(&self, c: &NodeCircuit, role: Role) -> Result<MeasurementEnd, Status> {
+        let (cfg, backend, circuit) = (self.cfg.clone(), self.backend.clone(), c.clone());
+        tokio::task::spawn_blocking(move || backend.measurement_end(&cfg, &circuit, role))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|e| {
+                to_status(&Error::internal(format!(
+                    "cannot open a measurement end on {} at {}: {e}",
+                    c.id, self.cfg.node
+                )))
+            })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.applied)
     }
 
     async fn apply_serialized(&self, desired: Desired) {
@@ -265,6 +348,159 @@ impl v1::agent_server::Agent for AgentService {
         _req: Request<v1::AgentStateRequest>,
     ) -> Result<Response<v1::AgentState>, Status> {
         Ok(Response::new(AgentService::state(self).await))
+    }
+
+    async fn reflect(
+        &self,
+        req: Request<v1::ReflectRequest>,
+    ) -> Result<Response<v1::ReflectReply>, Status> {
+        let r = req.into_inner();
+        let c = self.carried(&r.circuit_id)?;
+        let lease = match r.lease_ms {
+            0 => Duration::from_secs(60),
+            ms => Duration::from_millis(ms.into()).min(MOST_LEASE),
+        };
+        let end = self.open_end(&c, Role::Reflector).await?;
+        let opened = async {
+            let udp = end.udp().await?;
+            let tcp = end.listen().await?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        }
+        .await;
+        let (udp, tcp) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || end.close()).await;
+                return Err(to_status(&Error::internal(format!(
+                    "reflector sockets on {}: {e}",
+                    c.id
+                ))));
+            }
+        };
+        let (twamp_port, sink_port) = (
+            udp.local_addr().map(|a| a.port()).unwrap_or_default(),
+            tcp.local_addr().map(|a| a.port()).unwrap_or_default(),
+        );
+        let session = format!("{}#{}", c.id, self.sessions.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel::<oneshot::Sender<()>>();
+        lock(&self.reflecting).insert(session.clone(), tx);
+        let (reflecting, name, address) = (self.reflecting.clone(), session.clone(), end.address);
+        info!(node = %self.cfg.node, circuit = %c.id, %session, "reflector open");
+        tokio::spawn(async move {
+            let done = tokio::select! {
+                r = twamp::reflect(udp) => { warn!(error = ?r.err(), "reflector stopped"); None }
+                r = measure::sink(tcp) => { warn!(error = ?r.err(), "sink stopped"); None }
+                _ = tokio::time::sleep(lease) => None,
+                told = rx => told.ok(),
+            };
+            lock(&reflecting).remove(&name);
+            let _ = tokio::task::spawn_blocking(move || end.close()).await;
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        });
+        Ok(Response::new(v1::ReflectReply {
+            session,
+            address: address.to_string(),
+            twamp_port: twamp_port.into(),
+            sink_port: sink_port.into(),
+        }))
+    }
+
+    async fn end_reflect(
+        &self,
+        req: Request<v1::EndReflectRequest>,
+    ) -> Result<Response<v1::EndReflectReply>, Status> {
+        let session = req.into_inner().session;
+        let Some(tx) = lock(&self.reflecting).remove(&session) else {
+            // Ended already (its lease ran out): nothing left to do.
+            return Ok(Response::new(v1::EndReflectReply {}));
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        if tx.send(done_tx).is_ok() {
+            let _ = done_rx.await;
+        }
+        Ok(Response::new(v1::EndReflectReply {}))
+    }
+
+    async fn measure(
+        &self,
+        req: Request<v1::MeasureRequest>,
+    ) -> Result<Response<v1::MeasureReply>, Status> {
+        let r = req.into_inner();
+        let reflector: std::net::Ipv4Addr = r.reflector_address.parse().map_err(|_| {
+            to_status(&Error::invalid(
+                "reflector_address",
+                format!("{:?} is not an IPv4 address", r.reflector_address),
+            ))
+        })?;
+        let session = twamp::Session {
+            count: match r.probes {
+                0 => 100,
+                n => n.min(10_000),
+            },
+            interval: Duration::from_millis(match r.probe_interval_ms {
+                0 => 10,
+                ms => ms.into(),
+            }),
+            wait: Duration::from_secs(1),
+            size: 64,
+        };
+        let duration = match r.duration_ms {
+            0 => Duration::from_secs(10),
+            ms => Duration::from_millis(ms.into()),
+        };
+        if duration > MOST_MEASURE || session.interval * session.count > MOST_MEASURE {
+            return Err(to_status(&Error::invalid(
+                "duration_ms",
+                format!("a measurement runs at most {} s", MOST_MEASURE.as_secs()),
+            )));
+        }
+        let c = self.carried(&r.circuit_id)?;
+        let end = self.open_end(&c, Role::Sender).await?;
+        let run = async {
+            let udp = end.udp().await?;
+            let probes =
+                twamp::measure(&udp, (reflector, r.twamp_port as u16).into(), session).await?;
+            let throughput = if r.skip_throughput {
+                None
+            } else {
+                let s = end
+                    .connect(
+                        (reflector, r.sink_port as u16).into(),
+                        Duration::from_secs(5),
+                    )
+                    .await?;
+                Some(measure::send(s, duration, Duration::from_secs(15)).await?)
+            };
+            Ok::<_, std::io::Error>((probes, throughput))
+        }
+        .await;
+        let mtu = end.mtu;
+        let _ = tokio::task::spawn_blocking(move || end.close()).await;
+        let (probes, throughput) = run.map_err(|e| {
+            to_status(&Error::internal(format!(
+                "measuring {} from {}: {e}",
+                c.id, self.cfg.node
+            )))
+        })?;
+        let us = |d: Option<(Duration, Duration, Duration)>, i: usize| {
+            d.map_or(0, |t| [t.0, t.1, t.2][i].as_micros() as u64)
+        };
+        Ok(Response::new(v1::MeasureReply {
+            probes_sent: probes.sent,
+            probes_received: probes.received(),
+            rtt_min_us: us(probes.round_trip(), 0),
+            rtt_avg_us: us(probes.round_trip(), 1),
+            rtt_max_us: us(probes.round_trip(), 2),
+            forward_avg_us: us(probes.forward(), 1),
+            backward_avg_us: us(probes.backward(), 1),
+            jitter_us: probes.jitter().map_or(0, |d| d.as_micros() as u64),
+            bytes: throughput.map_or(0, |t| t.bytes),
+            receive_ns: throughput.map_or(0, |t| t.receive.as_nanos() as u64),
+            throughput_mbps: throughput.map_or(0.0, |t| t.mbps()),
+            ip_throughput_mbps: throughput.map_or(0.0, |t| mtu.map_or(t.mbps(), |m| t.ip_mbps(m))),
+        }))
     }
 
     async fn ports(

@@ -139,3 +139,112 @@ async fn the_linux_backend_through_grpc_reports_each_circuits_counters() {
     assert!(s.circuits.is_empty() && s.error.is_empty());
     agent.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn measures_a_carried_circuit_against_a_reflector_and_refuses_any_other() {
+    // The mock backend puts both measurement ends on loopback: the RPCs, the TWAMP-Light
+    // session and the throughput stream run as for real, without a circuit under them.
+    let backend = Arc::new(Mutex::new(MockBackend::default()));
+    let agent = sluice_agent::server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        AgentService::new(cfg(None), backend),
+    )
+    .await
+    .unwrap();
+    let mut c = AgentClient::connect(format!("http://{}", agent.addr))
+        .await
+        .unwrap();
+    let one = vec![circuit("c1", ("xe-0", 150), ("xe-1", 151), 200, 200)];
+    c.apply(state(1, one)).await.unwrap();
+
+    let e = c
+        .reflect(v1::ReflectRequest {
+            circuit_id: "c9".into(),
+            lease_ms: 0,
+        })
+        .await
+        .map_err(|s| from_status(&s))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ReservationNonexistent);
+    assert_eq!(e.field.as_deref(), Some("circuit_id"));
+
+    let far = c
+        .reflect(v1::ReflectRequest {
+            circuit_id: "c1".into(),
+            lease_ms: 30_000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(far.address, "127.0.0.1");
+    assert!(far.twamp_port > 0 && far.sink_port > 0);
+    let m = c
+        .measure(v1::MeasureRequest {
+            circuit_id: "c1".into(),
+            reflector_address: far.address.clone(),
+            twamp_port: far.twamp_port,
+            sink_port: far.sink_port,
+            probes: 20,
+            probe_interval_ms: 5,
+            duration_ms: 300,
+            skip_throughput: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((m.probes_sent, m.probes_received), (20, 20));
+    assert!(m.rtt_min_us <= m.rtt_avg_us && m.rtt_avg_us <= m.rtt_max_us);
+    assert!(m.bytes > 0 && m.receive_ns > 0, "{m:?}");
+    let rate = m.bytes as f64 * 8.0 / (m.receive_ns as f64 / 1e9) / 1e6;
+    assert!((rate - m.throughput_mbps).abs() < 1e-6 * rate.max(1.0));
+
+    // A bad address names its field; an over-long run is refused before anything starts.
+    let bad = |r: v1::MeasureRequest| {
+        let mut c = c.clone();
+        async move { from_status(&c.measure(r).await.unwrap_err()) }
+    };
+    let e = bad(v1::MeasureRequest {
+        circuit_id: "c1".into(),
+        reflector_address: "here".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(e.field.as_deref(), Some("reflector_address"));
+    let e = bad(v1::MeasureRequest {
+        circuit_id: "c1".into(),
+        reflector_address: far.address.clone(),
+        duration_ms: 3_600_000,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(e.field.as_deref(), Some("duration_ms"));
+
+    // Ended: the reflector answers no more (the probes are lost).
+    c.end_reflect(v1::EndReflectRequest {
+        session: far.session.clone(),
+    })
+    .await
+    .unwrap();
+    let m = c
+        .measure(v1::MeasureRequest {
+            circuit_id: "c1".into(),
+            reflector_address: far.address,
+            twamp_port: far.twamp_port,
+            probes: 3,
+            probe_interval_ms: 5,
+            skip_throughput: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((m.probes_sent, m.probes_received), (3, 0));
+    // Ending it again is no error.
+    c.end_reflect(v1::EndReflectRequest {
+        session: far.session,
+    })
+    .await
+    .unwrap();
+    agent.shutdown().await.unwrap();
+}

@@ -134,6 +134,12 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Measure a circuit that is up, over the circuit itself, between its end nodes'
+    /// agents: TWAMP-Light delay, jitter and loss, then a TCP stream for the throughput.
+    /// Stored with the reservation; prints measured against booked, and a verdict.
+    Verify(VerifyArgs),
+    /// Every measurement of a reservation, or of each occurrence of a series.
+    History { id: String },
     /// Operators only: stop a circuit, or every booking of --owner, in every domain at
     /// once: data plane down everywhere, lifecycle Failed (a forced end), watchers and
     /// peer domains told, and an audit record.
@@ -198,6 +204,50 @@ struct ServeArgs {
     /// and token digests (see `sluice operator-token`). Without it, nobody may.
     #[arg(long)]
     operators: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// A reservation, or a series with --occurrence.
+    id: String,
+    /// Which occurrence of the series `id` (from 1).
+    #[arg(long)]
+    occurrence: Option<u32>,
+    /// How long the throughput stream runs (at most 60s; 0s: delay and loss only).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_or_zero)]
+    duration: chrono::TimeDelta,
+    /// Pass if the throughput is at least this share of the booking: 0.95 or 95%.
+    #[arg(long, value_parser = parse_share)]
+    min_throughput: Option<f64>,
+    /// Pass if at most this share of the probes is lost: 0.01 or 1%.
+    #[arg(long, value_parser = parse_share)]
+    max_loss: Option<f64>,
+    /// Pass only if the mean round trip is at most this many milliseconds.
+    #[arg(long)]
+    max_rtt_ms: Option<f64>,
+    /// TWAMP-Light probes, 10 ms apart.
+    #[arg(long, default_value_t = 100)]
+    probes: u32,
+}
+
+fn parse_duration_or_zero(s: &str) -> Result<chrono::TimeDelta, String> {
+    match time::parse_duration(s) {
+        Some(d) if d >= chrono::TimeDelta::zero() => Ok(d),
+        _ => Err(format!("{s:?} is not a duration (e.g. 10s, 1m, 0s)")),
+    }
+}
+
+/// A share as a fraction (0.95) or a percentage (95%).
+fn parse_share(s: &str) -> Result<f64, String> {
+    let bad = || format!("{s:?} is not a share: 0.95 or 95%");
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => s.parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(0.0..=1.0).contains(&v) {
+        return Err(bad());
+    }
+    Ok(v)
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -631,6 +681,42 @@ async fn run_client(
         Cmd::Watch(w) => {
             watch(&mut c, w, json_out).await?;
             return Ok(None);
+        }
+        Cmd::Verify(a) => {
+            let m = c
+                .reservations
+                .verify(v1::VerifyRequest {
+                    id: a.id,
+                    occurrence: a.occurrence.unwrap_or(0),
+                    duration_ms: Some(
+                        a.duration.num_milliseconds().clamp(0, u32::MAX as i64) as u32
+                    ),
+                    min_throughput_ratio: a.min_throughput,
+                    max_loss: a.max_loss,
+                    max_rtt_ms: a.max_rtt_ms,
+                    probes: a.probes,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::measurement_json(&m),
+                text: output::measurement_human(&m),
+            }
+        }
+        Cmd::History { id } => {
+            let h = c
+                .reservations
+                .history(v1::IdRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: json!({
+                    "measurements": h.measurements.iter().map(output::measurement_json).collect::<Vec<_>>()
+                }),
+                text: output::history_human(&h),
+            }
         }
         Cmd::EmergencyStop {
             id,

@@ -215,6 +215,206 @@ pub fn reservation_human(r: &v1::Reservation) -> String {
     out
 }
 
+pub fn measurement_json(m: &v1::Measurement) -> Value {
+    json!({
+        "seq": m.seq,
+        "reservation_id": m.reservation_id,
+        "series_id": (!m.series_id.is_empty()).then_some(&m.series_id),
+        "occurrence": (m.occurrence > 0).then_some(m.occurrence),
+        "at": show(&m.at),
+        "kind": m.kind,
+        "who": m.who,
+        "booked_mbps": m.booked_mbps,
+        "duration_ms": m.duration_ms,
+        "throughput_mbps": m.throughput_mbps,
+        "ip_throughput_mbps": m.ip_throughput_mbps,
+        "probes_sent": m.probes_sent,
+        "probes_received": m.probes_received,
+        "loss": m.loss,
+        "rtt_us": {"min": m.rtt_min_us, "mean": m.rtt_avg_us, "max": m.rtt_max_us},
+        "forward_us": m.forward_avg_us,
+        "backward_us": m.backward_avg_us,
+        "jitter_us": m.jitter_us,
+        "thresholds": {
+            "min_throughput_ratio": m.min_throughput_ratio,
+            "max_loss": m.max_loss,
+            "max_rtt_ms": m.max_rtt_ms,
+        },
+        "verdict": m.verdict,
+        "reasons": m.reasons,
+    })
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3} ms", us as f64 / 1e3)
+}
+
+/// What a booking is compared with: the IP rate where the agent knew it.
+fn carried(m: &v1::Measurement) -> f64 {
+    if m.ip_throughput_mbps > 0.0 {
+        m.ip_throughput_mbps
+    } else {
+        m.throughput_mbps
+    }
+}
+
+pub fn measurement_human(m: &v1::Measurement) -> String {
+    let occurrence = if m.occurrence > 0 {
+        format!(" (occurrence {} of {})", m.occurrence, m.series_id)
+    } else {
+        String::new()
+    };
+    let mut out = format!(
+        "{} {}{}: {}\n",
+        m.kind,
+        m.reservation_id,
+        occurrence,
+        m.verdict.to_uppercase()
+    );
+    if m.verdict == "error" {
+        for r in &m.reasons {
+            out += &format!("  {r}\n");
+        }
+        return out.trim_end().to_string();
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(["", "measured", "booked / limit", ""]);
+    let fails = |what: &str| m.reasons.iter().any(|r| r.starts_with(what));
+    let mark = |what: &str| if fails(what) { "✗" } else { "✓" };
+    if m.duration_ms > 0 {
+        t.add_row([
+            "throughput A→Z".to_string(),
+            format!(
+                "{:.1} Mb/s ({:.1} Mb/s TCP payload)",
+                carried(m),
+                m.throughput_mbps
+            ),
+            format!(
+                "{} Mb/s, ≥ {:.0} %: {:.1} %",
+                m.booked_mbps,
+                100.0 * m.min_throughput_ratio,
+                100.0 * carried(m) / m.booked_mbps.max(1) as f64
+            ),
+            mark("throughput").to_string(),
+        ]);
+    }
+    t.add_row([
+        "round trip".to_string(),
+        format!(
+            "{} / {} / {} (min/mean/max)",
+            ms(m.rtt_min_us),
+            ms(m.rtt_avg_us),
+            ms(m.rtt_max_us)
+        ),
+        m.max_rtt_ms
+            .map_or("-".to_string(), |x| format!("mean ≤ {x} ms")),
+        if m.max_rtt_ms.is_some() {
+            mark("mean round trip").to_string()
+        } else {
+            String::new()
+        },
+    ]);
+    t.add_row([
+        "one way".to_string(),
+        format!(
+            "{} A→Z, {} Z→A",
+            ms(m.forward_avg_us),
+            ms(m.backward_avg_us)
+        ),
+        "-".to_string(),
+        String::new(),
+    ]);
+    t.add_row([
+        "jitter".to_string(),
+        ms(m.jitter_us),
+        "-".to_string(),
+        String::new(),
+    ]);
+    t.add_row([
+        "loss".to_string(),
+        format!(
+            "{:.1} % ({} of {} probes)",
+            100.0 * m.loss,
+            m.probes_sent - m.probes_received,
+            m.probes_sent
+        ),
+        format!("≤ {:.1} %", 100.0 * m.max_loss),
+        mark("loss").to_string(),
+    ]);
+    out += &t.to_string();
+    for r in &m.reasons {
+        out += &format!("\n  {r}");
+    }
+    out
+}
+
+pub fn history_human(h: &v1::HistoryReply) -> String {
+    if h.measurements.is_empty() {
+        return "no measurements yet (sluice verify ID)".to_string();
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header([
+        "seq",
+        "at",
+        "kind",
+        "occ",
+        "booked",
+        "throughput",
+        "%",
+        "rtt mean",
+        "jitter",
+        "loss",
+        "verdict",
+    ]);
+    for m in &h.measurements {
+        let measured = m.verdict != "error";
+        t.add_row([
+            m.seq.to_string(),
+            show(&m.at),
+            m.kind.clone(),
+            if m.occurrence > 0 {
+                m.occurrence.to_string()
+            } else {
+                "-".into()
+            },
+            format!("{} Mb/s", m.booked_mbps),
+            if measured && m.duration_ms > 0 {
+                format!("{:.1} Mb/s", carried(m))
+            } else {
+                "-".into()
+            },
+            if measured && m.duration_ms > 0 {
+                format!("{:.1}", 100.0 * carried(m) / m.booked_mbps.max(1) as f64)
+            } else {
+                "-".into()
+            },
+            if measured {
+                ms(m.rtt_avg_us)
+            } else {
+                "-".into()
+            },
+            if measured {
+                ms(m.jitter_us)
+            } else {
+                "-".into()
+            },
+            if measured {
+                format!("{:.1} %", 100.0 * m.loss)
+            } else {
+                "-".into()
+            },
+            if m.reasons.is_empty() {
+                m.verdict.clone()
+            } else {
+                format!("{}: {}", m.verdict, m.reasons.join("; "))
+            },
+        ]);
+    }
+    t.to_string()
+}
+
 pub fn emergency_stop_json(r: &v1::EmergencyStopReply) -> Value {
     json!({
         "operator": r.operator,

@@ -751,7 +751,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
             "20261127000003",
             "20261127000004",
             "20261127000005",
-            "20261127000006"
+            "20261127000006",
+            "20261127000007"
         ],
         "every migration, in order: {doc}"
     );
@@ -1585,4 +1586,103 @@ fn an_operator_with_a_token_stops_a_circuit_and_nobody_else_can() {
             ("operator:gmoc".to_string(), "ok".to_string()),
         ]
     );
+}
+
+#[test]
+fn verify_and_history_through_the_binary() {
+    // One node, both ends of the circuit on it; its agent is `sluice agent --mock`, whose
+    // measurement ends are on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let agent = MockAgent::start(dir.path(), "r1", &[("a", 1000), ("b", 1000)]);
+    let (topo, agents) = (dir.path().join("lab.toml"), dir.path().join("agents.toml"));
+    lab_topology(&topo, &[("r1", &[("a", 1000), ("b", 1000)])]);
+    agents_file(&agents, &[("r1", &agent.url)]);
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        "120s",
+        &[
+            "--topology",
+            topo.to_str().unwrap(),
+            "--agents",
+            agents.to_str().unwrap(),
+        ],
+    );
+    let url = server.url.as_str();
+    let r = ok(
+        url,
+        &[
+            "reserve", "lab:r1:a", "lab:r1:b", "--bw", "100", "--end", "+1h",
+        ],
+    );
+    let id = r["id"].as_str().unwrap();
+    // The agent takes the circuit asynchronously: verify once it has it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let (doc, success) = json(url, &["verify", id, "--duration", "1s", "--probes", "10"]);
+        if success {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "verify never worked: {doc}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(m["verdict"], "pass", "{m}");
+    assert_eq!(m["booked_mbps"], 100);
+    assert_eq!(m["probes_received"], 10);
+    assert_eq!(m["thresholds"]["min_throughput_ratio"], 0.95);
+    // Shares as percentages; a share over 100 % is refused before anything is sent.
+    let out = sluice(
+        url,
+        &[
+            "verify",
+            id,
+            "--duration",
+            "0s",
+            "--probes",
+            "5",
+            "--max-loss",
+            "0%",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PASS") && text.contains("round trip"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("throughput A→Z"),
+        "no stream with --duration 0s: {text}"
+    );
+    let out = sluice(url, &["verify", id, "--min-throughput", "120%"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a share"));
+    // Not up: refused with the field, nothing stored.
+    let held = ok(
+        url,
+        &[
+            "reserve", "lab:r1:a", "lab:r1:b", "--bw", "100", "--start", "+1h", "--end", "+2h",
+        ],
+    );
+    let e = fail(url, &["verify", held["id"].as_str().unwrap()]);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("00201"), Some("id"))
+    );
+
+    let h = ok(url, &["history", id]);
+    let verdicts: Vec<&str> = h["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["pass", "pass"]);
+    let out = sluice(url, &["history", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("verify") && text.contains("100 Mb/s"),
+        "{text}"
+    );
+    let out = sluice(url, &["history", held["id"].as_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no measurements yet"));
 }

@@ -479,6 +479,30 @@ impl AgentDriver {
 
     /// Per node of the path of `r`: what its agent last answered for it. Nodes whose
     /// agent has not answered show no state (with why, if no agent is configured).
+    pub(crate) fn idc(&self) -> &Idc {
+        &self.inner.idc
+    }
+
+    /// A client for `node`'s agent, for calls that run longer than [`CALL_TIMEOUT`]
+    /// (measurements): the caller bounds each call itself.
+    pub(crate) fn long_client(&self, node: &str) -> Result<AgentClient<Channel>, String> {
+        let url = self
+            .inner
+            .cfg
+            .agents
+            .get(node)
+            .ok_or_else(|| format!("node {node} has no agent in this IDC's agents file"))?;
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("bad address {url:?}: {e}"))?
+            .connect_timeout(CALL_TIMEOUT);
+        if let Some(tls) = &self.inner.cfg.tls {
+            ep = ep
+                .tls_config(tls.client(node))
+                .map_err(|e| format!("TLS settings: {e}"))?;
+        }
+        Ok(AgentClient::new(ep.connect_lazy()))
+    }
+
     pub fn data_plane_of(&self, r: &sluice_model::Reservation) -> Vec<NodeReport> {
         let Some(hops) = node_circuits(self.inner.idc.topology(), r) else {
             return Vec::new();

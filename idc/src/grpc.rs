@@ -75,6 +75,49 @@ impl Api {
         }
     }
 
+    async fn verify_unaudited(
+        &self,
+        who: &str,
+        r: v1::VerifyRequest,
+    ) -> Result<Response<v1::Measurement>, Status> {
+        if r.id.is_empty() {
+            return Err(to_status(&Error::missing("id")));
+        }
+        let thresholds = convert::thresholds(&r).map_err(|e| to_status(&e))?;
+        let Some(agents) = &self.agents else {
+            return Err(to_status(&Error::field(
+                ErrorCode::InvalidParameter,
+                "id",
+                "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
+            )));
+        };
+        if self.circuit(&r.id)?.is_some() {
+            return Err(to_status(&Error::invalid(
+                "id",
+                format!(
+                    "{} crosses domains: verify each domain's segment in its own domain (sluice show lists them)",
+                    r.id
+                ),
+            )));
+        }
+        let ask = crate::verify::VerifyAsk {
+            id: r.id,
+            occurrence: (r.occurrence > 0).then_some(r.occurrence),
+            duration: r.duration_ms.map_or(crate::verify::DEFAULT_DURATION, |ms| {
+                std::time::Duration::from_millis(ms.into())
+            }),
+            probes: r.probes,
+            thresholds,
+            who: who.to_string(),
+            kind: sluice_model::MeasurementKind::Verify,
+        };
+        let agents = agents.clone();
+        let m = detached(async move { agents.verify(ask).await })
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::measurement(&m)))
+    }
+
     /// The emergency stop of one reservation: across domains if it is a circuit.
     async fn stop_one(&self, id: &str, reason: &str) -> Result<v1::Reservation, Error> {
         if let Some(fed) = self
@@ -711,6 +754,40 @@ impl v1::reservations_server::Reservations for Api {
             api.audited(&who, "modify-series", &id, r, |s| &s.id)
         })
         .await
+    }
+
+    async fn verify(
+        &self,
+        req: Request<v1::VerifyRequest>,
+    ) -> Result<Response<v1::Measurement>, Status> {
+        let (who, id) = (user(&req), req.get_ref().id.clone());
+        let api = self.clone();
+        spawn_audited(async move {
+            let r = api.verify_unaudited(&who, req.into_inner()).await;
+            api.audited(&who, "verify", &id, r, |m| &m.reservation_id)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::HistoryReply>, Status> {
+        let id = id_of(req)?;
+        let all = self
+            .idc
+            .measurements(&id)
+            .await
+            .map_err(|e| to_status(&e))?;
+        if all.is_empty() {
+            // Say whether the id is wrong or simply never measured.
+            if self.idc.get(&id).await.is_err() {
+                self.idc.get_series(&id).await.map_err(|e| to_status(&e))?;
+            }
+        }
+        Ok(Response::new(v1::HistoryReply {
+            measurements: all.iter().map(convert::measurement).collect(),
+        }))
     }
 
     async fn emergency_stop(

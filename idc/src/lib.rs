@@ -14,6 +14,7 @@ pub mod service;
 pub mod store;
 pub mod testing;
 pub mod topology_file;
+pub mod verify;
 
 pub use server::{RunningServer, ServerOptions, start};
 pub use service::Idc;

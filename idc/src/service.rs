@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 mod audit;
 mod circuits;
+mod measurements;
 mod nodes;
 mod series;
 pub use circuits::{CircuitOccurrence, FreeSpan};

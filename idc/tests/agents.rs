@@ -17,7 +17,9 @@ use sluice_agent::service::AgentService;
 use sluice_idc::agents::AgentsConfig;
 use sluice_idc::federation::tls::DevCa;
 use sluice_idc::testing::{TestIdc, eventually};
+use sluice_model::ErrorCode;
 use sluice_proto::convert::timestamp;
+use sluice_proto::status::from_status;
 use sluice_proto::v1;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -694,6 +696,134 @@ async fn an_agent_ahead_of_the_idcs_versions_is_caught_up_at_once() {
     assert!(!failed_once);
     let node = r.path[0].from.clone();
     assert!(agent_version(agents.servers[&node].addr).await > ahead);
+    idc.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
+
+/// `verify` end to end through the IDC, with the mock agents' loopback measurement ends:
+/// what is stored and judged, what is refused (and stores nothing), and an end whose
+/// agent is gone, stored as an error with why. The numbers over a real circuit are
+/// checked in `dataplane.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_measures_a_running_circuit_between_its_end_agents_and_keeps_every_result() {
+    let topo = sluice_idc::topology_file::bundled();
+    let mut agents = Agents::start(&topo, None).await;
+    let cfg = AgentsConfig::new(agents.urls("http"), None);
+    let idc = TestIdc::builder().agents(cfg).start().await;
+    let mut c = idc.client().await;
+    let verify = |id: &str| v1::VerifyRequest {
+        id: id.into(),
+        duration_ms: Some(300),
+        probes: 20,
+        ..Default::default()
+    };
+    // Held, not committed: not up, so nothing to measure; nothing is stored.
+    let held = c.reserve(book(100)).await.unwrap().into_inner();
+    let e = from_status(&c.verify(verify(&held.id)).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::InvalidTransition, Some("id"))
+    );
+    assert!(e.message.contains("not up now"), "{e:?}");
+    c.abort(v1::IdRequest {
+        id: held.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    let r = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let (near, far) = (r.path[0].from.clone(), r.path.last().unwrap().to.clone());
+    assert!(
+        eventually(WAIT, || async {
+            agents.circuits(&near) == [r.id.clone()] && agents.circuits(&far) == [r.id.clone()]
+        })
+        .await
+    );
+    // Bad thresholds name their field and store nothing.
+    let mut bad = verify(&r.id);
+    bad.min_throughput_ratio = Some(95.0);
+    let e = from_status(&c.verify(bad).await.unwrap_err());
+    assert_eq!(e.field.as_deref(), Some("min_throughput_ratio"));
+    let mut bad = verify(&r.id);
+    bad.duration_ms = Some(3_600_000);
+    let e = from_status(&c.verify(bad).await.unwrap_err());
+    assert_eq!(e.field.as_deref(), Some("duration_ms"));
+
+    let m = c.verify(verify(&r.id)).await.unwrap().into_inner();
+    assert_eq!(m.verdict, "pass", "{m:?}");
+    assert_eq!((m.probes_sent, m.probes_received), (20, 20));
+    assert_eq!(m.booked_mbps, 100);
+    assert!(m.throughput_mbps > 100.0, "loopback carries more: {m:?}");
+    assert_eq!((m.min_throughput_ratio, m.max_loss), (0.95, 0.01));
+    // Held to more than loopback can give: fail, with the reason.
+    let mut strict = verify(&r.id);
+    strict.min_throughput_ratio = Some(1.0);
+    strict.max_rtt_ms = Some(0.000_001);
+    let m2 = c.verify(strict).await.unwrap().into_inner();
+    assert_eq!(m2.verdict, "fail");
+    assert!(
+        m2.reasons.iter().any(|r| r.starts_with("mean round trip")),
+        "{m2:?}"
+    );
+    // The far end's agent is gone: stored as an error, saying where.
+    agents
+        .servers
+        .remove(&far)
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let m3 = c.verify(verify(&r.id)).await.unwrap().into_inner();
+    assert_eq!(m3.verdict, "error");
+    assert!(
+        m3.reasons[0].contains(&format!("reflector at {far}")),
+        "{m3:?}"
+    );
+
+    let h = c
+        .history(v1::IdRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let verdicts: Vec<&str> = h.measurements.iter().map(|m| m.verdict.as_str()).collect();
+    assert_eq!(verdicts, ["pass", "fail", "error"]);
+    assert!(h.measurements.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(h.measurements[0].who, "anonymous");
+    // Nothing was stored for the refused requests; an unknown id says so.
+    let h = c
+        .history(v1::IdRequest {
+            id: held.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(h.measurements.is_empty());
+    let e = from_status(
+        &c.history(v1::IdRequest { id: "nope".into() })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, ErrorCode::ReservationNonexistent);
+    // Every verify is in the audit, refused ones too.
+    let audit = idc
+        .idc()
+        .audit_log(sluice_idc::store::AuditFilter {
+            who: None,
+            target: Some(r.id.clone()),
+            after: 0,
+            limit: 50,
+        })
+        .await
+        .unwrap();
+    let results: Vec<&str> = audit
+        .iter()
+        .filter(|a| a.action == "verify")
+        .map(|a| a.result.as_str())
+        .collect();
+    assert_eq!(results, ["00100", "00100", "ok", "ok", "ok"]);
     idc.shutdown().await;
     for (_, a) in agents.servers {
         a.shutdown().await.unwrap();

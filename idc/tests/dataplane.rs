@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{TimeDelta, Utc};
-use sluice_agent::lab::{CircuitRates, Lab, Prober};
+use sluice_agent::lab::{CircuitRates, HOST_B_CIRCUIT, IperfServer, Lab, Prober, iperf};
 use sluice_agent::linux::LinuxNode;
 use sluice_agent::server::RunningAgent;
 use sluice_agent::service::AgentService;
 use sluice_idc::agents::AgentsConfig;
 use sluice_idc::federation::tls::DevCa;
+use sluice_idc::operators::Operators;
 use sluice_idc::testing::{TestIdc, eventually};
 use sluice_model::Mbps;
 use sluice_proto::convert::timestamp;
@@ -29,6 +30,10 @@ const CIRCUIT_MBPS: u64 = 200;
 const WAIT: Duration = Duration::from_secs(30);
 /// How many times the circuit is provisioned, for the provision time.
 const PROVISIONS: usize = 5;
+const TOKEN: &str = "the-noc-token";
+
+/// The tests measure rates: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 type Client = v1::reservations_client::ReservationsClient<tonic::transport::Channel>;
 
@@ -61,13 +66,9 @@ async fn provision_until_flowing(lab: &Lab, c: &mut Client, id: &str) -> (Durati
     (answered, flowing)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_leaves_nothing() {
-    if let Err(why) = Lab::available() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let lab = Lab::new("e2e", Mbps(LINK_MBPS));
+/// The IDC of the lab's domain, driving an agent per router (Linux backend, mutual TLS),
+/// with one operator (token [`TOKEN`]).
+async fn start(lab: &Lab) -> (TestIdc, Vec<RunningAgent>) {
     let ca = DevCa::new().unwrap();
     let (r1, r2) = lab.agent_configs();
     let mut agents: Vec<RunningAgent> = Vec::new();
@@ -92,7 +93,24 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
             .collect(),
         Some(ca.material("lab").unwrap()),
     );
-    let idc = TestIdc::builder().topology(topo).agents(cfg).start().await;
+    let idc = TestIdc::builder()
+        .topology(topo)
+        .agents(cfg)
+        .operators(Operators::default().with("noc", TOKEN))
+        .start()
+        .await;
+    (idc, agents)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_leaves_nothing() {
+    if let Err(why) = Lab::available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lab = Lab::new("e2e", Mbps(LINK_MBPS));
+    let (idc, agents) = start(&lab).await;
     let mut c = idc.client().await;
 
     // hA's end of the circuit is VLAN 150 at r1, hB's VLAN 160 at r2.
@@ -210,6 +228,166 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
     c.terminate(v1::IdRequest { id: r.id.clone() })
         .await
         .unwrap();
+    idc.shutdown().await;
+    for a in agents {
+        a.shutdown().await.unwrap();
+    }
+}
+
+/// `verify` on the same lab: its throughput against iperf3's over the same circuit, its
+/// verdict when the circuit's HTB class on r1 is set too low by hand, and then an
+/// operator's emergency stop, timed until nothing of the circuit is left on either router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_agrees_with_iperf3_fails_on_a_class_set_too_low_and_an_emergency_stop_clears_it() {
+    if let Err(why) = Lab::available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lab = Lab::new("vf", Mbps(LINK_MBPS));
+    let (idc, agents) = start(&lab).await;
+    let mut c = idc.client().await;
+    lab.host_ends(150, 160);
+    // Up now: provisioned automatically at its start.
+    let r = c
+        .reserve(v1::ReserveRequest {
+            criteria: Some(v1::Criteria {
+                src: "lab:r1:edge?vlan=150".into(),
+                dst: "lab:r2:edge?vlan=160".into(),
+                capacity_mbps: CIRCUIT_MBPS as i64,
+                end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let applied = eventually(WAIT, || async {
+        let states = node_states(&mut idc.client().await, &r.id).await;
+        states.len() == 2 && states.iter().all(|(_, s, _)| s == "applied")
+    })
+    .await;
+    assert!(applied, "{:?}", node_states(&mut c, &r.id).await);
+
+    let by_iperf = tokio::task::block_in_place(|| {
+        let _server = IperfServer::start(&lab.hb, HOST_B_CIRCUIT, 5201);
+        iperf(&lab.ha.0, &format!("-c {HOST_B_CIRCUIT} -p 5201 -t 8"))
+    });
+    let verify = |secs: u32| v1::VerifyRequest {
+        id: r.id.clone(),
+        duration_ms: Some(secs * 1000),
+        probes: 100,
+        ..Default::default()
+    };
+    let m = c.verify(verify(8)).await.unwrap().into_inner();
+    let off = (m.throughput_mbps - by_iperf) / by_iperf;
+    eprintln!(
+        "verify {CIRCUIT_MBPS} Mb/s circuit: {:.1} Mb/s of TCP payload ({:.1} Mb/s of IP \
+         packets), iperf3 {by_iperf:.1} Mb/s on the same circuit ({:+.1} %); round trip \
+         {:.3}/{:.3}/{:.3} ms min/mean/max, jitter {:.3} ms, loss {}/{}; verdict {}",
+        m.throughput_mbps,
+        m.ip_throughput_mbps,
+        100.0 * off,
+        m.rtt_min_us as f64 / 1e3,
+        m.rtt_avg_us as f64 / 1e3,
+        m.rtt_max_us as f64 / 1e3,
+        m.jitter_us as f64 / 1e3,
+        m.probes_sent - m.probes_received,
+        m.probes_sent,
+        m.verdict
+    );
+    assert!(
+        off.abs() <= 0.05,
+        "verify {m:?} against iperf3 {by_iperf:.1}"
+    );
+    assert_eq!(m.verdict, "pass", "{m:?}");
+    assert_eq!(m.probes_received, m.probes_sent);
+    // Every measurement end was removed again.
+    let left = tokio::task::block_in_place(|| lab.circuit_leftovers());
+    assert!(
+        left.iter()
+            .all(|l| !l.contains("measurement") && !l.contains(" link m")),
+        "{left:?}"
+    );
+
+    // The circuit's class on r1's link to r2 (A→Z leaves there) set to half by hand.
+    tokio::task::block_in_place(|| {
+        let out = lab
+            .r1
+            .command("tc")
+            .args(["class", "show", "dev", "p1"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let class = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .find(|id| *id != "1:1" && *id != "1:fffe")
+            .unwrap_or_else(|| panic!("no circuit class on r1 p1: {text}"))
+            .to_string();
+        let ok = lab
+            .r1
+            .command("tc")
+            .args([
+                "class", "change", "dev", "p1", "parent", "1:1", "classid", &class,
+            ])
+            .args(["htb", "rate", "100mbit", "ceil", "100mbit", "prio", "0"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tc class change {class}");
+    });
+    let low = c.verify(verify(5)).await.unwrap().into_inner();
+    eprintln!(
+        "with the class set to 100 Mb/s: verify {:.1} Mb/s, verdict {} ({})",
+        low.throughput_mbps,
+        low.verdict,
+        low.reasons.join("; ")
+    );
+    assert_eq!(low.verdict, "fail", "{low:?}");
+    assert!(low.reasons[0].starts_with("throughput"), "{low:?}");
+    let h = c
+        .history(v1::IdRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let verdicts: Vec<&str> = h.measurements.iter().map(|m| m.verdict.as_str()).collect();
+    assert_eq!(verdicts, ["pass", "fail"]);
+
+    // The emergency stop: timed from the call until no link, class or filter of the
+    // circuit is left on either router.
+    let began = Instant::now();
+    let mut req = tonic::Request::new(v1::EmergencyStopRequest {
+        id: r.id.clone(),
+        owner: String::new(),
+    });
+    req.metadata_mut()
+        .insert(sluice_proto::TOKEN_HEADER, TOKEN.parse().unwrap());
+    let stop = {
+        let mut c = c.clone();
+        tokio::spawn(async move { c.emergency_stop(req).await })
+    };
+    let gone = tokio::task::block_in_place(|| {
+        while !lab.circuit_leftovers().is_empty() {
+            assert!(began.elapsed() < WAIT, "{:?}", lab.circuit_leftovers());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        began.elapsed()
+    });
+    let reply = stop.await.unwrap().unwrap().into_inner();
+    eprintln!(
+        "emergency stop: nothing of the circuit left on r1 and r2 {:.1} ms after the call",
+        gone.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        reply.stopped[0].states.as_ref().unwrap().lifecycle,
+        v1::LifecycleState::Failed as i32
+    );
+    assert!(
+        tokio::task::block_in_place(|| lab.wait_for_circuit(Duration::from_millis(300))).is_none(),
+        "no traffic after the stop"
+    );
     idc.shutdown().await;
     for a in agents {
         a.shutdown().await.unwrap();

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod circuit;
 pub mod dataplane;
 pub mod error;
+pub mod measurement;
 pub mod recurrence;
 pub mod reservation;
 pub mod stp;
@@ -17,6 +18,7 @@ pub mod units;
 pub use audit::AuditRecord;
 pub use circuit::CircuitSegment;
 pub use error::{CapacityFeedback, ChildFailure, Error, ErrorCode, OccurrenceConflict};
+pub use measurement::{Figures, Measurement, MeasurementKind, Thresholds, Verdict};
 pub use recurrence::{
     MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule, Series, SkippedOccurrence,
 };

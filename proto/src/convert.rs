@@ -551,6 +551,67 @@ pub fn audit_entry(r: &m::AuditRecord) -> v1::AuditEntry {
     }
 }
 
+pub fn measurement(x: &m::Measurement) -> v1::Measurement {
+    let f = &x.figures;
+    v1::Measurement {
+        seq: x.seq,
+        reservation_id: x.reservation_id.clone(),
+        series_id: x.series_id.clone().unwrap_or_default(),
+        occurrence: x.occurrence.unwrap_or(0),
+        at: Some(timestamp(x.at)),
+        kind: x.kind.as_str().to_string(),
+        who: x.who.clone(),
+        booked_mbps: x.booked.0,
+        duration_ms: x.duration_ms,
+        probes_sent: f.probes_sent,
+        probes_received: f.probes_received,
+        loss: f.loss(),
+        rtt_min_us: f.rtt_min_us,
+        rtt_avg_us: f.rtt_avg_us,
+        rtt_max_us: f.rtt_max_us,
+        forward_avg_us: f.forward_avg_us,
+        backward_avg_us: f.backward_avg_us,
+        jitter_us: f.jitter_us,
+        throughput_mbps: f.throughput_mbps,
+        ip_throughput_mbps: f.ip_throughput_mbps,
+        min_throughput_ratio: x.thresholds.min_throughput_ratio,
+        max_loss: x.thresholds.max_loss,
+        max_rtt_ms: x.thresholds.max_rtt_ms,
+        verdict: x.verdict.as_str().to_string(),
+        reasons: x.reasons.clone(),
+    }
+}
+
+/// A verify request's thresholds, checked (each a fraction or a positive delay).
+pub fn thresholds(r: &v1::VerifyRequest) -> Result<m::Thresholds, Error> {
+    let d = m::Thresholds::default();
+    let fraction = |v: Option<f64>, field: &str, default: f64| match v {
+        None => Ok(default),
+        Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Some(x) => Err(Error::invalid(
+            field,
+            format!("{x} is not a fraction between 0 and 1 (0.95 is 95 %)"),
+        )),
+    };
+    Ok(m::Thresholds {
+        min_throughput_ratio: fraction(
+            r.min_throughput_ratio,
+            "min_throughput_ratio",
+            d.min_throughput_ratio,
+        )?,
+        max_loss: fraction(r.max_loss, "max_loss", d.max_loss)?,
+        max_rtt_ms: match r.max_rtt_ms {
+            Some(x) if !(x > 0.0 && x.is_finite()) => {
+                return Err(Error::invalid(
+                    "max_rtt_ms",
+                    format!("{x} is not a positive number of milliseconds"),
+                ));
+            }
+            other => other,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

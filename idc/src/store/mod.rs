@@ -18,6 +18,7 @@
 //! every execution (a re-bound LIMIT variable expires it), which costs more than the query.
 
 mod audit;
+mod measurements;
 mod nodes;
 mod rows;
 mod schema;

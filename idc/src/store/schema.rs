@@ -120,6 +120,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    measurements (seq) {
+        seq -> BigInt,
+        reservation_id -> Text,
+        series_id -> Nullable<Text>,
+        occurrence -> Nullable<Integer>,
+        at_ms -> BigInt,
+        kind -> Text,
+        who -> Text,
+        booked_mbps -> BigInt,
+        duration_ms -> BigInt,
+        probes_sent -> Integer,
+        probes_received -> Integer,
+        rtt_min_us -> BigInt,
+        rtt_avg_us -> BigInt,
+        rtt_max_us -> BigInt,
+        forward_avg_us -> BigInt,
+        backward_avg_us -> BigInt,
+        jitter_us -> BigInt,
+        throughput_mbps -> Double,
+        ip_throughput_mbps -> Double,
+        min_throughput_ratio -> Double,
+        max_loss -> Double,
+        max_rtt_ms -> Nullable<Double>,
+        verdict -> Text,
+        reasons -> Text,
+    }
+}
+
 diesel::joinable!(bookings -> reservations (reservation_id));
 diesel::joinable!(segments -> reservations (reservation_id));
 diesel::joinable!(node_states -> reservations (reservation_id));
@@ -131,5 +160,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     series,
     segments,
     node_states,
-    audit
+    audit,
+    measurements
 );

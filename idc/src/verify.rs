@@ -1,0 +1,204 @@
+//! `sluice verify`: a circuit measured over itself by the agents of its end nodes. The
+//! far end's agent opens a reflector on the circuit, the near end's measures against
+//! it (TWAMP-Light probes, then a TCP stream), and the result is judged against the
+//! booking and stored with the reservation (and its occurrence).
+
+use std::time::Duration;
+
+use sluice_model::dataplane::node_circuits;
+use sluice_model::measurement::judge;
+use sluice_model::{
+    Error, ErrorCode, Figures, Measurement, MeasurementKind, Reservation, Thresholds, Verdict,
+};
+use sluice_proto::v1;
+use tracing::{info, warn};
+
+use crate::agents::AgentDriver;
+
+/// The longest throughput stream a verify may ask for.
+pub const MOST_DURATION: Duration = Duration::from_secs(60);
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROBES: u32 = 100;
+
+/// What to measure and how.
+#[derive(Debug, Clone)]
+pub struct VerifyAsk {
+    /// A reservation, or a series with `occurrence`.
+    pub id: String,
+    pub occurrence: Option<u32>,
+    /// Of the throughput stream; zero: probes only.
+    pub duration: Duration,
+    pub probes: u32,
+    pub thresholds: Thresholds,
+    pub who: String,
+    pub kind: MeasurementKind,
+}
+
+impl AgentDriver {
+    /// The reservation `ask` names: the reservation itself, or the occurrence of a series.
+    async fn measured(&self, ask: &VerifyAsk) -> Result<Reservation, Error> {
+        let idc = self.idc();
+        let Some(n) = ask.occurrence else {
+            return idc.get(&ask.id).await;
+        };
+        let (_, occurrences) = idc.get_series(&ask.id).await?;
+        occurrences
+            .into_iter()
+            .find(|o| o.series.as_ref().is_some_and(|s| s.occurrence == n))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "occurrence",
+                    format!("series {} has no occurrence {n}", ask.id),
+                )
+            })
+    }
+
+    /// Measures and stores. A request that cannot be measured at all (no such circuit,
+    /// not up now, no agent at an end) is an error and stores nothing; a measurement
+    /// that fails on the way (an agent not reached, the reflector silent) is stored with
+    /// the verdict `error` and why.
+    pub async fn verify(&self, ask: VerifyAsk) -> Result<Measurement, Error> {
+        if ask.duration > MOST_DURATION {
+            return Err(Error::invalid(
+                "duration_ms",
+                format!("a verify runs at most {} s", MOST_DURATION.as_secs()),
+            ));
+        }
+        let r = self.measured(&ask).await?;
+        let idc = self.idc();
+        let now = idc.now();
+        if !r.data_plane_should_be_active(now) {
+            return Err(Error::field(
+                ErrorCode::InvalidTransition,
+                "id",
+                format!(
+                    "{} is not up now (it is {}): verify measures a circuit while its data plane is active",
+                    r.id,
+                    r.summary()
+                ),
+            ));
+        }
+        let hops = node_circuits(idc.topology(), &r).ok_or_else(|| {
+            Error::invalid(
+                "id",
+                format!(
+                    "{} crosses domains: verify each domain's segment in its own domain",
+                    r.id
+                ),
+            )
+        })?;
+        let (near, far) = (
+            hops.first().map(|h| h.0.clone()).unwrap_or_default(),
+            hops.last().map(|h| h.0.clone()).unwrap_or_default(),
+        );
+        let mut clients = Vec::new();
+        for node in [&near, &far] {
+            clients.push(
+                self.long_client(node)
+                    .map_err(|e| Error::invalid("id", format!("cannot measure {}: {e}", r.id)))?,
+            );
+        }
+        let (mut a, mut z) = (clients[0].clone(), clients[1].clone());
+        let probes = if ask.probes == 0 {
+            DEFAULT_PROBES
+        } else {
+            ask.probes
+        };
+        let figures = async {
+            let far_end = bounded(
+                Duration::from_secs(15),
+                z.reflect(v1::ReflectRequest {
+                    circuit_id: r.id.clone(),
+                    lease_ms: (ask.duration + Duration::from_secs(90)).as_millis() as u32,
+                }),
+            )
+            .await
+            .map_err(|e| format!("reflector at {far}: {e}"))?;
+            let measured = bounded(
+                ask.duration
+                    + Duration::from_millis(u64::from(probes) * 10)
+                    + Duration::from_secs(45),
+                a.measure(v1::MeasureRequest {
+                    circuit_id: r.id.clone(),
+                    reflector_address: far_end.address.clone(),
+                    twamp_port: far_end.twamp_port,
+                    sink_port: far_end.sink_port,
+                    probes,
+                    probe_interval_ms: 10,
+                    duration_ms: ask.duration.as_millis() as u32,
+                    skip_throughput: ask.duration.is_zero(),
+                }),
+            )
+            .await
+            .map_err(|e| format!("measuring from {near}: {e}"));
+            if let Err(e) = bounded(
+                Duration::from_secs(15),
+                z.end_reflect(v1::EndReflectRequest {
+                    session: far_end.session,
+                }),
+            )
+            .await
+            {
+                // Its lease ends it anyway.
+                warn!(node = %far, error = %e, "reflector not ended");
+            }
+            measured
+        }
+        .await;
+        let booked = r.bw;
+        let mut x = Measurement {
+            seq: 0,
+            reservation_id: r.id.clone(),
+            series_id: r.series.as_ref().map(|s| s.id.clone()),
+            occurrence: r.series.as_ref().map(|s| s.occurrence),
+            at: now,
+            kind: ask.kind,
+            who: ask.who.clone(),
+            booked,
+            duration_ms: ask.duration.as_millis() as u64,
+            figures: Figures::default(),
+            thresholds: ask.thresholds,
+            verdict: Verdict::Error,
+            reasons: Vec::new(),
+        };
+        match figures {
+            Ok(m) => {
+                x.figures = Figures {
+                    probes_sent: m.probes_sent,
+                    probes_received: m.probes_received,
+                    rtt_min_us: m.rtt_min_us,
+                    rtt_avg_us: m.rtt_avg_us,
+                    rtt_max_us: m.rtt_max_us,
+                    forward_avg_us: m.forward_avg_us,
+                    backward_avg_us: m.backward_avg_us,
+                    jitter_us: m.jitter_us,
+                    throughput_mbps: m.throughput_mbps,
+                    ip_throughput_mbps: m.ip_throughput_mbps,
+                };
+                (x.verdict, x.reasons) =
+                    judge(&x.figures, booked, &ask.thresholds, !ask.duration.is_zero());
+            }
+            Err(why) => x.reasons.push(why),
+        }
+        info!(
+            reservation.id = %r.id,
+            verdict = x.verdict.as_str(),
+            throughput_mbps = x.figures.throughput_mbps,
+            rtt_avg_us = x.figures.rtt_avg_us,
+            "circuit measured"
+        );
+        idc.record_measurement(x).await
+    }
+}
+
+/// A call to an agent, bounded in time; its error in words.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(sluice_proto::status::from_status(&s).message),
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+    }
+}
