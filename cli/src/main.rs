@@ -140,6 +140,9 @@ enum Cmd {
     Verify(VerifyArgs),
     /// Every measurement of a reservation, or of each occurrence of a series.
     History { id: String },
+    /// A circuit end to end: every domain's part (asked afresh, as much as each domain
+    /// shares), each node's agent and the circuit's counters there, the last measurement.
+    Status { id: String },
     /// Operators only: stop a circuit, or every booking of --owner, in every domain at
     /// once: data plane down everywhere, lifecycle Failed (a forced end), watchers and
     /// peer domains told, and an audit record.
@@ -702,6 +705,18 @@ async fn run_client(
             Out {
                 json: output::measurement_json(&m),
                 text: output::measurement_human(&m),
+            }
+        }
+        Cmd::Status { id } => {
+            let s = c
+                .reservations
+                .status(v1::IdRequest { id })
+                .await
+                .map_err(err)?
+                .into_inner();
+            Out {
+                json: output::status_json(&s),
+                text: output::status_human(&s),
             }
         }
         Cmd::History { id } => {

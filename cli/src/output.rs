@@ -349,6 +349,162 @@ pub fn measurement_human(m: &v1::Measurement) -> String {
     out
 }
 
+pub fn status_json(s: &v1::CircuitStatus) -> Value {
+    json!({
+        "reservation": s.reservation.as_ref().map(reservation_json),
+        "domains": s.domains.iter().map(|d| {
+            let st = d.states.clone().unwrap_or_default();
+            json!({
+                "domain": d.domain,
+                "segment_id": d.segment_id,
+                "error": (!d.error.is_empty()).then_some(&d.error),
+                "shared": (!d.shared.is_empty()).then_some(&d.shared),
+                "state": d.states.as_ref().map(|_| json!({
+                    "reservation": reservation_state_name(st.reservation()),
+                    "provision": provision_state_name(st.provision()),
+                    "lifecycle": lifecycle_state_name(st.lifecycle()),
+                    "data_plane_active": st.data_plane_active,
+                    "summary": st.summary,
+                })),
+                "nodes": d.nodes.iter().map(|n| json!({
+                    "node": n.node,
+                    "state": (!n.state.is_empty()).then_some(&n.state),
+                    "error": (!n.error.is_empty()).then_some(&n.error),
+                    "agent": n.agent,
+                    "agent_error": (!n.agent_error.is_empty()).then_some(&n.agent_error),
+                    "counters": n.counters.as_ref().map(|c| json!({
+                        "az": {"bytes": c.bytes_az, "packets": c.packets_az, "drops": c.drops_az},
+                        "za": {"bytes": c.bytes_za, "packets": c.packets_za, "drops": c.drops_za},
+                    })),
+                })).collect::<Vec<_>>(),
+                "last_measurement": d.last_measurement.as_ref().map(measurement_json),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+pub fn status_human(s: &v1::CircuitStatus) -> String {
+    let mut out = String::new();
+    if let Some(r) = &s.reservation {
+        out += &format!(
+            "circuit {}  {}\n  {} → {}  {}  {} .. {}\n",
+            r.id,
+            states(r).summary,
+            r.src,
+            r.dst,
+            rate(r.capacity_mbps, r.reverse_capacity_mbps),
+            show(&r.start),
+            show(&r.end)
+        );
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header([
+        "domain",
+        "state",
+        "node",
+        "agent",
+        "circuit",
+        "A→Z",
+        "Z→A",
+        "last measurement",
+    ]);
+    for d in &s.domains {
+        let st = d.states.clone().unwrap_or_default();
+        let state = if !d.error.is_empty() {
+            format!("? ({})", d.error)
+        } else {
+            format!(
+                "{} · {} · {} · data plane {}",
+                reservation_state_name(st.reservation()),
+                provision_state_name(st.provision()),
+                lifecycle_state_name(st.lifecycle()),
+                if st.data_plane_active { "up" } else { "down" }
+            )
+        };
+        let last = d.last_measurement.as_ref().map_or_else(
+            || {
+                if d.shared == "states" {
+                    "(shares states only)".to_string()
+                } else {
+                    "-".to_string()
+                }
+            },
+            |m| {
+                format!(
+                    "{} {}: {:.1} Mb/s, rtt {}, loss {:.1} %",
+                    show(&m.at),
+                    m.verdict,
+                    carried(m),
+                    ms(m.rtt_avg_us),
+                    100.0 * m.loss
+                )
+            },
+        );
+        let counters = |c: Option<&v1::CircuitCounters>, az: bool| {
+            c.map_or("-".to_string(), |c| {
+                let (b, p, x) = if az {
+                    (c.bytes_az, c.packets_az, c.drops_az)
+                } else {
+                    (c.bytes_za, c.packets_za, c.drops_za)
+                };
+                format!("{} / {p} pkts / {x} drops", bytes(b))
+            })
+        };
+        if d.nodes.is_empty() {
+            t.add_row([
+                format!("{} {}", d.domain, d.segment_id),
+                state,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                last,
+            ]);
+            continue;
+        }
+        for (i, n) in d.nodes.iter().enumerate() {
+            let agent = if n.agent_error.is_empty() {
+                n.agent.clone()
+            } else {
+                format!("{} ({})", n.agent, n.agent_error)
+            };
+            let circuit = match (n.state.as_str(), n.error.is_empty()) {
+                ("", _) => "-".to_string(),
+                (s, true) => s.to_string(),
+                (s, false) => format!("{s} ({})", n.error),
+            };
+            let first = i == 0;
+            t.add_row([
+                if first {
+                    format!("{} {}", d.domain, d.segment_id)
+                } else {
+                    String::new()
+                },
+                if first { state.clone() } else { String::new() },
+                n.node.clone(),
+                agent,
+                circuit,
+                counters(n.counters.as_ref(), true),
+                counters(n.counters.as_ref(), false),
+                if first { last.clone() } else { String::new() },
+            ]);
+        }
+    }
+    out += &t.to_string();
+    out
+}
+
 pub fn history_human(h: &v1::HistoryReply) -> String {
     if h.measurements.is_empty() {
         return "no measurements yet (sluice verify ID)".to_string();

@@ -1685,4 +1685,24 @@ fn verify_and_history_through_the_binary() {
     );
     let out = sluice(url, &["history", held["id"].as_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no measurements yet"));
+
+    // Its status: the one domain, the node with its agent up, the last measurement.
+    let st = ok(url, &["status", id]);
+    let d = &st["domains"][0];
+    assert_eq!(d["domain"], "lab");
+    assert_eq!(d["state"]["lifecycle"], "Created");
+    assert_eq!(d["nodes"][0]["node"], "r1");
+    assert_eq!(d["nodes"][0]["agent"], "up");
+    assert_eq!(d["nodes"][0]["state"], "applied");
+    assert!(d["nodes"][0]["counters"]["az"]["bytes"].is_u64(), "{st}");
+    assert_eq!(d["last_measurement"]["seq"], h["measurements"][1]["seq"]);
+    let out = sluice(url, &["status", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("r1") && text.contains("applied") && text.contains("pass"),
+        "{text}"
+    );
+    drop(agent);
+    let st = ok(url, &["status", id]);
+    assert_eq!(st["domains"][0]["nodes"][0]["agent"], "unreachable", "{st}");
 }

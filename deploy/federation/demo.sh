@@ -93,6 +93,11 @@ segments=$(s garr show "$id" --json | json '" ".join(x["domain"] + ":" + x["stat
 echo "segments: $segments"
 [[ $segments == "garr:committed geant:committed internet2:committed" ]] \
     || { echo "expected three committed segments" >&2; exit 1; }
+echo "-- end to end, each domain sharing what its policy allows (Internet2: states only):"
+s garr status "$id"
+shared=$(s garr status "$id" --json | json '" ".join(x["domain"] + ":" + (x["shared"] or "?") for x in d["domains"])')
+[[ $shared == "garr:full geant:full internet2:states" ]] \
+    || { echo "expected garr:full geant:full internet2:states, got $shared" >&2; exit 1; }
 echo "-- what each domain holds for GARR:"
 s geant list --owner peer:garr
 s internet2 list --owner peer:garr

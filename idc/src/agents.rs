@@ -477,8 +477,6 @@ impl AgentDriver {
             .map_err(|e| e.to_string())
     }
 
-    /// Per node of the path of `r`: what its agent last answered for it. Nodes whose
-    /// agent has not answered show no state (with why, if no agent is configured).
     pub(crate) fn idc(&self) -> &Idc {
         &self.inner.idc
     }
@@ -503,6 +501,8 @@ impl AgentDriver {
         Ok(AgentClient::new(ep.connect_lazy()))
     }
 
+    /// Per node of the path of `r`: what its agent last answered for it. Nodes whose
+    /// agent has not answered show no state (with why, if no agent is configured).
     pub fn data_plane_of(&self, r: &sluice_model::Reservation) -> Vec<NodeReport> {
         let Some(hops) = node_circuits(self.inner.idc.topology(), r) else {
             return Vec::new();

@@ -769,6 +769,35 @@ impl v1::reservations_server::Reservations for Api {
         .await
     }
 
+    async fn status(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::CircuitStatus>, Status> {
+        let id = id_of(req)?;
+        if let Some(fed) = self.circuit(&id)? {
+            let fed = fed.clone();
+            let (reservation, domains) = detached(async move {
+                let (r, segs) = fed.get(&id).await?;
+                let domains = fed.status(&id).await?;
+                Ok((convert::circuit(&r, &segs), domains))
+            })
+            .await
+            .map_err(|e| to_status(&e))?;
+            return Ok(Response::new(v1::CircuitStatus {
+                reservation: Some(reservation),
+                domains,
+            }));
+        }
+        let here = crate::status::domain_status(&self.idc, self.agents.as_ref(), &id)
+            .await
+            .map_err(|e| to_status(&e))?;
+        let reservation = self.operate(id, Op::Query).await?.into_inner();
+        Ok(Response::new(v1::CircuitStatus {
+            reservation: Some(reservation),
+            domains: vec![convert::domain_status(&here)],
+        }))
+    }
+
     async fn history(
         &self,
         req: Request<v1::IdRequest>,

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod operators;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod store;
 pub mod testing;
 pub mod topology_file;

@@ -124,8 +124,11 @@ pub async fn start(
         .operated_by(opts.operators.clone());
     let mut background = Vec::new();
     let mut federation = None;
+    let mut driver = None;
     if let Some(cfg) = &opts.agents {
-        let driver = AgentDriver::new(idc.clone(), cfg.clone());
+        let d = AgentDriver::new(idc.clone(), cfg.clone());
+        driver = Some(d.clone());
+        let driver = d;
         api = api.driving(driver.clone());
         background.push(tokio::spawn(driver.run(stop_rx.clone())));
         info!(agents = cfg.agents.len(), "driving node agents");
@@ -156,6 +159,9 @@ pub async fn start(
             .clone()
             .unwrap_or_else(|| format!("https://{fed_addr}"));
         let fed = Federation::new(idc.clone(), setup, url);
+        if let Some(d) = &driver {
+            fed.driving(d.clone());
+        }
         api = api.federated(fed.clone());
         let mut fed_stop = stop_rx.clone();
         let serve = Server::builder()

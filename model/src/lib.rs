@@ -11,6 +11,7 @@ pub mod error;
 pub mod measurement;
 pub mod recurrence;
 pub mod reservation;
+pub mod status;
 pub mod stp;
 pub mod topology;
 pub mod units;
@@ -26,6 +27,7 @@ pub use reservation::{
     Change, Criteria, Endpoint, Ero, LifecycleState, Machine, PathCandidate, PathHop, PathOffers,
     ProvisionState, Reservation, ReservationState, SeriesRef, States,
 };
+pub use status::{AgentHealth, Counters, DomainStatus, NodeStatus, StatusShare};
 pub use stp::{Stp, StpRequest};
 pub use topology::{Direction, Resource, Topology};
 pub use units::{Mbps, TimeWindow, Vlan, VlanSet};

@@ -582,6 +582,45 @@ pub fn measurement(x: &m::Measurement) -> v1::Measurement {
     }
 }
 
+pub fn domain_status(d: &m::DomainStatus) -> v1::DomainStatus {
+    use m::AgentHealth;
+    v1::DomainStatus {
+        domain: d.domain.clone(),
+        segment_id: d.segment_id.clone(),
+        states: Some(states(&d.states, &d.summary)),
+        shared: d.shared.as_str().to_string(),
+        error: String::new(),
+        nodes: d
+            .nodes
+            .iter()
+            .map(|n| v1::NodeStatus {
+                node: n.report.node.clone(),
+                state: n
+                    .report
+                    .state
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                error: n.report.error.clone(),
+                agent: n.agent.as_str().to_string(),
+                agent_error: match &n.agent {
+                    AgentHealth::Unreachable(why) => why.clone(),
+                    _ => String::new(),
+                },
+                counters: n.counters.map(|(az, za)| v1::CircuitCounters {
+                    id: String::new(),
+                    bytes_az: az.bytes,
+                    packets_az: az.packets,
+                    drops_az: az.drops,
+                    bytes_za: za.bytes,
+                    packets_za: za.packets,
+                    drops_za: za.drops,
+                }),
+            })
+            .collect(),
+        last_measurement: d.last_measurement.as_ref().map(measurement),
+    }
+}
+
 /// A verify request's thresholds, checked (each a fraction or a positive delay).
 pub fn thresholds(r: &v1::VerifyRequest) -> Result<m::Thresholds, Error> {
     let d = m::Thresholds::default();

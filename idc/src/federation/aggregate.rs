@@ -666,6 +666,59 @@ impl Federation {
         }
     }
 
+    /// Every domain's part of circuit `id`, asked in parallel: this domain's own, and
+    /// each peer's over `SegmentStatus` (what its policy shares). A domain that cannot
+    /// answer shows why.
+    pub async fn status(&self, id: &str) -> Result<Vec<v1::DomainStatus>, Error> {
+        let segs = self.idc().segments(id)?;
+        let calls = segs
+            .iter()
+            .map(|seg| {
+                let (fed, seg) = (self.clone(), seg.clone());
+                async move {
+                    let got = if seg.domain == fed.domain() {
+                        crate::status::domain_status(fed.idc(), fed.agents(), &seg.segment_id)
+                            .await
+                            .map(|d| convert::domain_status(&d))
+                    } else {
+                        match fed.client(&seg.domain) {
+                            Err(e) => Err(e),
+                            Ok(mut c) => c
+                                .segment_status(fed.request(v1::IdRequest {
+                                    id: seg.segment_id.clone(),
+                                }))
+                                .await
+                                .map(tonic::Response::into_inner)
+                                .map_err(|s| {
+                                    fed.forget(&seg.domain);
+                                    call_error(&seg.domain, &s)
+                                }),
+                        }
+                    };
+                    got.unwrap_or_else(|e| v1::DomainStatus {
+                        domain: seg.domain.clone(),
+                        segment_id: seg.segment_id.clone(),
+                        error: format!("{}: {}", e.code.as_str(), e.message),
+                        ..Default::default()
+                    })
+                }
+            })
+            .collect();
+        Ok(in_parallel(calls)
+            .await
+            .into_iter()
+            .zip(&segs)
+            .map(|(got, seg)| {
+                got.unwrap_or_else(|| v1::DomainStatus {
+                    domain: seg.domain.clone(),
+                    segment_id: seg.segment_id.clone(),
+                    error: task_failed().message,
+                    ..Default::default()
+                })
+            })
+            .collect())
+    }
+
     /// The emergency stop of circuit `id`: the circuit here first (so nothing here brings
     /// it back), then every segment at once. A segment that cannot be told now is
     /// terminated when its domain answers again (see `finish_terminations`).

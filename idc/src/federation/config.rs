@@ -64,6 +64,9 @@ pub struct Policy {
     pub max_duration: Option<TimeDelta>,
     /// `node:port` of this domain the peer's segments may start or end on (empty: any).
     pub ports: Vec<String>,
+    /// How much of its segments' status the peer may see (`status = "full"`,
+    /// `"states"` or `"none"`; default full).
+    pub status: sluice_model::StatusShare,
 }
 
 impl Default for Policy {
@@ -73,6 +76,7 @@ impl Default for Policy {
             max_bw: None,
             max_duration: None,
             ports: Vec::new(),
+            status: sluice_model::StatusShare::Full,
         }
     }
 }
@@ -160,6 +164,7 @@ struct PeerFile {
     max_duration_s: Option<u32>,
     #[serde(default)]
     ports: Vec<String>,
+    status: Option<String>,
 }
 
 impl FederationConfig {
@@ -195,6 +200,12 @@ impl FederationConfig {
                     "peer[{i}].url: {u:?} must start with https:// (peers talk over mutual TLS)"
                 ));
             }
+            let status = match &p.status {
+                None => sluice_model::StatusShare::Full,
+                Some(s) => sluice_model::StatusShare::parse(s).ok_or_else(|| {
+                    format!("peer[{i}].status: {s:?} is not full, states or none")
+                })?,
+            };
             peers.push(PeerConfig {
                 domain: p.domain,
                 url: p.url,
@@ -203,6 +214,7 @@ impl FederationConfig {
                     max_bw: p.max_mbps.map(Mbps),
                     max_duration: p.max_duration_s.map(|s| TimeDelta::seconds(s.into())),
                     ports: p.ports,
+                    status,
                 },
             });
         }
@@ -248,6 +260,7 @@ mod tests {
             [[peer]]
             domain = "internet2"
             may_request = false
+            status = "states"
             "#,
             Path::new("/etc/sluice"),
         )
@@ -258,6 +271,8 @@ mod tests {
         assert_eq!(c.peers[0].policy.max_bw, Some(Mbps(5000)));
         assert!(!c.peers[1].policy.may_request);
         assert!(c.peers[1].url.is_none());
+        assert_eq!(c.peers[0].policy.status, sluice_model::StatusShare::Full);
+        assert_eq!(c.peers[1].policy.status, sluice_model::StatusShare::States);
 
         let bad = |text: &str| FederationConfig::parse(text, Path::new(".")).unwrap_err();
         let head = "listen = \"127.0.0.1:1\"\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
@@ -274,6 +289,12 @@ mod tests {
             .contains("twice")
         );
         assert!(bad(&format!("{head}colour = 1\n")).contains("colour"));
+        assert!(
+            bad(&format!(
+                "{head}[[peer]]\ndomain = \"x\"\nstatus = \"some\"\n"
+            ))
+            .contains("peer[0].status")
+        );
     }
 
     #[test]

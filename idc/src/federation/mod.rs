@@ -115,6 +115,8 @@ struct Shared {
     outbox: Mutex<HashMap<String, mpsc::UnboundedSender<v1::Event>>>,
     /// Reservation id → the domain whose circuit it is a segment of (None: none).
     segment_of: Mutex<HashMap<String, Option<String>>>,
+    /// The node agents this IDC drives, if any (for the status of its segments).
+    agents: std::sync::OnceLock<crate::agents::AgentDriver>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -158,6 +160,7 @@ impl Federation {
                 channels: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(HashMap::new()),
                 segment_of: Mutex::new(HashMap::new()),
+                agents: std::sync::OnceLock::new(),
                 idc,
             }),
         };
@@ -171,6 +174,15 @@ impl Federation {
 
     pub fn domain(&self) -> &str {
         &self.inner.domain
+    }
+
+    /// Tells the federation which agents this IDC drives (set once, at start).
+    pub fn driving(&self, agents: crate::agents::AgentDriver) {
+        let _ = self.inner.agents.set(agents);
+    }
+
+    pub fn agents(&self) -> Option<&crate::agents::AgentDriver> {
+        self.inner.agents.get()
     }
 
     pub fn url(&self) -> &str {

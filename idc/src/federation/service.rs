@@ -404,6 +404,30 @@ impl v1::federation_server::Federation for FederationApi {
         self.segment_transition(req, Op::Terminate).await
     }
 
+    async fn segment_status(
+        &self,
+        req: Request<v1::IdRequest>,
+    ) -> Result<Response<v1::DomainStatus>, Status> {
+        let (peer, policy) = self.peer(&req)?;
+        let id = self.own_segment(&peer, &req.into_inner().id).await?.id;
+        if policy.status == sluice_model::StatusShare::Nothing {
+            return Err(to_status(&Error::field(
+                ErrorCode::Unauthorized,
+                "id",
+                format!(
+                    "{} shares no status of its segments with {peer}",
+                    self.fed.domain()
+                ),
+            )));
+        }
+        let d = crate::status::domain_status(self.fed.idc(), self.fed.agents(), &id)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(convert::domain_status(
+            &d.restricted(policy.status),
+        )))
+    }
+
     async fn emergency_stop_segment(
         &self,
         req: Request<v1::EmergencyStopSegmentRequest>,

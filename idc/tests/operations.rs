@@ -1,7 +1,9 @@
-//! The emergency stop of a circuit that crosses three domains (a–b–c), each domain's IDC
-//! driving a (mock-backed, real gRPC) agent per node: only an operator of the aggregator
-//! may; then the data plane is gone on every node of every domain, every segment and the
-//! circuit are Failed, the watchers and audits say so, and nothing comes back up.
+//! The operator's view of a circuit that crosses three domains (a–b–c), each domain's
+//! IDC driving a (mock-backed, real gRPC) agent per node. Its status end to end: every
+//! domain's part, as much as that domain's policy shares. Its emergency stop: only an
+//! operator of the aggregator may; then the data plane is gone on every node of every
+//! domain, every segment and the circuit are Failed, the watchers and audits say so, and
+//! nothing comes back up.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,9 +13,10 @@ use chrono::{TimeDelta, Utc};
 use sluice_agent::mock::MockBackend;
 use sluice_agent::server::RunningAgent;
 use sluice_idc::agents::AgentsConfig;
+use sluice_idc::federation::Policy;
 use sluice_idc::operators::Operators;
 use sluice_idc::testing::{TestFederation, eventually};
-use sluice_model::{ErrorCode, LifecycleState, Machine, Mbps};
+use sluice_model::{ErrorCode, LifecycleState, Machine, Mbps, StatusShare};
 use sluice_proto::convert::timestamp as ts;
 use sluice_proto::status::from_status;
 use sluice_proto::v1;
@@ -261,12 +264,16 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
                 && e.change.detail == "emergency stop by operator gmoc of a"),
             "{d}: {events:?}"
         );
-        assert!(
-            events
+        // Recorded once the agents have answered (a moment after they took it away).
+        let removal_recorded = eventually(WAIT, || async {
+            idc.events_after(0, Some(seg.id.clone()))
+                .await
+                .unwrap()
                 .iter()
-                .any(|e| e.change.machine == Machine::Node && e.change.to == "removed"),
-            "{d}: the agents' removal is recorded"
-        );
+                .any(|e| e.change.machine == Machine::Node && e.change.to == "removed")
+        })
+        .await;
+        assert!(removal_recorded, "{d}: the agents' removal is recorded");
         if *d != "a" {
             let audit = idc
                 .audit_log(sluice_idc::store::AuditFilter {
@@ -351,9 +358,117 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_every_domains_part_as_far_as_its_policy_shares() {
+    let mut agents = Vec::new();
+    for d in ["a", "b", "c"] {
+        agents.push(start_agents(d).await);
+    }
+    let mut builder = TestFederation::line(&["a", "b", "c"]).policy(
+        "c",
+        "a",
+        Policy {
+            status: StatusShare::States,
+            ..Policy::default()
+        },
+    );
+    for (d, a) in ["a", "b", "c"].iter().zip(&agents) {
+        builder = builder.agents(d, AgentsConfig::new(a.urls.clone(), None));
+    }
+    let fed = builder.start().await;
+    assert!(fed.exchange(4).await);
+    let r = book(&fed, "alice", "a:core:e1", "c:core:e1", 100).await;
+    assert!(
+        eventually(WAIT, || async {
+            carried(&agents).values().all(|n| *n == 1)
+        })
+        .await,
+        "{:?}",
+        carried(&agents)
+    );
+    // b's segment verified in b (both its ends are b's): its result shows in a's view.
+    let b_segment = r.segments[1].id.clone();
+    let m = fed
+        .client("b")
+        .await
+        .verify(v1::VerifyRequest {
+            id: b_segment.clone(),
+            duration_ms: Some(200),
+            probes: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.verdict, "pass");
+    // One of b's agents goes away.
+    let gone = agents[1].servers.remove(1);
+    gone.shutdown().await.unwrap();
+
+    let s = fed
+        .client("a")
+        .await
+        .status(v1::IdRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.reservation.as_ref().unwrap().id, r.id);
+    let domains: Vec<(&str, &str, &str)> = s
+        .domains
+        .iter()
+        .map(|d| (d.domain.as_str(), d.shared.as_str(), d.error.as_str()))
+        .collect();
+    assert_eq!(
+        domains,
+        [("a", "full", ""), ("b", "full", ""), ("c", "states", "")]
+    );
+    for d in &s.domains {
+        let st = d.states.as_ref().unwrap();
+        assert_eq!(st.lifecycle, v1::LifecycleState::Created as i32, "{d:?}");
+        assert!(st.data_plane_active, "{d:?}");
+    }
+    // a: both nodes, their agents up, the circuit's counters read from them.
+    let a = &s.domains[0];
+    let nodes: Vec<(&str, &str, &str)> = a
+        .nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.state.as_str(), n.agent.as_str()))
+        .collect();
+    assert_eq!(nodes, [("core", "applied", "up"), ("b-b", "applied", "up")]);
+    assert!(a.nodes.iter().all(|n| n.counters.is_some()));
+    assert!(a.last_measurement.is_none());
+    // b: three nodes, one agent unreachable (no counters from it), the verify result.
+    let b = &s.domains[1];
+    assert_eq!(b.nodes.len(), 3);
+    let down: Vec<&v1::NodeStatus> = b.nodes.iter().filter(|n| n.agent != "up").collect();
+    assert_eq!(down.len(), 1, "{:?}", b.nodes);
+    assert_eq!(down[0].agent, "unreachable");
+    assert!(!down[0].agent_error.is_empty() && down[0].counters.is_none());
+    let last = b.last_measurement.as_ref().expect("b's last measurement");
+    assert_eq!((last.seq, last.verdict.as_str()), (m.seq, "pass"));
+    // c shares its states only.
+    assert!(s.domains[2].nodes.is_empty() && s.domains[2].last_measurement.is_none());
+
+    fed.shutdown().await;
+    for d in agents {
+        for a in d.servers {
+            a.shutdown().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_booking_of_one_user_stops_and_no_one_elses() {
     let fed = TestFederation::line(&["a", "b", "c"])
         .operators("a", Operators::default().with("gmoc", TOKEN))
+        // c shares no status with a: its part says so, the others' are there.
+        .policy(
+            "c",
+            "a",
+            Policy {
+                status: StatusShare::Nothing,
+                ..Policy::default()
+            },
+        )
         .start()
         .await;
     assert!(fed.exchange(4).await);
@@ -362,6 +477,20 @@ async fn every_booking_of_one_user_stops_and_no_one_elses() {
     let other = book(&fed, "careful", "a:core:e1", "c:core:e1", 100).await;
 
     let mut client = fed.client("a").await;
+    let s = client
+        .status(v1::IdRequest {
+            id: across.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let errors: Vec<&str> = s.domains.iter().map(|d| d.error.as_str()).collect();
+    assert_eq!(errors[..2], ["", ""]);
+    assert!(
+        errors[2].starts_with("00502") || errors[2].starts_with("00302"),
+        "{errors:?}"
+    );
+    assert!(errors[2].contains("shares no status"), "{errors:?}");
     // Both an id and an owner: refused, naming the field; nothing stops.
     let e = client
         .emergency_stop(with_token(
