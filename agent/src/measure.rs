@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Which end of a measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     Sender,
     Reflector,
@@ -106,9 +106,16 @@ impl MeasurementEnd {
 }
 
 impl Drop for MeasurementEnd {
+    /// An end dropped without `close` (its request was cancelled): removed all the same,
+    /// on a blocking thread when inside the runtime (it runs `ip`).
     fn drop(&mut self) {
         if let Some(f) = self.close.take() {
-            f();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(f);
+                }
+                Err(_) => f(),
+            }
         }
     }
 }

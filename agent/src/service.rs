@@ -152,6 +152,63 @@ impl Backend for Mutex<MockBackend> {
     }
 }
 
+/// A measurement end and its claim on the circuit's names: the claim goes only once the
+/// end has been removed, also when the request is cancelled halfway (dropped).
+struct OpenEnd {
+    end: MeasurementEnd,
+    claim: Option<Claim>,
+}
+
+impl OpenEnd {
+    /// Removes the end from the node (on a blocking thread), then lets the claim go.
+    async fn close(mut self) {
+        let (end, claim) = self.take();
+        let _ = tokio::task::spawn_blocking(move || {
+            end.close();
+            drop(claim);
+        })
+        .await;
+    }
+
+    fn take(&mut self) -> (MeasurementEnd, Option<Claim>) {
+        let end = std::mem::replace(
+            &mut self.end,
+            MeasurementEnd::new(None, std::net::Ipv4Addr::UNSPECIFIED, None, None),
+        );
+        (end, self.claim.take())
+    }
+}
+
+impl Drop for OpenEnd {
+    fn drop(&mut self) {
+        if self.claim.is_none() {
+            return; // closed already
+        }
+        let (end, claim) = self.take();
+        let cleanup = move || {
+            end.close();
+            drop(claim);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(cleanup);
+            }
+            Err(_) => cleanup(),
+        }
+    }
+}
+
+struct Claim {
+    open: Arc<Mutex<std::collections::HashSet<(String, Role)>>>,
+    key: (String, Role),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.open).remove(&self.key);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -174,6 +231,9 @@ pub struct AgentService {
     applying: Arc<tokio::sync::Mutex<()>>,
     /// Reflectors running, by session: each ends when told (and says when it has).
     reflecting: Arc<Mutex<HashMap<String, oneshot::Sender<oneshot::Sender<()>>>>>,
+    /// The measurement ends open now, by circuit and role: one of each at a time (their
+    /// names on the node derive from the circuit's port and label).
+    open_ends: Arc<Mutex<std::collections::HashSet<(String, Role)>>>,
     sessions: Arc<AtomicU64>,
 }
 
@@ -194,6 +254,7 @@ impl AgentService {
             })),
             applying: Arc::new(tokio::sync::Mutex::new(())),
             reflecting: Arc::new(Mutex::new(HashMap::new())),
+            open_ends: Arc::new(Mutex::new(std::collections::HashSet::new())),
             sessions: Arc::new(AtomicU64::new(1)),
         }
     }
@@ -215,17 +276,39 @@ impl AgentService {
             })
     }
 
-    async fn open_end(&self, c: &NodeCircuit, role: Role) -> Result<MeasurementEnd, Status> {
-        let (cfg, backend, circuit) = (self.cfg.clone(), self.backend.clone(), c.clone());
-        tokio::task::spawn_blocking(move || backend.measurement_end(&cfg, &circuit, role))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(|e| {
-                to_status(&Error::internal(format!(
-                    "cannot open a measurement end on {} at {}: {e}",
+    /// Opens `role`'s end on circuit `c`, unless one is open already (refused: a second
+    /// one would take the first one's names on the node).
+    async fn open_end(&self, c: &NodeCircuit, role: Role) -> Result<OpenEnd, Status> {
+        let key = (c.id.clone(), role);
+        if !lock(&self.open_ends).insert(key.clone()) {
+            return Err(to_status(&Error::field(
+                ErrorCode::InvalidTransition,
+                "circuit_id",
+                format!(
+                    "a measurement of {} is already under way at {}",
                     c.id, self.cfg.node
-                )))
-            })
+                ),
+            )));
+        }
+        let claim = Claim {
+            open: self.open_ends.clone(),
+            key,
+        };
+        let (cfg, backend, circuit) = (self.cfg.clone(), self.backend.clone(), c.clone());
+        let end =
+            tokio::task::spawn_blocking(move || backend.measurement_end(&cfg, &circuit, role))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|e| {
+                    to_status(&Error::internal(format!(
+                        "cannot open a measurement end on {} at {}: {e}",
+                        c.id, self.cfg.node
+                    )))
+                })?;
+        Ok(OpenEnd {
+            end,
+            claim: Some(claim),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
@@ -362,15 +445,15 @@ impl v1::agent_server::Agent for AgentService {
         };
         let end = self.open_end(&c, Role::Reflector).await?;
         let opened = async {
-            let udp = end.udp().await?;
-            let tcp = end.listen().await?;
+            let udp = end.end.udp().await?;
+            let tcp = end.end.listen().await?;
             Ok::<_, std::io::Error>((udp, tcp))
         }
         .await;
         let (udp, tcp) = match opened {
             Ok(x) => x,
             Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || end.close()).await;
+                end.close().await;
                 return Err(to_status(&Error::internal(format!(
                     "reflector sockets on {}: {e}",
                     c.id
@@ -384,7 +467,8 @@ impl v1::agent_server::Agent for AgentService {
         let session = format!("{}#{}", c.id, self.sessions.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel::<oneshot::Sender<()>>();
         lock(&self.reflecting).insert(session.clone(), tx);
-        let (reflecting, name, address) = (self.reflecting.clone(), session.clone(), end.address);
+        let (reflecting, name, address) =
+            (self.reflecting.clone(), session.clone(), end.end.address);
         info!(node = %self.cfg.node, circuit = %c.id, %session, "reflector open");
         tokio::spawn(async move {
             let done = tokio::select! {
@@ -394,7 +478,7 @@ impl v1::agent_server::Agent for AgentService {
                 told = rx => told.ok(),
             };
             lock(&reflecting).remove(&name);
-            let _ = tokio::task::spawn_blocking(move || end.close()).await;
+            end.close().await;
             if let Some(done) = done {
                 let _ = done.send(());
             }
@@ -459,13 +543,14 @@ impl v1::agent_server::Agent for AgentService {
         let c = self.carried(&r.circuit_id)?;
         let end = self.open_end(&c, Role::Sender).await?;
         let run = async {
-            let udp = end.udp().await?;
+            let udp = end.end.udp().await?;
             let probes =
                 twamp::measure(&udp, (reflector, r.twamp_port as u16).into(), session).await?;
             let throughput = if r.skip_throughput {
                 None
             } else {
                 let s = end
+                    .end
                     .connect(
                         (reflector, r.sink_port as u16).into(),
                         Duration::from_secs(5),
@@ -476,8 +561,8 @@ impl v1::agent_server::Agent for AgentService {
             Ok::<_, std::io::Error>((probes, throughput))
         }
         .await;
-        let mtu = end.mtu;
-        let _ = tokio::task::spawn_blocking(move || end.close()).await;
+        let mtu = end.end.mtu;
+        end.close().await;
         let (probes, throughput) = run.map_err(|e| {
             to_status(&Error::internal(format!(
                 "measuring {} from {}: {e}",

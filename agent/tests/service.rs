@@ -179,6 +179,16 @@ async fn measures_a_carried_circuit_against_a_reflector_and_refuses_any_other() 
         .into_inner();
     assert_eq!(far.address, "127.0.0.1");
     assert!(far.twamp_port > 0 && far.sink_port > 0);
+    // One reflector per circuit at a time: on a node its names are the circuit's.
+    let e = c
+        .reflect(v1::ReflectRequest {
+            circuit_id: "c1".into(),
+            lease_ms: 0,
+        })
+        .await
+        .map_err(|s| from_status(&s))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidTransition, "{e:?}");
     let m = c
         .measure(v1::MeasureRequest {
             circuit_id: "c1".into(),
@@ -240,11 +250,38 @@ async fn measures_a_carried_circuit_against_a_reflector_and_refuses_any_other() 
         .unwrap()
         .into_inner();
     assert_eq!((m.probes_sent, m.probes_received), (3, 0));
-    // Ending it again is no error.
+    // Ending it again is no error; the circuit can have a reflector again.
     c.end_reflect(v1::EndReflectRequest {
         session: far.session,
     })
     .await
     .unwrap();
+    let again = c
+        .reflect(v1::ReflectRequest {
+            circuit_id: "c1".into(),
+            lease_ms: 200,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.twamp_port, 0);
+    // Its lease ends it: then yet another may open.
+    let reopened = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if c.reflect(v1::ReflectRequest {
+                circuit_id: "c1".into(),
+                lease_ms: 0,
+            })
+            .await
+            .is_ok()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), reopened)
+        .await
+        .expect("a reflector whose lease ran out lets go of the circuit");
     agent.shutdown().await.unwrap();
 }

@@ -435,6 +435,9 @@ struct AvailabilityArgs {
 struct Out {
     json: serde_json::Value,
     text: String,
+    /// The command worked but its answer is a failure (a verify that did not pass):
+    /// printed as usual, and the exit status is 1.
+    failed: bool,
 }
 
 fn main() -> ExitCode {
@@ -457,10 +460,17 @@ fn main() -> ExitCode {
             ..
         } => return check::run(&agents, file.as_deref(), &cli.server, &user, json_out),
         Cmd::Topology { file: Some(f), .. } => check_topology_file(&f),
-        Cmd::Certs(a) => federation::certs(&a).map(|(json, text)| Some(Out { json, text })),
+        Cmd::Certs(a) => federation::certs(&a).map(|(json, text)| {
+            Some(Out {
+                json,
+                text,
+                failed: false,
+            })
+        }),
         Cmd::OperatorToken { name } => {
             let (token, entry) = sluice_idc::operators::new_token(&name);
             Ok(Some(Out {
+                failed: false,
                 json: json!({ "name": name, "token": token, "operators_entry": entry }),
                 text: format!(
                     "token for {name} (keep it secret; give it with --token-file or SLUICE_TOKEN):\n{token}\n\nadd to the IDC's operators file (sluice serve --operators):\n{entry}"
@@ -493,7 +503,11 @@ fn main() -> ExitCode {
             } else {
                 writeln!(stdout, "{}", out.text)
             };
-            ExitCode::SUCCESS
+            if out.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => fail(&e, json_out),
@@ -520,6 +534,7 @@ fn time_arg(text: &str, field: &str) -> Result<DateTime<Utc>, Error> {
 
 fn reservation_out(r: &v1::Reservation) -> Out {
     Out {
+        failed: false,
         json: output::reservation_json(r),
         text: output::reservation_human(r),
     }
@@ -547,6 +562,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::paths_json(&reply),
                 text: output::paths_human(&reply),
             }
@@ -633,6 +649,7 @@ async fn run_client(
                 .into_inner();
             let ics = series::ics(&s, now());
             Out {
+                failed: false,
                 json: json!({ "ics": ics }),
                 text: ics.trim_end().to_string(),
             }
@@ -674,6 +691,7 @@ async fn run_client(
             };
             let reply = c.reservations.list(req).await.map_err(err)?.into_inner();
             Out {
+                failed: false,
                 json: json!({
                     "reservations": reply.reservations.iter().map(output::reservation_json).collect::<Vec<_>>(),
                     "truncated": reply.truncated,
@@ -703,6 +721,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: m.verdict != "pass",
                 json: output::measurement_json(&m),
                 text: output::measurement_human(&m),
             }
@@ -715,6 +734,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::status_json(&s),
                 text: output::status_human(&s),
             }
@@ -727,6 +747,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: json!({
                     "measurements": h.measurements.iter().map(output::measurement_json).collect::<Vec<_>>()
                 }),
@@ -764,6 +785,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::emergency_stop_json(&reply),
                 text: output::emergency_stop_human(&reply),
             }
@@ -786,6 +808,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::audit_json(&a),
                 text: output::audit_human(&a),
             }
@@ -799,6 +822,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: federation::domains_json(&d),
                 text: if all {
                     federation::documents_human(&d)
@@ -815,6 +839,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::topology_json(&t),
                 text: output::topology_human(&t),
             }
@@ -841,6 +866,7 @@ async fn run_client(
                 .map_err(err)?
                 .into_inner();
             Out {
+                failed: false,
                 json: output::availability_json(&reply),
                 text: if a.timeline {
                     output::availability_timeline(&reply, a.width.clamp(10, 400))
@@ -894,6 +920,7 @@ async fn run_client(
                 .collect();
             circuits.sort_by_key(|r| r.start.as_ref().map(|t| (t.seconds, t.nanos)));
             Out {
+                failed: false,
                 json: json!({
                     "availability": output::availability_json(&avail),
                     "reservations": circuits.iter().map(output::reservation_json).collect::<Vec<_>>(),
@@ -915,6 +942,7 @@ async fn run_client(
 
 fn series_out(s: &v1::Series) -> Out {
     Out {
+        failed: false,
         json: series::series_json(s),
         text: series::series_human(s),
     }
@@ -1037,6 +1065,7 @@ fn migrate(data_dir: &std::path::Path) -> Result<Option<Out>, Error> {
         sluice_idc::store::Store::migrate(data_dir).map_err(|e| Error::internal(e.to_string()))?;
     let db = data_dir.join(sluice_idc::store::DB_FILE);
     Ok(Some(Out {
+        failed: false,
         json: json!({"database": db.display().to_string(), "applied": applied}),
         text: if applied.is_empty() {
             format!("{}: up to date", db.display())
@@ -1051,6 +1080,7 @@ fn check_topology_file(path: &std::path::Path) -> Result<Option<Out>, Error> {
         .map_err(|e| Error::invalid("topology", e.to_string()))?;
     let reply = sluice_proto::convert::topology(&t);
     Ok(Some(Out {
+        failed: false,
         json: output::topology_json(&reply),
         text: output::topology_human(&reply),
     }))

@@ -1590,13 +1590,23 @@ fn an_operator_with_a_token_stops_a_circuit_and_nobody_else_can() {
 
 #[test]
 fn verify_and_history_through_the_binary() {
-    // One node, both ends of the circuit on it; its agent is `sluice agent --mock`, whose
-    // measurement ends are on loopback.
+    // Two nodes and a link; each node's agent is `sluice agent --mock`, whose measurement
+    // ends are on loopback.
     let dir = tempfile::tempdir().unwrap();
-    let agent = MockAgent::start(dir.path(), "r1", &[("a", 1000), ("b", 1000)]);
+    let agent = MockAgent::start(dir.path(), "r1", &[("a", 1000), ("l", 1000)]);
+    let agent2 = MockAgent::start(dir.path(), "r2", &[("l", 1000), ("b", 1000)]);
     let (topo, agents) = (dir.path().join("lab.toml"), dir.path().join("agents.toml"));
-    lab_topology(&topo, &[("r1", &[("a", 1000), ("b", 1000)])]);
-    agents_file(&agents, &[("r1", &agent.url)]);
+    lab_topology(
+        &topo,
+        &[
+            ("r1", &[("a", 1000), ("l", 1000)]),
+            ("r2", &[("l", 1000), ("b", 1000)]),
+        ],
+    );
+    let mut text = std::fs::read_to_string(&topo).unwrap();
+    text += "\n[[link]]\nid = \"r1--r2\"\na = \"r1:l\"\nb = \"r2:l\"\ncapacity_mbps = 1000\nmetric = 1\n";
+    std::fs::write(&topo, text).unwrap();
+    agents_file(&agents, &[("r1", &agent.url), ("r2", &agent2.url)]);
     let server = Server::start_with(
         &dir.path().join("data"),
         "120s",
@@ -1611,59 +1621,74 @@ fn verify_and_history_through_the_binary() {
     let r = ok(
         url,
         &[
-            "reserve", "lab:r1:a", "lab:r1:b", "--bw", "100", "--end", "+1h",
+            "reserve", "lab:r1:a", "lab:r2:b", "--bw", "100", "--end", "+1h",
         ],
     );
     let id = r["id"].as_str().unwrap();
-    // The agent takes the circuit asynchronously: verify once it has it.
+    // The agents take the circuit asynchronously: verify once both have it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let m = loop {
-        let (doc, success) = json(url, &["verify", id, "--duration", "1s", "--probes", "10"]);
-        if success {
-            break doc;
+    loop {
+        let states = ok(url, &["show", id])["data_plane"].clone();
+        let applied = states
+            .as_array()
+            .is_some_and(|nodes| nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "applied"));
+        if applied {
+            break;
         }
-        assert!(Instant::now() < deadline, "verify never worked: {doc}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        assert!(Instant::now() < deadline, "never applied: {states}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = ok(url, &["verify", id, "--duration", "1s", "--probes", "10"]);
     assert_eq!(m["verdict"], "pass", "{m}");
     assert_eq!(m["booked_mbps"], 100);
     assert_eq!(m["probes_received"], 10);
     assert_eq!(m["thresholds"]["min_throughput_ratio"], 0.95);
-    // Shares as percentages; a share over 100 % is refused before anything is sent.
-    let out = sluice(
-        url,
-        &[
-            "verify",
-            id,
-            "--duration",
-            "0s",
-            "--probes",
-            "5",
-            "--max-loss",
-            "0%",
-        ],
-    );
+    // Shares as percentages; with --duration 0s no stream runs.
+    let args = [
+        "verify",
+        id,
+        "--duration",
+        "0s",
+        "--probes",
+        "5",
+        "--max-loss",
+        "0%",
+    ];
+    let out = sluice(url, &args);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("PASS") && text.contains("round trip"),
         "{text}"
     );
-    assert!(
-        !text.contains("throughput A→Z"),
-        "no stream with --duration 0s: {text}"
-    );
+    assert!(!text.contains("throughput A→Z"), "no stream: {text}");
+    // A share over 100 % is refused before anything is sent.
     let out = sluice(url, &["verify", id, "--min-throughput", "120%"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a share"));
+    // A verdict other than pass is printed, and the exit status says so.
+    let args = [
+        "verify",
+        id,
+        "--duration",
+        "0s",
+        "--probes",
+        "5",
+        "--max-rtt-ms",
+        "0.000001",
+    ];
+    let (m, success) = json(url, &args);
+    assert!(!success);
+    assert_eq!(m["verdict"], "fail", "{m}");
     // Not up: refused with the field, nothing stored.
     let held = ok(
         url,
         &[
-            "reserve", "lab:r1:a", "lab:r1:b", "--bw", "100", "--start", "+1h", "--end", "+2h",
+            "reserve", "lab:r1:a", "lab:r2:b", "--bw", "100", "--start", "+1h", "--end", "+2h",
         ],
     );
-    let e = fail(url, &["verify", held["id"].as_str().unwrap()]);
+    let held = held["id"].as_str().unwrap();
+    let e = fail(url, &["verify", held]);
     assert_eq!(
         (e["code"].as_str(), e["field"].as_str()),
         (Some("00201"), Some("id"))
@@ -1676,33 +1701,35 @@ fn verify_and_history_through_the_binary() {
         .iter()
         .map(|m| m["verdict"].as_str().unwrap())
         .collect();
-    assert_eq!(verdicts, ["pass", "pass"]);
+    assert_eq!(verdicts, ["pass", "pass", "fail"]);
     let out = sluice(url, &["history", id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("verify") && text.contains("100 Mb/s"),
         "{text}"
     );
-    let out = sluice(url, &["history", held["id"].as_str().unwrap()]);
+    let out = sluice(url, &["history", held]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no measurements yet"));
 
-    // Its status: the one domain, the node with its agent up, the last measurement.
+    // Its status: the one domain, both nodes with their agents up, the last measurement.
     let st = ok(url, &["status", id]);
     let d = &st["domains"][0];
     assert_eq!(d["domain"], "lab");
     assert_eq!(d["state"]["lifecycle"], "Created");
     assert_eq!(d["nodes"][0]["node"], "r1");
+    assert_eq!(d["nodes"][1]["node"], "r2");
     assert_eq!(d["nodes"][0]["agent"], "up");
     assert_eq!(d["nodes"][0]["state"], "applied");
     assert!(d["nodes"][0]["counters"]["az"]["bytes"].is_u64(), "{st}");
-    assert_eq!(d["last_measurement"]["seq"], h["measurements"][1]["seq"]);
+    assert_eq!(d["last_measurement"]["seq"], h["measurements"][2]["seq"]);
     let out = sluice(url, &["status", id]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("r1") && text.contains("applied") && text.contains("pass"),
+        text.contains("r2") && text.contains("applied") && text.contains("fail"),
         "{text}"
     );
-    drop(agent);
+    drop(agent2);
     let st = ok(url, &["status", id]);
-    assert_eq!(st["domains"][0]["nodes"][0]["agent"], "unreachable", "{st}");
+    assert_eq!(st["domains"][0]["nodes"][1]["agent"], "unreachable", "{st}");
+    drop(agent);
 }

@@ -148,6 +148,20 @@ struct Inner {
     /// The last version handed out: versions only grow, also across a clock step back
     /// (an agent that answers with a higher one raises it).
     version: Mutex<u64>,
+    /// Reservations being measured now (one measurement of a circuit at a time).
+    verifying: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The right to measure one reservation, until dropped.
+pub(crate) struct Measuring {
+    verifying: Arc<Mutex<BTreeSet<String>>>,
+    id: String,
+}
+
+impl Drop for Measuring {
+    fn drop(&mut self) {
+        lock(&self.verifying).remove(&self.id);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,6 +192,7 @@ impl AgentDriver {
                 cfg,
                 wanted,
                 version: Mutex::new(0),
+                verifying: Arc::new(Mutex::new(BTreeSet::new())),
             }),
         }
     }
@@ -475,6 +490,16 @@ impl AgentDriver {
         }
         idc.record_node_states(node, &updates)
             .map_err(|e| e.to_string())
+    }
+
+    /// The right to measure `id` now; `None` while another measurement of it runs.
+    pub(crate) fn begin_measuring(&self, id: &str) -> Option<Measuring> {
+        lock(&self.inner.verifying)
+            .insert(id.to_string())
+            .then(|| Measuring {
+                verifying: self.inner.verifying.clone(),
+                id: id.to_string(),
+            })
     }
 
     pub(crate) fn idc(&self) -> &Idc {

@@ -85,9 +85,8 @@ impl Api {
         }
         let thresholds = convert::thresholds(&r).map_err(|e| to_status(&e))?;
         let Some(agents) = &self.agents else {
-            return Err(to_status(&Error::field(
-                ErrorCode::InvalidParameter,
-                "id",
+            return Err(to_status(&Error::new(
+                ErrorCode::NotImplemented,
                 "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
             )));
         };
@@ -166,11 +165,24 @@ impl Api {
                     })
                     .await
                     .map_err(|e| to_status(&e))?;
-                // All at once: a user's runaway bookings must not go down one by one.
+                // What has not ended: bookings that still hold capacity or are up (not
+                // holds that ran out or were aborted).
+                let now = self.idc.now();
+                let bookings: Vec<_> = bookings
+                    .into_iter()
+                    .filter(|b| b.holds_resources(now) || b.states.data_plane_active)
+                    .collect();
+                // All at once (a user's runaway bookings must not go down one by one),
+                // though at most STOPS_AT_ONCE calls are out at a time.
+                const STOPS_AT_ONCE: usize = 32;
+                let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(STOPS_AT_ONCE));
                 let mut calls = tokio::task::JoinSet::new();
                 for b in bookings {
-                    let (api, reason) = (self.clone(), reason.clone());
-                    calls.spawn(async move { (b.id.clone(), api.stop_one(&b.id, &reason).await) });
+                    let (api, reason, slots) = (self.clone(), reason.clone(), slots.clone());
+                    calls.spawn(async move {
+                        let _slot = slots.acquire_owned().await;
+                        (b.id.clone(), api.stop_one(&b.id, &reason).await)
+                    });
                 }
                 let mut done = Vec::new();
                 while let Some(d) = calls.join_next().await {
@@ -255,14 +267,10 @@ impl Api {
         r: Result<Response<T>, Status>,
         made: impl Fn(&T) -> &str,
     ) -> Result<Response<T>, Status> {
-        // `peer:` names are the peer domains' own (from their certificates): a user of
-        // this API who claims one is recorded as such, not as that peer.
-        let who = if crate::federation::aggregator_of(who).is_some() {
-            format!("api:{who}")
-        } else {
-            who.to_string()
-        };
-        audited(&self.idc, &who, action, target, r, made)
+        // `peer:` names are the peer domains' own (from their certificates), `operator:`
+        // names the operators' (from their tokens): a user of this API who claims one is
+        // recorded as such, not as that peer or operator.
+        audited(&self.idc, &recorded_user(who), action, target, r, made)
     }
 
     /// A transition of the reservation `req` names, audited.
@@ -525,14 +533,30 @@ fn user<T>(req: &Request<T>) -> String {
         .to_string()
 }
 
-/// The caller of a booking: `peer:` names are the domains' own (segments held for a
-/// peer's circuit), which no user may take.
+/// Names no user of the API may take: `peer:<domain>` (segments held for a peer's
+/// circuit, and what peers did) and `operator:<name>` (what operators did).
+fn reserved_name(u: &str) -> bool {
+    crate::federation::aggregator_of(u).is_some() || u.starts_with("operator:")
+}
+
+/// How a user of the API is recorded: a claimed reserved name as `api:...`.
+fn recorded_user(who: &str) -> String {
+    if reserved_name(who) {
+        format!("api:{who}")
+    } else {
+        who.to_string()
+    }
+}
+
+/// The caller of a booking, which may not be a reserved name.
 fn booking_user<T>(req: &Request<T>) -> Result<String, Status> {
     let u = user(req);
-    if crate::federation::aggregator_of(&u).is_some() {
+    if reserved_name(&u) {
         return Err(to_status(&Error::invalid(
             "user",
-            format!("{u:?}: names starting with peer: are kept for peer domains"),
+            format!(
+                "{u:?}: names starting with peer: or operator: are kept for peer domains and operators"
+            ),
         )));
     }
     Ok(u)
@@ -824,9 +848,11 @@ impl v1::reservations_server::Reservations for Api {
         req: Request<v1::EmergencyStopRequest>,
     ) -> Result<Response<v1::EmergencyStopReply>, Status> {
         let operator = self.operator(&req);
+        // The operator as its token says; anyone else as any user (a claimed operator:
+        // name is recorded as api:operator:...).
         let who = match &operator {
             Ok(name) => format!("operator:{name}"),
-            Err(_) => user(&req),
+            Err(_) => recorded_user(&user(&req)),
         };
         let ask = req.into_inner();
         let target = if ask.owner.is_empty() {
@@ -837,7 +863,7 @@ impl v1::reservations_server::Reservations for Api {
         let api = self.clone();
         spawn_audited(async move {
             let r = api.emergency_stop_unaudited(operator, ask).await;
-            api.audited(&who, "emergency-stop", &target, r, |_| "")
+            audited(&api.idc, &who, "emergency-stop", &target, r, |_| "")
         })
         .await
     }

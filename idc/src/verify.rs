@@ -19,6 +19,10 @@ use crate::agents::AgentDriver;
 pub const MOST_DURATION: Duration = Duration::from_secs(60);
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROBES: u32 = 100;
+/// The most probes a verify may send (10 ms apart: 100 s).
+pub const MOST_PROBES: u32 = 10_000;
+/// Between probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// What to measure and how.
 #[derive(Debug, Clone)]
@@ -64,6 +68,12 @@ impl AgentDriver {
                 format!("a verify runs at most {} s", MOST_DURATION.as_secs()),
             ));
         }
+        if ask.probes > MOST_PROBES {
+            return Err(Error::invalid(
+                "probes",
+                format!("a verify sends at most {MOST_PROBES} probes"),
+            ));
+        }
         let r = self.measured(&ask).await?;
         let idc = self.idc();
         let now = idc.now();
@@ -91,6 +101,28 @@ impl AgentDriver {
             hops.first().map(|h| h.0.clone()).unwrap_or_default(),
             hops.last().map(|h| h.0.clone()).unwrap_or_default(),
         );
+        if hops.len() < 2 {
+            // Both ends would sit on one cross-connect, and the stream would cross none
+            // of the circuit's queues: a figure that says nothing.
+            return Err(Error::field(
+                ErrorCode::NotImplemented,
+                "id",
+                format!(
+                    "both ends of {} are on node {near}: a measurement there would not cross the circuit's queues",
+                    r.id
+                ),
+            ));
+        }
+        let Some(_measuring) = self.begin_measuring(&r.id) else {
+            return Err(Error::field(
+                ErrorCode::InvalidTransition,
+                "id",
+                format!(
+                    "{} is being measured already; try again when that ends",
+                    r.id
+                ),
+            ));
+        };
         let mut clients = Vec::new();
         for node in [&near, &far] {
             clients.push(
@@ -104,27 +136,28 @@ impl AgentDriver {
         } else {
             ask.probes
         };
+        // Everything the near end does, with room for connecting and the sink's report.
+        let probing = PROBE_INTERVAL * probes + Duration::from_secs(2);
+        let measuring = probing + ask.duration + Duration::from_secs(30);
         let figures = async {
             let far_end = bounded(
                 Duration::from_secs(15),
                 z.reflect(v1::ReflectRequest {
                     circuit_id: r.id.clone(),
-                    lease_ms: (ask.duration + Duration::from_secs(90)).as_millis() as u32,
+                    lease_ms: (measuring + Duration::from_secs(30)).as_millis() as u32,
                 }),
             )
             .await
             .map_err(|e| format!("reflector at {far}: {e}"))?;
             let measured = bounded(
-                ask.duration
-                    + Duration::from_millis(u64::from(probes) * 10)
-                    + Duration::from_secs(45),
+                measuring,
                 a.measure(v1::MeasureRequest {
                     circuit_id: r.id.clone(),
                     reflector_address: far_end.address.clone(),
                     twamp_port: far_end.twamp_port,
                     sink_port: far_end.sink_port,
                     probes,
-                    probe_interval_ms: 10,
+                    probe_interval_ms: PROBE_INTERVAL.as_millis() as u32,
                     duration_ms: ask.duration.as_millis() as u32,
                     skip_throughput: ask.duration.is_zero(),
                 }),
@@ -179,6 +212,27 @@ impl AgentDriver {
                     judge(&x.figures, booked, &ask.thresholds, !ask.duration.is_zero());
             }
             Err(why) => x.reasons.push(why),
+        }
+        // What was measured must still be the circuit that was booked: one stopped,
+        // released or modified meanwhile gives figures that say nothing about it.
+        let changed = match idc.get(&r.id).await {
+            Ok(now) if now.version != r.version => Some(format!(
+                "the circuit was modified during the measurement (version {} → {})",
+                r.version, now.version
+            )),
+            Ok(now) if !now.data_plane_should_be_active(idc.now()) => Some(format!(
+                "the circuit went down during the measurement (it is {} now)",
+                now.summary()
+            )),
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "the circuit could not be read again: {}",
+                e.message
+            )),
+        };
+        if let Some(why) = changed {
+            x.verdict = Verdict::Error;
+            x.reasons.insert(0, why);
         }
         info!(
             reservation.id = %r.id,

@@ -768,6 +768,24 @@ async fn verify_measures_a_running_circuit_between_its_end_agents_and_keeps_ever
         m2.reasons.iter().any(|r| r.starts_with("mean round trip")),
         "{m2:?}"
     );
+    // One measurement of a circuit at a time: a second while the first runs is refused
+    // (00201) and stores nothing.
+    let first = {
+        let mut c = c.clone();
+        let mut long = verify(&r.id);
+        long.duration_ms = Some(1500);
+        tokio::spawn(async move { c.verify(long).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = from_status(&c.verify(verify(&r.id)).await.unwrap_err());
+    assert_eq!(e.code, ErrorCode::InvalidTransition, "{e:?}");
+    assert!(e.message.contains("being measured already"), "{e:?}");
+    assert_eq!(first.await.unwrap().unwrap().into_inner().verdict, "pass");
+    // Too many probes: refused on the field.
+    let mut many = verify(&r.id);
+    many.probes = 20_000;
+    let e = from_status(&c.verify(many).await.unwrap_err());
+    assert_eq!(e.field.as_deref(), Some("probes"));
     // The far end's agent is gone: stored as an error, saying where.
     agents
         .servers
@@ -789,7 +807,7 @@ async fn verify_measures_a_running_circuit_between_its_end_agents_and_keeps_ever
         .unwrap()
         .into_inner();
     let verdicts: Vec<&str> = h.measurements.iter().map(|m| m.verdict.as_str()).collect();
-    assert_eq!(verdicts, ["pass", "fail", "error"]);
+    assert_eq!(verdicts, ["pass", "fail", "pass", "error"]);
     assert!(h.measurements.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(h.measurements[0].who, "anonymous");
     // Nothing was stored for the refused requests; an unknown id says so.
@@ -823,7 +841,10 @@ async fn verify_measures_a_running_circuit_between_its_end_agents_and_keeps_ever
         .filter(|a| a.action == "verify")
         .map(|a| a.result.as_str())
         .collect();
-    assert_eq!(results, ["00100", "00100", "ok", "ok", "ok"]);
+    assert_eq!(
+        results,
+        ["00100", "00100", "ok", "ok", "00201", "ok", "00100", "ok"]
+    );
     idc.shutdown().await;
     for (_, a) in agents.servers {
         a.shutdown().await.unwrap();

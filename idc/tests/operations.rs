@@ -154,7 +154,8 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
         agents.push(start_agents(d).await);
     }
     let mut builder = TestFederation::line(&["a", "b", "c"])
-        .operators("a", Operators::default().with("gmoc", TOKEN));
+        .operators("a", Operators::default().with("gmoc", TOKEN))
+        .operators("c", Operators::default().with("c-noc", "c's own token"));
     for (d, a) in ["a", "b", "c"].iter().zip(&agents) {
         builder = builder.agents(d, AgentsConfig::new(a.urls.clone(), None));
     }
@@ -174,8 +175,8 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
     );
 
     let mut client = fed.client("a").await;
-    // Not an operator: no token, a wrong token, or an operator of another domain (c has
-    // none). 00302, and nothing changes anywhere.
+    // Not an operator: no token, a wrong token, or a's operator's token at c (each
+    // domain has its own operators). 00302, and nothing changes anywhere.
     for (at, token) in [("a", ""), ("a", "guess"), ("c", TOKEN)] {
         let mut c = fed.client(at).await;
         let id = if at == "a" {
@@ -196,6 +197,27 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
         assert_eq!(e.field.as_deref(), Some("token"));
+    }
+    // A peer may stop only segments held for it: b asking c to stop the segment c holds
+    // for a is refused.
+    {
+        let (c_addr, _) = fed.get("c").server().federation.as_ref().unwrap();
+        let ch = tonic::transport::Endpoint::from_shared(format!("https://{c_addr}"))
+            .unwrap()
+            .tls_config(fed.ca().material("b").unwrap().client("c"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let e = v1::federation_client::FederationClient::new(ch)
+            .emergency_stop_segment(v1::EmergencyStopSegmentRequest {
+                id: r.segments[2].id.clone(),
+                reason: "b says so".into(),
+            })
+            .await
+            .map_err(|s| from_status(&s))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
     }
     let got = client
         .get(v1::IdRequest { id: r.id.clone() })
@@ -346,7 +368,8 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
         .map_err(|s| from_status(&s))
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::InvalidTransition);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Longer than the agent driver's retry (2 s): still nothing on any node.
+    tokio::time::sleep(sluice_idc::agents::RETRY + Duration::from_millis(500)).await;
     assert!(carried(&agents).values().all(|n| *n == 0));
 
     fed.shutdown().await;

@@ -35,10 +35,12 @@ pub enum ErrorCode {
     InvalidEroMember,
     /// 00709: a label (VLAN) is malformed or outside the port's range.
     InvalidLabelFormat,
+    /// 00103: this IDC cannot do what is asked as it is set up (no agents to measure).
+    NotImplemented,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidParameter,
         ErrorCode::MissingParameter,
         ErrorCode::InvalidTransition,
@@ -52,6 +54,7 @@ impl ErrorCode {
         ErrorCode::CapacityUnavailable,
         ErrorCode::InvalidEroMember,
         ErrorCode::InvalidLabelFormat,
+        ErrorCode::NotImplemented,
     ];
 
     /// The five-digit code as printed and sent on the wire.
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::CapacityUnavailable => "00705",
             ErrorCode::InvalidEroMember => "00707",
             ErrorCode::InvalidLabelFormat => "00709",
+            ErrorCode::NotImplemented => "00103",
         }
     }
 
@@ -89,6 +93,7 @@ impl ErrorCode {
             ErrorCode::CapacityUnavailable => "CAPACITY_UNAVAILABLE",
             ErrorCode::InvalidEroMember => "INVALID_ERO_MEMBER",
             ErrorCode::InvalidLabelFormat => "INVALID_LABEL_FORMAT",
+            ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
         }
     }
 

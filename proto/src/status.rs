@@ -19,6 +19,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::StpUnavailable | ErrorCode::CapacityUnavailable => Code::ResourceExhausted,
         ErrorCode::ChildSegmentError => Code::Aborted,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::NotImplemented => Code::Unimplemented,
     }
 }
 
