@@ -132,6 +132,7 @@ async fn reserve_commit(c: &mut Client, crit: v1::Criteria) -> anyhow::Result<v1
     let held = c
         .reservations
         .reserve(v1::ReserveRequest {
+            verify_each: None,
             criteria: Some(crit),
         })
         .await?

@@ -48,6 +48,7 @@ async fn book_series(
     let held = c
         .reservations
         .reserve_series(v1::ReserveSeriesRequest {
+            verify_each: None,
             criteria: Some(criteria),
             recurrence: Some(recurrence),
             allow_path_change: false,

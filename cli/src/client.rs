@@ -89,9 +89,20 @@ impl Client {
         criteria: v1::Criteria,
         hold_only: bool,
     ) -> Result<v1::Reservation, Error> {
+        self.book_checked(criteria, hold_only, None).await
+    }
+
+    /// `book`, with a check at each start if `verify_each` asks for one.
+    pub async fn book_checked(
+        &mut self,
+        criteria: v1::Criteria,
+        hold_only: bool,
+        verify_each: Option<v1::VerifyEach>,
+    ) -> Result<v1::Reservation, Error> {
         let held = self
             .reservations
             .reserve(v1::ReserveRequest {
+                verify_each,
                 criteria: Some(criteria),
             })
             .await

@@ -352,8 +352,26 @@ struct ReserveArgs {
     /// Only hold; commit later with `sluice commit` (before the hold timeout).
     #[arg(long)]
     hold_only: bool,
+    /// A short verify each time the circuit comes up (each occurrence's start), stored
+    /// with it (`sluice history`); needs an IDC that drives node agents.
+    #[arg(long)]
+    verify_each: bool,
+    /// How long each such check's throughput stream runs (0s: delay and loss only).
+    #[arg(long, requires = "verify_each", value_parser = parse_duration_or_zero)]
+    verify_each_duration: Option<chrono::TimeDelta>,
     #[command(flatten)]
     repeat: series::RecurrenceArgs,
+}
+
+impl ReserveArgs {
+    fn verify_each(&self) -> Option<v1::VerifyEach> {
+        self.verify_each.then(|| v1::VerifyEach {
+            duration_ms: self
+                .verify_each_duration
+                .map(|d| d.num_milliseconds().clamp(0, u32::MAX as i64) as u32),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -952,6 +970,7 @@ async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
     if a.repeat.is_series() {
         return reserve_series(c, a).await;
     }
+    let check = a.verify_each();
     let criteria = v1::Criteria {
         description: a.description,
         provision_mode: if a.manual {
@@ -961,7 +980,9 @@ async fn reserve(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
         } as i32,
         ..a.circuit.criteria()?
     };
-    Ok(reservation_out(&c.book(criteria, a.hold_only).await?))
+    Ok(reservation_out(
+        &c.book_checked(criteria, a.hold_only, check).await?,
+    ))
 }
 
 /// Holds every occurrence and, unless --hold-only, commits them; a failed commit
@@ -980,6 +1001,7 @@ async fn reserve_series(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
         .map(|s| time_arg(s, "start"))
         .transpose()?
         .unwrap_or_else(now);
+    let check = a.verify_each();
     let criteria = v1::Criteria {
         src: a.circuit.src,
         dst: a.circuit.dst,
@@ -1001,7 +1023,8 @@ async fn reserve_series(c: &mut Client, a: ReserveArgs) -> Result<Out, Error> {
         } as i32,
         ..Default::default()
     };
-    let req = a.repeat.request(criteria, from)?;
+    let mut req = a.repeat.request(criteria, from)?;
+    req.verify_each = check;
     let held = c
         .reservations
         .reserve_series(req)

@@ -136,6 +136,7 @@ impl RecurrenceArgs {
         from: DateTime<Utc>,
     ) -> Result<v1::ReserveSeriesRequest, Error> {
         Ok(v1::ReserveSeriesRequest {
+            verify_each: None,
             criteria: Some(criteria),
             recurrence: Some(self.recurrence(from)?),
             allow_path_change: self.allow_path_change,

@@ -1728,6 +1728,39 @@ fn verify_and_history_through_the_binary() {
         text.contains("r2") && text.contains("applied") && text.contains("fail"),
         "{text}"
     );
+    // A booking that asks for a check at each start gets one when it comes up.
+    let checked = ok(
+        url,
+        &[
+            "reserve",
+            "lab:r1:a",
+            "lab:r2:b",
+            "--bw",
+            "100",
+            "--end",
+            "+1h",
+            "--verify-each",
+            "--verify-each-duration",
+            "0s",
+        ],
+    );
+    let checked = checked["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let h = ok(url, &["history", checked]);
+        if let Some(m) = h["measurements"].as_array().and_then(|a| a.first()) {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "no check at its start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (m["kind"].as_str(), m["verdict"].as_str()),
+        (Some("start"), Some("pass")),
+        "{m}"
+    );
+    assert_eq!(m["duration_ms"], 0);
+
     drop(agent2);
     let st = ok(url, &["status", id]);
     assert_eq!(st["domains"][0]["nodes"][1]["agent"], "unreachable", "{st}");

@@ -296,20 +296,58 @@ impl Api {
         req: Request<v1::ReserveRequest>,
     ) -> Result<Response<v1::Reservation>, Status> {
         let owner = booking_user(&req)?;
-        let Some(c) = req.into_inner().criteria else {
+        let ask = req.into_inner();
+        let Some(c) = ask.criteria else {
             return Err(to_status(&Error::missing("criteria")));
         };
         let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
         let own = &self.idc.topology().domain;
+        let across = criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own;
+        let check = self
+            .verify_each(ask.verify_each.as_ref(), across)
+            .map_err(|e| to_status(&e))?;
         if let Some(fed) = &self.fed
-            && (criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own)
+            && across
         {
             let fed = fed.clone();
             return circuit_reply(
                 detached(async move { fed.reserve(&owner, criteria).await }).await,
             );
         }
-        reply(self.idc.reserve(&owner, criteria).await)
+        let r = self.idc.reserve(&owner, criteria).await;
+        if let (Ok(r), Some(v)) = (&r, check)
+            && let Err(e) = self.idc.set_verify_each(&r.id, v).await
+        {
+            // All or nothing: the hold goes too.
+            let _ = self.idc.abort(&r.id).await;
+            return Err(to_status(&e));
+        }
+        reply(r)
+    }
+
+    /// A booking's check at each start, if it asks for one and it can be had here.
+    fn verify_each(
+        &self,
+        v: Option<&v1::VerifyEach>,
+        across: bool,
+    ) -> Result<Option<sluice_model::VerifyEach>, Error> {
+        let Some(v) = v else { return Ok(None) };
+        let v = convert::verify_each(v)?;
+        if self.agents.is_none() {
+            return Err(Error::field(
+                ErrorCode::NotImplemented,
+                "verify_each",
+                "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
+            ));
+        }
+        if across {
+            return Err(Error::field(
+                ErrorCode::NotImplemented,
+                "verify_each",
+                "a circuit across domains is verified per segment, in each domain",
+            ));
+        }
+        Ok(Some(v))
     }
 
     async fn modify_unaudited(
@@ -353,15 +391,26 @@ impl Api {
         )
         .map_err(|e| to_status(&e))?;
         let own = &self.idc.topology().domain;
+        let across = ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own;
+        let check = self
+            .verify_each(r.verify_each.as_ref(), across)
+            .map_err(|e| to_status(&e))?;
         if let Some(fed) = &self.fed
-            && (ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own)
+            && across
         {
             let fed = fed.clone();
             return circuit_series_reply(
                 detached(async move { fed.reserve_series(&owner, ask).await }).await,
             );
         }
-        series_reply(self.idc.reserve_series(&owner, ask).await)
+        let made = self.idc.reserve_series(&owner, ask).await;
+        if let (Ok((s, _)), Some(v)) = (&made, check) {
+            self.idc
+                .set_verify_each(&s.id, v)
+                .await
+                .map_err(|e| to_status(&e))?;
+        }
+        series_reply(made)
     }
 
     async fn commit_series_unaudited(

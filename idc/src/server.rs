@@ -130,7 +130,8 @@ pub async fn start(
         driver = Some(d.clone());
         let driver = d;
         api = api.driving(driver.clone());
-        background.push(tokio::spawn(driver.run(stop_rx.clone())));
+        background.push(tokio::spawn(driver.clone().run(stop_rx.clone())));
+        background.push(tokio::spawn(driver.run_checks(stop_rx.clone())));
         info!(agents = cfg.agents.len(), "driving node agents");
     }
     if let Some(setup) = &opts.federation {

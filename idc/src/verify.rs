@@ -179,21 +179,7 @@ impl AgentDriver {
         }
         .await;
         let booked = r.bw;
-        let mut x = Measurement {
-            seq: 0,
-            reservation_id: r.id.clone(),
-            series_id: r.series.as_ref().map(|s| s.id.clone()),
-            occurrence: r.series.as_ref().map(|s| s.occurrence),
-            at: now,
-            kind: ask.kind,
-            who: ask.who.clone(),
-            booked,
-            duration_ms: ask.duration.as_millis() as u64,
-            figures: Figures::default(),
-            thresholds: ask.thresholds,
-            verdict: Verdict::Error,
-            reasons: Vec::new(),
-        };
+        let mut x = unmeasured(&r, &ask, now);
         match figures {
             Ok(m) => {
                 x.figures = Figures {
@@ -242,6 +228,107 @@ impl AgentDriver {
             "circuit measured"
         );
         idc.record_measurement(x).await
+    }
+}
+
+/// A measurement of `r` as `ask` asked, with no figures yet (verdict `error`).
+fn unmeasured(r: &Reservation, ask: &VerifyAsk, at: chrono::DateTime<chrono::Utc>) -> Measurement {
+    Measurement {
+        seq: 0,
+        reservation_id: r.id.clone(),
+        series_id: r.series.as_ref().map(|s| s.id.clone()),
+        occurrence: r.series.as_ref().map(|s| s.occurrence),
+        at,
+        kind: ask.kind,
+        who: ask.who.clone(),
+        booked: r.bw,
+        duration_ms: ask.duration.as_millis() as u64,
+        figures: Figures::default(),
+        thresholds: ask.thresholds,
+        verdict: Verdict::Error,
+        reasons: Vec::new(),
+    }
+}
+
+/// How long a check at a start waits for the nodes to carry the circuit.
+const APPLIED_WAIT: Duration = Duration::from_secs(30);
+
+impl AgentDriver {
+    /// The checks bookings asked for (`verify_each`): one each time a circuit's data
+    /// plane comes up (each occurrence's start), once the agents on its path have it.
+    /// Every such start gets a stored result, `error` with why if it could not be
+    /// measured.
+    pub async fn run_checks(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut events = self.idc().subscribe();
+        loop {
+            let e = tokio::select! {
+                e = events.recv() => e,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let e = match e {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => {
+                    warn!(missed = n, "checks at start: events missed");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if e.change.machine != sluice_model::Machine::DataPlane || e.change.to != "active" {
+                continue;
+            }
+            let (driver, id) = (self.clone(), e.reservation_id.clone());
+            tokio::spawn(async move { driver.check_at_start(&id).await });
+        }
+    }
+
+    async fn check_at_start(&self, id: &str) {
+        let idc = self.idc();
+        let Ok(r) = idc.get(id).await else { return };
+        let check = match idc.verify_each_of(&r).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(reservation.id = %id, error = %e, "cannot read the check at start");
+                return;
+            }
+        };
+        let deadline = tokio::time::Instant::now() + APPLIED_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let nodes = self.data_plane_of(&r);
+            if !nodes.is_empty()
+                && nodes
+                    .iter()
+                    .all(|n| n.state == Some(sluice_model::dataplane::NodeState::Applied))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ask = VerifyAsk {
+            id: r.id.clone(),
+            occurrence: None,
+            duration: Duration::from_millis(check.duration_ms),
+            probes: check.probes,
+            thresholds: check.thresholds,
+            who: "scheduler".into(),
+            kind: MeasurementKind::Start,
+        };
+        match self.verify(ask.clone()).await {
+            Ok(m) => {
+                info!(reservation.id = %id, verdict = m.verdict.as_str(), "checked at its start")
+            }
+            // Not measurable at all (it went down again, or is being measured): that is
+            // the result of this start's check.
+            Err(e) => {
+                warn!(reservation.id = %id, error = %e, "no check at its start");
+                let mut x = unmeasured(&r, &ask, idc.now());
+                x.reasons.push(format!("not measured: {}", e.message));
+                if let Err(e) = idc.record_measurement(x).await {
+                    warn!(reservation.id = %id, error = %e, "check at start not recorded");
+                }
+            }
+        }
     }
 }
 

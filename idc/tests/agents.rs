@@ -326,6 +326,7 @@ async fn circuits_reach_the_agents_on_their_path_and_an_agent_that_was_down_is_c
 
 fn book(mbps: i64) -> v1::ReserveRequest {
     v1::ReserveRequest {
+        verify_each: None,
         criteria: Some(v1::Criteria {
             src: "internet2:houston:xe-0/0/0".into(),
             dst: "internet2:new-york:xe-0/0/0".into(),
@@ -845,6 +846,142 @@ async fn verify_measures_a_running_circuit_between_its_end_agents_and_keeps_ever
         results,
         ["00100", "00100", "ok", "ok", "00201", "ok", "00100", "ok"]
     );
+    idc.shutdown().await;
+    for (_, a) in agents.servers {
+        a.shutdown().await.unwrap();
+    }
+}
+
+/// A booking that asks for a check at each start (`verify_each`) gets one, stored as
+/// kind `start`, once its circuit is up on every node; a series asks for all its
+/// occurrences. An IDC without agents, or a bad check, refuses the booking, and nothing
+/// is reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_that_asks_is_checked_at_its_start() {
+    let each = || v1::VerifyEach {
+        duration_ms: Some(300),
+        probes: 10,
+        ..Default::default()
+    };
+    // No agents here: refused on the field, nothing held.
+    let plain = TestIdc::builder().start().await;
+    let mut c = plain.client().await;
+    let mut ask = book(100);
+    ask.verify_each = Some(each());
+    let e = from_status(&c.reserve(ask).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::NotImplemented, Some("verify_each"))
+    );
+    let listed = c
+        .list(v1::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.reservations.is_empty());
+    plain.shutdown().await;
+
+    let topo = sluice_idc::topology_file::bundled();
+    let agents = Agents::start(&topo, None).await;
+    let cfg = AgentsConfig::new(agents.urls("http"), None);
+    let idc = TestIdc::builder().agents(cfg).start().await;
+    let mut c = idc.client().await;
+    let mut bad = book(100);
+    bad.verify_each = Some(v1::VerifyEach {
+        min_throughput_ratio: Some(2.0),
+        ..each()
+    });
+    let e = from_status(&c.reserve(bad).await.unwrap_err());
+    assert_eq!(e.field.as_deref(), Some("verify_each.min_throughput_ratio"));
+    let listed = c
+        .list(v1::ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.reservations.is_empty());
+
+    // Up now, automatically: checked once the agents on its path have it.
+    let mut ask = book(100);
+    ask.verify_each = Some(each());
+    let r = c.reserve(ask).await.unwrap().into_inner();
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let checked = eventually(WAIT, || async {
+        let h = idc
+            .client()
+            .await
+            .history(v1::IdRequest { id: r.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        h.measurements.len() == 1
+    })
+    .await;
+    assert!(checked, "a check at the start");
+    let h = c
+        .history(v1::IdRequest { id: r.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &h.measurements[0];
+    assert_eq!(
+        (m.kind.as_str(), m.who.as_str(), m.verdict.as_str()),
+        ("start", "scheduler", "pass"),
+        "{m:?}"
+    );
+    assert_eq!((m.probes_sent, m.duration_ms), (10, 300));
+    // A booking that did not ask gets none.
+    let other = c.reserve(book(100)).await.unwrap().into_inner();
+    c.commit(v1::IdRequest {
+        id: other.id.clone(),
+    })
+    .await
+    .unwrap();
+
+    // A series asks for every occurrence.
+    let mut criteria = book(100).criteria.unwrap();
+    criteria.start = None;
+    criteria.end = None;
+    let s = c
+        .reserve_series(v1::ReserveSeriesRequest {
+            criteria: Some(criteria),
+            recurrence: Some(v1::Recurrence {
+                rule: Some(v1::recurrence::Rule::Cron(v1::CronRule {
+                    expression: "0 14 * * 2".into(),
+                    time_zone: "Europe/Rome".into(),
+                    from: Some(timestamp(Utc::now() + TimeDelta::days(1))),
+                    count: Some(3),
+                    ..Default::default()
+                })),
+                duration_seconds: 3600,
+            }),
+            verify_each: Some(each()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, occurrences) = idc.idc().get_series(&s.id).await.unwrap();
+    assert_eq!(occurrences.len(), 3);
+    for o in &occurrences {
+        let v = idc.idc().verify_each_of(o).await.unwrap();
+        assert_eq!(v.map(|v| (v.duration_ms, v.probes)), Some((300, 10)));
+    }
+    assert_eq!(
+        idc.idc()
+            .verify_each_of(&idc.idc().get(&other.id).await.unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h = c
+        .history(v1::IdRequest {
+            id: other.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(h.measurements.is_empty());
     idc.shutdown().await;
     for (_, a) in agents.servers {
         a.shutdown().await.unwrap();

@@ -70,8 +70,11 @@ impl Client {
     }
 
     async fn reserve(&mut self, c: v1::Criteria) -> R<v1::Reservation> {
-        self.reserve_raw(v1::ReserveRequest { criteria: Some(c) })
-            .await
+        self.reserve_raw(v1::ReserveRequest {
+            verify_each: None,
+            criteria: Some(c),
+        })
+        .await
     }
 
     /// Reserve and commit, expecting both to succeed.
@@ -688,7 +691,10 @@ async fn bad_input_is_refused_with_its_code_and_field_and_changes_nothing() {
         ),
         (
             "missing criteria",
-            Op::ReserveRaw(v1::ReserveRequest { criteria: None }),
+            Op::ReserveRaw(v1::ReserveRequest {
+                verify_each: None,
+                criteria: None,
+            }),
             C::MissingParameter,
             "criteria",
         ),

@@ -117,6 +117,7 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
     lab.host_ends(150, 160);
     let r = c
         .reserve(v1::ReserveRequest {
+            verify_each: None,
             criteria: Some(v1::Criteria {
                 src: "lab:r1:edge?vlan=150".into(),
                 dst: "lab:r2:edge?vlan=160".into(),
@@ -251,6 +252,7 @@ async fn verify_agrees_with_iperf3_fails_on_a_class_set_too_low_and_an_emergency
     // Up now: provisioned automatically at its start.
     let r = c
         .reserve(v1::ReserveRequest {
+            verify_each: None,
             criteria: Some(v1::Criteria {
                 src: "lab:r1:edge?vlan=150".into(),
                 dst: "lab:r2:edge?vlan=160".into(),

@@ -42,7 +42,10 @@ async fn reserve(
     let mut client = fed.client(at).await;
     bounded(
         "reserve",
-        client.reserve(v1::ReserveRequest { criteria: Some(c) }),
+        client.reserve(v1::ReserveRequest {
+            verify_each: None,
+            criteria: Some(c),
+        }),
     )
     .await
     .map(|r| r.into_inner())
@@ -259,7 +262,10 @@ async fn a_triangle_goes_around_a_domain_that_is_full_for_the_window() {
     let c = criteria("b:core:e1", "b:b-c:to-c", 10_000, 60, 3);
     let mut bc = fed.client("b").await;
     let full = bc
-        .reserve(v1::ReserveRequest { criteria: Some(c) })
+        .reserve(v1::ReserveRequest {
+            verify_each: None,
+            criteria: Some(c),
+        })
         .await
         .expect("b books its own border")
         .into_inner();
@@ -598,6 +604,7 @@ async fn one_occurrence_that_does_not_fit_in_one_domain_refuses_the_whole_series
     let mut b = fed.client("b").await;
     let full = b
         .reserve(v1::ReserveRequest {
+            verify_each: None,
             criteria: Some(v1::Criteria {
                 start: seventh.start,
                 end: seventh.end,
@@ -986,6 +993,7 @@ async fn user_names_of_peers_are_kept_for_peers() {
     let fed = TestFederation::line(&["a", "b"]).start().await;
     let mut client = fed.client("a").await;
     let mut req = tonic::Request::new(v1::ReserveRequest {
+        verify_each: None,
         criteria: Some(criteria("a:core:e1", "a:core:e2", 10, 60, 1)),
     });
     req.metadata_mut()

@@ -124,6 +124,7 @@ async fn book(
         .reserve(as_user(
             user,
             v1::ReserveRequest {
+                verify_each: None,
                 criteria: Some(v1::Criteria {
                     src: src.into(),
                     dst: dst.into(),

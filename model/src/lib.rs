@@ -19,7 +19,7 @@ pub mod units;
 pub use audit::AuditRecord;
 pub use circuit::CircuitSegment;
 pub use error::{CapacityFeedback, ChildFailure, Error, ErrorCode, OccurrenceConflict};
-pub use measurement::{Figures, Measurement, MeasurementKind, Thresholds, Verdict};
+pub use measurement::{Figures, Measurement, MeasurementKind, Thresholds, Verdict, VerifyEach};
 pub use recurrence::{
     MAX_OCCURRENCES, Occurrence, Recurrence, RecurrenceRule, Series, SkippedOccurrence,
 };

@@ -74,6 +74,24 @@ impl MeasurementKind {
     }
 }
 
+/// The check a booking asked for at each start of its data plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifyEach {
+    pub duration_ms: u64,
+    pub probes: u32,
+    pub thresholds: Thresholds,
+}
+
+impl Default for VerifyEach {
+    fn default() -> Self {
+        VerifyEach {
+            duration_ms: 3000,
+            probes: 50,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
 /// The figures of one measurement, A→Z over the circuit (delays in microseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Figures {

@@ -621,6 +621,39 @@ pub fn domain_status(d: &m::DomainStatus) -> v1::DomainStatus {
     }
 }
 
+/// A booking's check at each start, checked field by field (`verify_each.*`).
+pub fn verify_each(v: &v1::VerifyEach) -> Result<m::VerifyEach, Error> {
+    let d = m::VerifyEach::default();
+    let duration_ms = v.duration_ms.map_or(d.duration_ms, u64::from);
+    if duration_ms > 60_000 {
+        return Err(Error::invalid(
+            "verify_each.duration_ms",
+            "a check runs at most 60 s",
+        ));
+    }
+    if v.probes > 10_000 {
+        return Err(Error::invalid(
+            "verify_each.probes",
+            "a check sends at most 10000 probes",
+        ));
+    }
+    let as_request = v1::VerifyRequest {
+        min_throughput_ratio: v.min_throughput_ratio,
+        max_loss: v.max_loss,
+        max_rtt_ms: v.max_rtt_ms,
+        ..Default::default()
+    };
+    let thresholds = thresholds(&as_request).map_err(|mut e| {
+        e.field = e.field.map(|f| format!("verify_each.{f}"));
+        e
+    })?;
+    Ok(m::VerifyEach {
+        duration_ms,
+        probes: if v.probes == 0 { d.probes } else { v.probes },
+        thresholds,
+    })
+}
+
 /// A verify request's thresholds, checked (each a fraction or a positive delay).
 pub fn thresholds(r: &v1::VerifyRequest) -> Result<m::Thresholds, Error> {
     let d = m::Thresholds::default();

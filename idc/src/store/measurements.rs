@@ -1,10 +1,11 @@
 //! Measurements of circuits (`sluice verify`, and the checks at occurrence starts).
 
 use diesel::prelude::*;
-use sluice_model::{Figures, Mbps, Measurement, MeasurementKind, Thresholds, Verdict};
+use sluice_model::{Figures, Mbps, Measurement, MeasurementKind, Thresholds, Verdict, VerifyEach};
 
 use super::rows::{from_ms, ms};
 use super::schema::measurements as m;
+use super::schema::verify_each as ve;
 use super::{Store, StoreError, Writer};
 
 #[derive(Queryable, Selectable)]
@@ -96,7 +97,51 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The check `target` (a reservation or series) asked for at each start, if any.
+    pub fn verify_each(&self, target: &str) -> Result<Option<VerifyEach>, StoreError> {
+        let mut conn = self.reader()?;
+        let rows: Vec<(i64, i32, f64, f64, Option<f64>)> = ve::table
+            .filter(ve::target.eq(target))
+            .select((
+                ve::duration_ms,
+                ve::probes,
+                ve::min_throughput_ratio,
+                ve::max_loss,
+                ve::max_rtt_ms,
+            ))
+            .load(&mut conn)?;
+        Ok(rows.into_iter().next().map(
+            |(duration_ms, probes, min_throughput_ratio, max_loss, max_rtt_ms)| VerifyEach {
+                duration_ms: duration_ms as u64,
+                probes: probes as u32,
+                thresholds: Thresholds {
+                    min_throughput_ratio,
+                    max_loss,
+                    max_rtt_ms,
+                },
+            },
+        ))
+    }
+}
+
 impl Writer<'_> {
+    /// Records that `target` asks for `v` at each start.
+    pub fn set_verify_each(&mut self, target: &str, v: &VerifyEach) -> Result<(), StoreError> {
+        diesel::replace_into(ve::table)
+            .values((
+                ve::target.eq(target),
+                ve::duration_ms.eq(v.duration_ms as i64),
+                ve::probes.eq(v.probes as i32),
+                ve::min_throughput_ratio.eq(v.thresholds.min_throughput_ratio),
+                ve::max_loss.eq(v.thresholds.max_loss),
+                ve::max_rtt_ms.eq(v.thresholds.max_rtt_ms),
+            ))
+            .execute(&mut *self.conn)?;
+        self.committed_one();
+        Ok(())
+    }
+
     /// Appends one measurement (its `seq` is given by the store).
     pub fn append_measurement(&mut self, x: &Measurement) -> Result<u64, StoreError> {
         let f = &x.figures;

@@ -149,6 +149,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    verify_each (target) {
+        target -> Text,
+        duration_ms -> BigInt,
+        probes -> Integer,
+        min_throughput_ratio -> Double,
+        max_loss -> Double,
+        max_rtt_ms -> Nullable<Double>,
+    }
+}
+
 diesel::joinable!(bookings -> reservations (reservation_id));
 diesel::joinable!(segments -> reservations (reservation_id));
 diesel::joinable!(node_states -> reservations (reservation_id));
@@ -161,5 +172,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     segments,
     node_states,
     audit,
-    measurements
+    measurements,
+    verify_each
 );

@@ -1,1 +1,2 @@
+DROP TABLE verify_each;
 DROP TABLE measurements;

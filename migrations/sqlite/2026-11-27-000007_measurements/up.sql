@@ -29,3 +29,14 @@ CREATE TABLE measurements (
 );
 CREATE INDEX measurements_by_reservation ON measurements (reservation_id, seq);
 CREATE INDEX measurements_by_series ON measurements (series_id, seq);
+
+-- Bookings (a reservation, or a series for all its occurrences) that asked for a short
+-- verify each time their data plane comes up.
+CREATE TABLE verify_each (
+    target TEXT PRIMARY KEY NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    probes INTEGER NOT NULL,
+    min_throughput_ratio DOUBLE NOT NULL,
+    max_loss DOUBLE NOT NULL,
+    max_rtt_ms DOUBLE
+);
