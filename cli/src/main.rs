@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod federation;
 mod output;
+mod report;
 mod series;
 mod time;
 
@@ -140,6 +141,15 @@ enum Cmd {
     Verify(VerifyArgs),
     /// Every measurement of a reservation, or of each occurrence of a series.
     History { id: String },
+    /// What a circuit (or every occurrence of a series) delivered against what was
+    /// booked, from its measurements, and its path across domains: a table, or with
+    /// --html FILE a self-contained page with charts.
+    Report {
+        id: String,
+        /// Write the page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// A circuit end to end: every domain's part (asked afresh, as much as each domain
     /// shares), each node's agent and the circuit's counters there, the last measurement.
     Status { id: String },
@@ -742,6 +752,77 @@ async fn run_client(
                 failed: m.verdict != "pass",
                 json: output::measurement_json(&m),
                 text: output::measurement_human(&m),
+            }
+        }
+        Cmd::Report { id, html } => {
+            let (reservation, series_id) = match c.call(IdCall::Get, &id).await {
+                Ok(r) => (r, None),
+                Err(e) if e.code == sluice_model::ErrorCode::ReservationNonexistent => {
+                    let s = c
+                        .reservations
+                        .get_series(v1::IdRequest { id: id.clone() })
+                        .await
+                        .map_err(|_| e)?
+                        .into_inner();
+                    let first = s.occurrences.first().cloned().ok_or_else(|| {
+                        Error::invalid("id", format!("series {id} has no occurrences"))
+                    })?;
+                    (first, Some(s.id))
+                }
+                Err(e) => return Err(e),
+            };
+            let history = c
+                .reservations
+                .history(v1::IdRequest { id: id.clone() })
+                .await
+                .map_err(err)?
+                .into_inner();
+            // The path as each domain shows it now; without it the report still stands.
+            let domains = c
+                .reservations
+                .status(v1::IdRequest {
+                    id: reservation.id.clone(),
+                })
+                .await
+                .map(|s| s.into_inner().domains)
+                .unwrap_or_default();
+            let rep = report::Report {
+                reservation,
+                series_id,
+                measurements: history.measurements.clone(),
+                domains,
+            };
+            match html {
+                Some(path) => {
+                    std::fs::write(&path, report::html(&rep)).map_err(|e| {
+                        Error::invalid("html", format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    Out {
+                        failed: false,
+                        json: json!({
+                            "id": id,
+                            "html": path.display().to_string(),
+                            "measurements": rep.measurements.len(),
+                        }),
+                        text: format!(
+                            "wrote {}: {} measurement{}, the path across {} domain{}",
+                            path.display(),
+                            rep.measurements.len(),
+                            if rep.measurements.len() == 1 { "" } else { "s" },
+                            rep.domains.len(),
+                            if rep.domains.len() == 1 { "" } else { "s" }
+                        ),
+                    }
+                }
+                None => Out {
+                    failed: false,
+                    json: json!({
+                        "id": id,
+                        "reservation": output::reservation_json(&rep.reservation),
+                        "measurements": rep.measurements.iter().map(output::measurement_json).collect::<Vec<_>>(),
+                    }),
+                    text: report::text(&rep, &output::history_human(&history)),
+                },
             }
         }
         Cmd::Status { id } => {

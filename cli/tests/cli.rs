@@ -1728,6 +1728,21 @@ fn verify_and_history_through_the_binary() {
         text.contains("r2") && text.contains("applied") && text.contains("fail"),
         "{text}"
     );
+    // The report: a table, and a page whose charts a browser renders.
+    let out = sluice(url, &["report", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("path: lab (r1 – r2)") && text.contains("fail"),
+        "{text}"
+    );
+    let page = dir.path().join("report.html");
+    let made = ok(url, &["report", id, "--html", page.to_str().unwrap()]);
+    assert_eq!(made["measurements"], 3);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("id=\"throughput\"") && html.contains("booked 100 Mb/s"));
+    browser_renders(&page, 4);
+
     // A booking that asks for a check at each start gets one when it comes up.
     let checked = ok(
         url,
@@ -1765,4 +1780,68 @@ fn verify_and_history_through_the_binary() {
     let st = ok(url, &["status", id]);
     assert_eq!(st["domains"][0]["nodes"][1]["agent"], "unreachable", "{st}");
     drop(agent);
+}
+
+/// Opens `page` in headless Chromium (when installed; CI installs it and sets
+/// SLUICE_REQUIRE_CHROMIUM): the page's script counts the charts laid out with a real
+/// size, which must be `charts`; a screenshot is left in the test artefacts.
+fn browser_renders(page: &Path, charts: usize) {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {b}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_CHROMIUM").is_none(),
+            "SLUICE_REQUIRE_CHROMIUM is set but no Chromium is installed"
+        );
+        eprintln!("skipped the browser check: no chromium (apt-get install chromium)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let browse = |extra: &[&str]| {
+        Command::new("timeout")
+            .arg("90")
+            .arg(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=900,1500",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("run chromium")
+    };
+    let dom = browse(&["--dump-dom"]);
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom_text.contains(&format!("data-charts=\"{charts}\"")),
+        "the browser laid out other than {charts} charts: {}",
+        dom_text
+            .lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no <body>")
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = browse(&[&format!("--screenshot={}", shot.display())]);
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "no screenshot ({size} bytes): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("report screenshot: {}", shot.display());
 }
