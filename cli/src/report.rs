@@ -335,7 +335,7 @@ pub fn html(rep: &Report) -> String {
                 reference: None,
             },
             ms,
-            |m| measured(m).then(|| 100.0 * m.loss),
+            |m| measured(m).then_some(100.0 * m.loss),
             |_| None,
         ));
         body.push_str("<table><thead><tr><th>#</th><th>at</th><th>kind</th><th>booked</th><th>delivered</th><th>%</th><th>rtt mean</th><th>jitter</th><th>loss</th><th>verdict</th></tr></thead><tbody>");
