@@ -1,7 +1,8 @@
 //! Which circuits of a desired state this node can carry: each is checked on its own,
 //! so one the node cannot carry (a port its agent does not have, a label out of range
-//! or already taken, more than a port's capacity) is refused by itself and the others
-//! are still applied, and circuits that ended still go.
+//! or already taken, one that would clash with a label on another port of the same
+//! VXLAN UDP port, more than a port's capacity) is refused by itself and the others are
+//! still applied, and circuits that ended still go.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +28,8 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desire
         .iter()
         .partition(|c| running.contains(c.id.as_str()));
     let mut taken: BTreeMap<(usize, u32), &str> = BTreeMap::new();
+    // The kernel takes a VNI once per VXLAN UDP port: (UDP port, label) → (port, circuit).
+    let mut vnis: BTreeMap<(u16, u32), (usize, &str)> = BTreeMap::new();
     let mut reserved: Vec<u64> = vec![0; cfg.ports.len()];
     let mut accepted = Desired {
         version: desired.version,
@@ -59,6 +62,29 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desire
                         label: end.label,
                     }),
             };
+            let why = why.or_else(|| {
+                let (pi, p) = cfg.port(&end.port).expect("checked above");
+                let clash = |(other_pi, first): (usize, &str)| {
+                    (other_pi != pi).then(|| PlanError::SharedVni {
+                        circuit: c.id.clone(),
+                        label: end.label,
+                        port: end.port.clone(),
+                        first: first.to_string(),
+                        other_port: cfg.ports[other_pi].name.clone(),
+                        vxlan_port: p.vxlan_port,
+                    })
+                };
+                vnis.get(&(p.vxlan_port, end.label))
+                    .and_then(|&x| clash(x))
+                    .or_else(|| {
+                        // This circuit's own other end.
+                        ends.iter()
+                            .find(|&&(q, l)| {
+                                l == end.label && cfg.ports[q].vxlan_port == p.vxlan_port
+                            })
+                            .and_then(|&(q, _)| clash((q, c.id.as_str())))
+                    })
+            });
             if let Some(why) = why {
                 refused.push(Refused {
                     id: c.id.clone(),
@@ -89,6 +115,7 @@ pub fn admit(cfg: &AgentConfig, desired: &Desired, carried: &Desired) -> (Desire
         reserved = after;
         for &(pi, label) in &ends {
             taken.insert((pi, label), &c.id);
+            vnis.insert((cfg.ports[pi].vxlan_port, label), (pi, &c.id));
         }
         accepted.circuits.push(c.clone());
     }
@@ -114,17 +141,18 @@ mod tests {
     use crate::config::PortConfig;
 
     fn cfg() -> AgentConfig {
-        let port = |name: &str, dev: &str| PortConfig {
+        let port = |name: &str, dev: &str, vxlan_port: u16| PortConfig {
             name: name.into(),
             dev: dev.into(),
             capacity: Mbps(1000),
             local: Ipv4Addr::new(10, 0, 0, 1),
             remote: Ipv4Addr::new(10, 0, 0, 2),
+            vxlan_port,
         };
         AgentConfig {
             node: "r1".into(),
             netns: None,
-            ports: vec![port("a", "p0"), port("b", "p1")],
+            ports: vec![port("a", "p0", 4789), port("b", "p1", 4790)],
         }
     }
 
@@ -179,6 +207,36 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_label_kept_through_the_node_needs_ports_on_different_vxlan_udp_ports() {
+        // a and b on different UDP ports: label 100 on both is fine.
+        let one = Desired {
+            version: 1,
+            circuits: vec![circuit("c1", ("a", 100), ("b", 100), 10)],
+        };
+        assert!(admit(&cfg(), &one, &Desired::default()).1.is_empty());
+        // On one UDP port: refused, naming both ports; and so is a second circuit whose
+        // label there clashes with the first's on the other port.
+        let mut shared = cfg();
+        shared.ports[1].vxlan_port = 4789;
+        let (_, refused) = admit(&shared, &one, &Desired::default());
+        assert_eq!(
+            refused[0].reason.to_string(),
+            "circuit c1: label 100 on port b clashes with c1's on port a: both use VXLAN UDP port 4789, where a VNI is taken once (give the ports different vxlan_port)"
+        );
+        let two = Desired {
+            version: 2,
+            circuits: vec![
+                circuit("c1", ("a", 100), ("b", 200), 10),
+                circuit("c2", ("a", 300), ("b", 100), 10),
+            ],
+        };
+        let (ok, refused) = admit(&shared, &two, &Desired::default());
+        assert_eq!(ok.circuits.len(), 1);
+        assert_eq!(refused[0].id, "c2");
+        assert!(matches!(refused[0].reason, PlanError::SharedVni { .. }));
     }
 
     #[test]

@@ -11,7 +11,13 @@
 //! capacity_mbps = 1000         # the port's line rate, shared by circuits and best effort
 //! local = "10.1.0.1"           # this end's address on the link (the labels' underlay)
 //! remote = "10.1.0.2"          # the other end's
+//! vxlan_port = 4790            # optional (default 4789): the link's VXLAN UDP port
 //! ```
+//!
+//! Labels are VXLAN VNIs, and the kernel takes a VNI once per UDP port: where a circuit
+//! may keep its label through the node (no VLAN translation), give the node's ports
+//! different `vxlan_port`s (both ends of a link must use the same). The agent refuses a
+//! circuit whose label would clash, naming both ports.
 
 use std::net::Ipv4Addr;
 
@@ -32,6 +38,8 @@ pub struct PortConfig {
     pub capacity: Mbps,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
+    /// The UDP port of the link's VXLAN labels (both ends must agree).
+    pub vxlan_port: u16,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +59,7 @@ struct PortFile {
     capacity_mbps: u64,
     local: Ipv4Addr,
     remote: Ipv4Addr,
+    vxlan_port: Option<u16>,
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -73,12 +82,16 @@ impl AgentConfig {
             if ports.iter().any(|q| q.name == p.name || q.dev == p.dev) {
                 return Err(format!("port[{i}]: {} / {} is listed twice", p.name, p.dev));
             }
+            if p.vxlan_port == Some(0) {
+                return Err(format!("port[{i}].vxlan_port: must be a UDP port, not 0"));
+            }
             ports.push(PortConfig {
                 name: p.name,
                 dev: p.dev,
                 capacity: Mbps(p.capacity_mbps),
                 local: p.local,
                 remote: p.remote,
+                vxlan_port: p.vxlan_port.unwrap_or(crate::linux::VXLAN_PORT),
             });
         }
         Ok(AgentConfig {

@@ -113,6 +113,9 @@ pub struct Lab {
     pub r2: Netns,
     pub hb: Netns,
     pub link: Mbps,
+    /// In the lab across three domains ([`Lab::across_three_domains`]): the router of
+    /// the middle domain, between r1 and r2.
+    pub rt: Option<Netns>,
 }
 
 impl Lab {
@@ -139,6 +142,7 @@ impl Lab {
             r2: Netns::new(&format!("{tag}r2")),
             hb: Netns::new(&format!("{tag}hb")),
             link,
+            rt: None,
         };
         for (a, adev, b, bdev, net) in [
             (&lab.ha, "h0", &lab.r1, "p0", 0),
@@ -177,13 +181,162 @@ impl Lab {
         lab
     }
 
+    /// The lab across three domains, one router each: `a` is r1, `b` the transit router
+    /// rt, `c` is r2; the hosts as in the two-router lab (hA at r1's `edge`, hB at r2's).
+    /// The inter-domain links are the routers' `to-<domain>` ports. No best-effort routes:
+    /// only circuits cross it.
+    ///
+    /// ```text
+    ///  hA h0 ── p0 r1 p1 ── p0 rt p1 ── p0 r2 p1 ── h0 hB   10.0/30, 10.1/30, 10.3/30, 10.2/30
+    /// ```
+    pub fn across_three_domains(tag: &str, link: Mbps) -> Lab {
+        assert!(tag.len() <= 4, "lab tag {tag:?}: at most 4 bytes");
+        let lab = Lab {
+            ha: Netns::new(&format!("{tag}ha")),
+            r1: Netns::new(&format!("{tag}r1")),
+            r2: Netns::new(&format!("{tag}r2")),
+            hb: Netns::new(&format!("{tag}hb")),
+            link,
+            rt: Some(Netns::new(&format!("{tag}rt"))),
+        };
+        let rt = lab.rt.as_ref().expect("just made");
+        for (a, adev, b, bdev, net) in [
+            (&lab.ha, "h0", &lab.r1, "p0", 0),
+            (&lab.r1, "p1", rt, "p0", 1),
+            (rt, "p1", &lab.r2, "p0", 3),
+            (&lab.r2, "p1", &lab.hb, "h0", 2),
+        ] {
+            let pid = std::process::id() % 100_000;
+            let (x, y) = (format!("sl{pid}{tag}{net}a"), format!("sl{pid}{tag}{net}b"));
+            ip_root(&format!(
+                "link add {x} netns {} type veth peer name {y} netns {}",
+                a.0, b.0
+            ));
+            a.ip(&format!("link set {x} name {adev}"));
+            b.ip(&format!("link set {y} name {bdev}"));
+            a.ip(&format!("addr add 10.{net}.0.2/30 dev {adev}"));
+            b.ip(&format!("addr add 10.{net}.0.1/30 dev {bdev}"));
+            a.ip(&format!("link set {adev} up"));
+            b.ip(&format!("link set {bdev} up"));
+        }
+        for ns in [&lab.ha, &lab.r1, rt, &lab.r2, &lab.hb] {
+            ns.ip("link set lo up");
+        }
+        lab
+    }
+
+    /// The three domains' topologies (`a`, `b`, `c`), in the topology file's format:
+    /// edge ports carry VLANs 100-999, the inter-domain links 3000-3099, every router
+    /// translates.
+    pub fn domain_topologies_toml(&self) -> [(&'static str, String); 3] {
+        let m = self.link.0;
+        let one = |domain: &str, node: &str, ports: &[(&str, &str, Option<&str>)]| {
+            let ports: Vec<String> = ports
+                .iter()
+                .map(|(name, vlans, peer)| {
+                    let peer = peer.map_or(String::new(), |p| format!(", peer = \"{p}\""));
+                    format!(
+                        "  {{ name = \"{name}\", vlans = \"{vlans}\", capacity_mbps = {m}{peer} }},"
+                    )
+                })
+                .collect();
+            format!(
+                "[domain]\nid = \"{domain}\"\n\n[[node]]\nid = \"{node}\"\nvlan_translation = true\nports = [\n{}\n]\n",
+                ports.join("\n")
+            )
+        };
+        [
+            (
+                "a",
+                one(
+                    "a",
+                    "r1",
+                    &[
+                        ("edge", "100-999", None),
+                        ("to-b", "3000-3099", Some("b:rt:to-a")),
+                    ],
+                ),
+            ),
+            (
+                "b",
+                one(
+                    "b",
+                    "rt",
+                    &[
+                        ("to-a", "3000-3099", Some("a:r1:to-b")),
+                        ("to-c", "3000-3099", Some("c:r2:to-b")),
+                    ],
+                ),
+            ),
+            (
+                "c",
+                one(
+                    "c",
+                    "r2",
+                    &[
+                        ("to-b", "3000-3099", Some("b:rt:to-c")),
+                        ("edge", "100-999", None),
+                    ],
+                ),
+            ),
+        ]
+    }
+
+    /// Every router's agent configuration: r1 and r2 (and rt, across three domains).
+    pub fn all_agent_configs(&self) -> Vec<AgentConfig> {
+        let Some(rt) = &self.rt else {
+            let (a, b) = self.agent_configs();
+            return vec![a, b];
+        };
+        vec![
+            AgentConfig {
+                node: "r1".into(),
+                netns: Some(self.r1.0.clone()),
+                ports: vec![
+                    self.port("edge", "p0", [10, 0, 0, 1], [10, 0, 0, 2]),
+                    self.port_on("to-b", "p1", [10, 1, 0, 2], [10, 1, 0, 1], 4790),
+                ],
+            },
+            // The transit router may keep a circuit's label from a to c: its two links
+            // use different VXLAN UDP ports.
+            AgentConfig {
+                node: "rt".into(),
+                netns: Some(rt.0.clone()),
+                ports: vec![
+                    self.port_on("to-a", "p0", [10, 1, 0, 1], [10, 1, 0, 2], 4790),
+                    self.port_on("to-c", "p1", [10, 3, 0, 2], [10, 3, 0, 1], 4791),
+                ],
+            },
+            AgentConfig {
+                node: "r2".into(),
+                netns: Some(self.r2.0.clone()),
+                ports: vec![
+                    self.port_on("to-b", "p0", [10, 3, 0, 1], [10, 3, 0, 2], 4791),
+                    self.port("edge", "p1", [10, 2, 0, 2], [10, 2, 0, 1]),
+                ],
+            },
+        ]
+    }
+
     fn port(&self, name: &str, dev: &str, local: [u8; 4], remote: [u8; 4]) -> PortConfig {
+        self.port_on(name, dev, local, remote, crate::linux::VXLAN_PORT)
+    }
+
+    fn port_on(
+        &self,
+        name: &str,
+        dev: &str,
+        local: [u8; 4],
+        remote: [u8; 4],
+        vxlan_port: u16,
+    ) -> PortConfig {
         PortConfig {
             name: name.into(),
             dev: dev.into(),
             capacity: self.link,
             local: Ipv4Addr::from(local),
             remote: Ipv4Addr::from(remote),
+            vxlan_port,
         }
     }
 
@@ -272,9 +425,8 @@ metric = 1
     /// What is left of any circuit on the routers: cross-connect links, circuit classes
     /// and filters (empty when the routers carry none).
     pub fn circuit_leftovers(&self) -> Vec<String> {
-        let (c1, c2) = self.agent_configs();
         let mut left = Vec::new();
-        for cfg in [c1, c2] {
+        for cfg in self.all_agent_configs() {
             let cur = match LinuxNode::new(cfg.netns.clone()).read(&cfg) {
                 Ok(c) => c,
                 Err(e) => {

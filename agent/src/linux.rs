@@ -55,6 +55,8 @@ pub enum LinkKind {
         local: Option<Ipv4Addr>,
         remote: Option<Ipv4Addr>,
         dev: Option<String>,
+        /// The UDP port.
+        port: u16,
     },
     Bridge,
     Other,
@@ -122,6 +124,17 @@ pub enum PlanError {
         port: String,
         reserved: u64,
         capacity: u64,
+    },
+    #[error(
+        "circuit {circuit}: label {label} on port {port} clashes with {first}'s on port {other_port}: both use VXLAN UDP port {vxlan_port}, where a VNI is taken once (give the ports different vxlan_port)"
+    )]
+    SharedVni {
+        circuit: String,
+        label: u32,
+        port: String,
+        first: String,
+        other_port: String,
+        vxlan_port: u16,
     },
 }
 
@@ -211,6 +224,7 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
                         local: Some(p.local),
                         remote: Some(p.remote),
                         dev: Some(p.dev.clone()),
+                        port: p.vxlan_port,
                     },
                     master: Some(bridge.clone()),
                     up: true,
@@ -311,7 +325,8 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
                 continue;
             }
             out.tc_add.push(format!(
-                "filter add dev {dev} parent 1: protocol ip prio {pref} u32 match ip protocol 17 0xff match ip dport {VXLAN_PORT} 0xffff match u32 0x{:06x}00 0xffffff00 at 32 flowid 1:{minor:x}",
+                "filter add dev {dev} parent 1: protocol ip prio {pref} u32 match ip protocol 17 0xff match ip dport {} 0xffff match u32 0x{:06x}00 0xffffff00 at 32 flowid 1:{minor:x}",
+                p.vxlan_port,
                 pref
             ));
         }
@@ -340,6 +355,7 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
             local,
             remote,
             dev,
+            port,
         } = &w.kind
         else {
             continue;
@@ -347,7 +363,7 @@ pub fn plan(cfg: &AgentConfig, desired: &Desired, current: &Current) -> Result<P
         let have = current.links.get(name).filter(|_| !removed.contains(name));
         if have.is_none() {
             out.ip.push(format!(
-                "link add {name} type vxlan id {vni} local {} remote {} dev {} dstport {VXLAN_PORT} nolearning",
+                "link add {name} type vxlan id {vni} local {} remote {} dev {} dstport {port} nolearning",
                 local.expect("set above"),
                 remote.expect("set above"),
                 dev.as_deref().expect("set above"),
@@ -383,6 +399,7 @@ pub fn parse_links(json: &str) -> Result<BTreeMap<String, Link>, String> {
                     local: ip("local"),
                     remote: ip("remote"),
                     dev: d["link"].as_str().map(str::to_string),
+                    port: d["port"].as_u64().map_or(VXLAN_PORT, |p| p as u16),
                 }
             }
             Some("bridge") => LinkKind::Bridge,

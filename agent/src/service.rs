@@ -295,19 +295,24 @@ impl AgentService {
             key,
         };
         let (cfg, backend, circuit) = (self.cfg.clone(), self.backend.clone(), c.clone());
-        let end =
-            tokio::task::spawn_blocking(move || backend.measurement_end(&cfg, &circuit, role))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|e| {
-                    to_status(&Error::internal(format!(
-                        "cannot open a measurement end on {} at {}: {e}",
-                        c.id, self.cfg.node
-                    )))
-                })?;
-        Ok(OpenEnd {
-            end,
-            claim: Some(claim),
+        // The claim travels with the end: if this request is cancelled while the end is
+        // being made, the end (made all the same) is dropped with its claim, so the
+        // claim goes only once the end is removed again.
+        let made = tokio::task::spawn_blocking(move || {
+            backend
+                .measurement_end(&cfg, &circuit, role)
+                .map(|end| OpenEnd {
+                    end,
+                    claim: Some(claim),
+                })
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        made.map_err(|e| {
+            to_status(&Error::internal(format!(
+                "cannot open a measurement end on {} at {}: {e}",
+                c.id, self.cfg.node
+            )))
         })
     }
 

@@ -35,6 +35,7 @@ fn a_router_namespace_converges_idempotently_and_is_left_clean() {
             capacity: Mbps(1000),
             local: Ipv4Addr::new(10, i as u8, 0, 1),
             remote: Ipv4Addr::new(10, i as u8, 0, 2),
+            vxlan_port: 4789 + i as u16,
         });
     }
     let cfg = AgentConfig {

@@ -24,6 +24,7 @@ fn cfg(netns: Option<String>) -> AgentConfig {
         capacity: Mbps(1000),
         local: Ipv4Addr::new(10, n, 0, 1),
         remote: Ipv4Addr::new(10, n, 0, 2),
+        vxlan_port: 4789 + u16::from(n),
     };
     AgentConfig {
         node: "r1".into(),

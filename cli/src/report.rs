@@ -90,6 +90,11 @@ fn chart(
     value: impl Fn(&v1::Measurement) -> Option<f64>,
     range: impl Fn(&v1::Measurement) -> Option<(f64, f64)>,
 ) -> String {
+    // A value that is not a finite, non-negative number is shown as not measured.
+    let value = |m: &v1::Measurement| value(m).filter(|v| v.is_finite() && *v >= 0.0);
+    let range = |m: &v1::Measurement| {
+        range(m).filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && *lo >= 0.0)
+    };
     let top = ms
         .iter()
         .filter_map(|m| {
@@ -103,7 +108,7 @@ fn chart(
     let plot_h = H - TOP - BOTTOM;
     let y = |v: f64| TOP + plot_h * (1.0 - v / max);
     let slot = plot_w / ms.len().max(1) as f64;
-    let bar = (slot * 0.6).min(48.0);
+    let bar = (slot * 0.6).clamp(1.0, 48.0);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -134,20 +139,26 @@ fn chart(
         TOP + plot_h / 2.0,
         escape(c.unit)
     );
+    // At most about 25 labels on the axis, however many measurements.
+    let every = ms.len().div_ceil(25).max(1);
     for (i, m) in ms.iter().enumerate() {
         let cx = LEFT + slot * (i as f64 + 0.5);
-        let _ = write!(
-            svg,
-            r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
-            H - BOTTOM + 16.0,
-            escape(&label(m, i))
-        );
-        let Some(v) = value(m) else {
+        if i % every == 0 {
             let _ = write!(
                 svg,
-                r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" class="none">not measured</text>"##,
-                y(max / 2.0)
+                r#"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" class="tick">{}</text>"#,
+                H - BOTTOM + 16.0,
+                escape(&label(m, i))
             );
+        }
+        let Some(v) = value(m) else {
+            if ms.len() <= 25 {
+                let _ = write!(
+                    svg,
+                    r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" class="none">not measured</text>"##,
+                    y(max / 2.0)
+                );
+            }
             continue;
         };
         let _ = write!(
@@ -198,7 +209,9 @@ fn trim(v: f64) -> String {
 /// The path across domains: a box per domain with its nodes, joined in order.
 fn path_svg(domains: &[v1::DomainStatus]) -> String {
     let n = domains.len().max(1);
-    let box_w = ((W - 40.0) / n as f64 - 30.0).min(220.0);
+    // Boxes at least 90 wide: a long path makes a wider drawing, which scrolls.
+    let box_w = ((W - 40.0) / n as f64 - 30.0).clamp(90.0, 220.0);
+    let width = (40.0 + n as f64 * (box_w + 30.0) - 30.0).max(W);
     let rows = domains
         .iter()
         .map(|d| d.nodes.len().max(1))
@@ -206,7 +219,7 @@ fn path_svg(domains: &[v1::DomainStatus]) -> String {
         .unwrap_or(1);
     let h = 90.0 + 20.0 * rows as f64;
     let mut svg = format!(
-        r#"<svg class="path" id="path" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="path across domains">"#
+        r#"<svg class="path" id="path" viewBox="0 0 {width} {h}" width="{width}" height="{h}" role="img" aria-label="path across domains">"#
     );
     let x0 = |i: usize| 20.0 + i as f64 * (box_w + 30.0);
     for (i, d) in domains.iter().enumerate() {
@@ -341,6 +354,7 @@ pub fn html(rep: &Report) -> String {
         body.push_str("<table><thead><tr><th>#</th><th>at</th><th>kind</th><th>booked</th><th>delivered</th><th>%</th><th>rtt mean</th><th>jitter</th><th>loss</th><th>verdict</th></tr></thead><tbody>");
         for (i, m) in ms.iter().enumerate() {
             let ok = measured(m);
+            let rate = (ok && m.duration_ms > 0 && carried(m).is_finite()).then(|| carried(m));
             let _ = write!(
                 body,
                 "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{} Mb/s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -349,16 +363,11 @@ pub fn html(rep: &Report) -> String {
                 escape(&show(&m.at)),
                 escape(&m.kind),
                 m.booked_mbps,
-                if ok && m.duration_ms > 0 {
-                    format!("{:.1} Mb/s", carried(m))
-                } else {
-                    "-".into()
-                },
-                if ok && m.duration_ms > 0 {
-                    format!("{:.1}", 100.0 * carried(m) / m.booked_mbps.max(1) as f64)
-                } else {
-                    "-".into()
-                },
+                rate.map_or("-".into(), |v| format!("{v:.1} Mb/s")),
+                rate.map_or("-".into(), |v| format!(
+                    "{:.1}",
+                    100.0 * v / m.booked_mbps.max(1) as f64
+                )),
                 if ok {
                     format!("{:.3} ms", m.rtt_avg_us as f64 / 1e3)
                 } else {
@@ -514,6 +523,38 @@ mod tests {
             !page.contains("http://") && !page.contains("https://"),
             "self-contained"
         );
+    }
+
+    #[test]
+    fn odd_values_and_long_series_still_make_a_valid_page() {
+        let mut ms: Vec<v1::Measurement> = (0..300).map(|i| m(i, 190.0, "pass")).collect();
+        ms[0].ip_throughput_mbps = f64::NAN;
+        ms[1].ip_throughput_mbps = f64::INFINITY;
+        ms[2].rtt_max_us = u64::MAX;
+        let rep = Report {
+            reservation: v1::Reservation {
+                capacity_mbps: 200,
+                ..Default::default()
+            },
+            series_id: Some("s".into()),
+            measurements: ms,
+            domains: (0..40)
+                .map(|i| v1::DomainStatus {
+                    domain: format!("d{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let page = html(&rep);
+        assert!(
+            !page.contains("NaN") && !page.contains("inf"),
+            "no bad numbers"
+        );
+        assert!(!page.contains("width=\"-"), "no negative sizes");
+        // The axis labels thinned to every 12th of 300.
+        let start = page.find("id=\"throughput\"").unwrap();
+        let chart = &page[start..start + page[start..].find("</svg>").unwrap()];
+        assert!(chart.contains(">1<") && chart.contains(">13<") && !chart.contains(">2<"));
     }
 
     #[test]

@@ -1802,8 +1802,9 @@ fn browser_renders(page: &Path, charts: usize) {
         eprintln!("skipped the browser check: no chromium (apt-get install chromium)");
         return;
     };
-    let profile = tempfile::tempdir().unwrap();
+    // A profile of its own for each launch: a run cut short leaves its lock behind.
     let browse = |extra: &[&str]| {
+        let profile = tempfile::tempdir().unwrap();
         Command::new("timeout")
             .arg("90")
             .arg(chromium)
@@ -1816,6 +1817,7 @@ fn browser_renders(page: &Path, charts: usize) {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                "--disable-dev-shm-usage",
                 "--window-size=900,1500",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))

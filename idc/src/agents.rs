@@ -502,6 +502,11 @@ impl AgentDriver {
             })
     }
 
+    /// Whether this IDC drives an agent for `node`.
+    pub(crate) fn drives(&self, node: &str) -> bool {
+        self.inner.cfg.agents.contains_key(node)
+    }
+
     pub(crate) fn idc(&self) -> &Idc {
         &self.inner.idc
     }

@@ -303,8 +303,9 @@ impl Api {
         let criteria = convert::criteria(&c, self.idc.now()).map_err(|e| to_status(&e))?;
         let own = &self.idc.topology().domain;
         let across = criteria.src.stp.domain != *own || criteria.dst.stp.domain != *own;
+        let one_node = criteria.src.stp.node == criteria.dst.stp.node;
         let check = self
-            .verify_each(ask.verify_each.as_ref(), across)
+            .verify_each(ask.verify_each.as_ref(), across, one_node)
             .map_err(|e| to_status(&e))?;
         if let Some(fed) = &self.fed
             && across
@@ -330,6 +331,7 @@ impl Api {
         &self,
         v: Option<&v1::VerifyEach>,
         across: bool,
+        one_node: bool,
     ) -> Result<Option<sluice_model::VerifyEach>, Error> {
         let Some(v) = v else { return Ok(None) };
         let v = convert::verify_each(v)?;
@@ -345,6 +347,13 @@ impl Api {
                 ErrorCode::NotImplemented,
                 "verify_each",
                 "a circuit across domains is verified per segment, in each domain",
+            ));
+        }
+        if one_node {
+            return Err(Error::field(
+                ErrorCode::NotImplemented,
+                "verify_each",
+                "both ends are on one node: a measurement there would not cross the circuit's queues",
             ));
         }
         Ok(Some(v))
@@ -392,8 +401,9 @@ impl Api {
         .map_err(|e| to_status(&e))?;
         let own = &self.idc.topology().domain;
         let across = ask.criteria.src.stp.domain != *own || ask.criteria.dst.stp.domain != *own;
+        let one_node = ask.criteria.src.stp.node == ask.criteria.dst.stp.node;
         let check = self
-            .verify_each(r.verify_each.as_ref(), across)
+            .verify_each(r.verify_each.as_ref(), across, one_node)
             .map_err(|e| to_status(&e))?;
         if let Some(fed) = &self.fed
             && across
@@ -404,11 +414,15 @@ impl Api {
             );
         }
         let made = self.idc.reserve_series(&owner, ask).await;
-        if let (Ok((s, _)), Some(v)) = (&made, check) {
-            self.idc
-                .set_verify_each(&s.id, v)
-                .await
-                .map_err(|e| to_status(&e))?;
+        if let (Ok((s, _)), Some(v)) = (&made, check)
+            && let Err(e) = self.idc.set_verify_each(&s.id, v).await
+        {
+            // All or nothing: the held occurrences go too.
+            let _ = self
+                .idc
+                .cancel_series(&s.id, crate::service::SeriesScope::All)
+                .await;
+            return Err(to_status(&e));
         }
         series_reply(made)
     }
@@ -861,9 +875,15 @@ impl v1::reservations_server::Reservations for Api {
                 domains,
             }));
         }
-        let here = crate::status::domain_status(&self.idc, self.agents.as_ref(), &id)
-            .await
-            .map_err(|e| to_status(&e))?;
+        let here = crate::status::domain_status(
+            &self.idc,
+            self.agents.as_ref(),
+            &id,
+            sluice_model::StatusShare::Full,
+            crate::status::AGENT_WAIT,
+        )
+        .await
+        .map_err(|e| to_status(&e))?;
         let reservation = self.operate(id, Op::Query).await?.into_inner();
         Ok(Response::new(v1::CircuitStatus {
             reservation: Some(reservation),

@@ -131,7 +131,9 @@ pub async fn start(
         let driver = d;
         api = api.driving(driver.clone());
         background.push(tokio::spawn(driver.clone().run(stop_rx.clone())));
-        background.push(tokio::spawn(driver.run_checks(stop_rx.clone())));
+        // Subscribed now, before the scheduler runs: the starts it makes at once are seen.
+        let events = idc.subscribe();
+        background.push(tokio::spawn(driver.run_checks(events, stop_rx.clone())));
         info!(agents = cfg.agents.len(), "driving node agents");
     }
     if let Some(setup) = &opts.federation {

@@ -16,12 +16,12 @@ use crate::Idc;
 use crate::agents::AgentDriver;
 
 /// How long one agent may take to say how it is.
-const AGENT_WAIT: Duration = Duration::from_secs(3);
+pub const AGENT_WAIT: Duration = Duration::from_secs(3);
 
 impl AgentDriver {
     /// Each node of `r`'s path: what its agent last answered for it, and the agent
     /// asked now (in parallel) for its health and the circuit's counters.
-    pub async fn node_status(&self, r: &Reservation) -> Vec<NodeStatus> {
+    pub async fn node_status(&self, r: &Reservation, wait: Duration) -> Vec<NodeStatus> {
         let reports = match self.data_plane_of(r) {
             none if none.is_empty() => nodes_of(self.idc(), r),
             reports => reports,
@@ -29,7 +29,7 @@ impl AgentDriver {
         let mut asks = JoinSet::new();
         for (i, rep) in reports.iter().enumerate() {
             let (driver, node, id) = (self.clone(), rep.node.clone(), r.id.clone());
-            asks.spawn(async move { (i, driver.ask_agent(&node, &id).await) });
+            asks.spawn(async move { (i, driver.ask_agent(&node, &id, wait).await) });
         }
         let mut out: Vec<NodeStatus> = reports
             .into_iter()
@@ -48,14 +48,22 @@ impl AgentDriver {
         out
     }
 
-    async fn ask_agent(&self, node: &str, id: &str) -> (AgentHealth, Option<(Counters, Counters)>) {
+    async fn ask_agent(
+        &self,
+        node: &str,
+        id: &str,
+        wait: Duration,
+    ) -> (AgentHealth, Option<(Counters, Counters)>) {
+        if !self.drives(node) {
+            return (AgentHealth::NotDriven, None);
+        }
         let mut client = match self.long_client(node) {
             Ok(c) => c,
-            Err(_) => return (AgentHealth::NotDriven, None),
+            Err(e) => return (AgentHealth::Unreachable(e), None),
         };
-        match tokio::time::timeout(AGENT_WAIT, client.state(v1::AgentStateRequest {})).await {
+        match tokio::time::timeout(wait, client.state(v1::AgentStateRequest {})).await {
             Err(_) => (
-                AgentHealth::Unreachable(format!("no answer within {} s", AGENT_WAIT.as_secs())),
+                AgentHealth::Unreachable(format!("no answer within {} ms", wait.as_millis())),
                 None,
             ),
             Ok(Err(s)) => (
@@ -102,15 +110,29 @@ fn nodes_of(idc: &Idc, r: &Reservation) -> Vec<NodeReport> {
         .collect()
 }
 
-/// This domain's part of a circuit: reservation `id` here.
+/// This domain's part of a circuit: reservation `id` here, as much as `share` shows
+/// (nothing beyond it is gathered); each agent may take `wait` to answer.
 pub async fn domain_status(
     idc: &Idc,
     agents: Option<&AgentDriver>,
     id: &str,
+    share: StatusShare,
+    wait: Duration,
 ) -> Result<DomainStatus, Error> {
     let r = idc.get(id).await?;
+    if share != StatusShare::Full {
+        return Ok(DomainStatus {
+            domain: idc.topology().domain.clone(),
+            segment_id: r.id.clone(),
+            states: r.states,
+            summary: r.summary().to_string(),
+            shared: share,
+            nodes: Vec::new(),
+            last_measurement: None,
+        });
+    }
     let nodes = match agents {
-        Some(a) => a.node_status(&r).await,
+        Some(a) => a.node_status(&r, wait).await,
         None => nodes_of(idc, &r)
             .into_iter()
             .map(|report| NodeStatus {

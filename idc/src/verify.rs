@@ -258,9 +258,12 @@ impl AgentDriver {
     /// plane comes up (each occurrence's start), once the agents on its path have it.
     /// Every such start gets a stored result, `error` with why if it could not be
     /// measured.
-    pub async fn run_checks(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_checks(
+        self,
+        mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::store::EventRecord>>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         use tokio::sync::broadcast::error::RecvError;
-        let mut events = self.idc().subscribe();
         loop {
             let e = tokio::select! {
                 e = events.recv() => e,

@@ -52,6 +52,7 @@ fn mock_config(node: &str) -> AgentConfig {
                     capacity: p.capacity,
                     local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
                     remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
+                    vxlan_port: 4789 + i as u16,
                 }
             })
             .collect(),
@@ -893,6 +894,17 @@ async fn a_booking_that_asks_is_checked_at_its_start() {
     });
     let e = from_status(&c.reserve(bad).await.unwrap_err());
     assert_eq!(e.field.as_deref(), Some("verify_each.min_throughput_ratio"));
+    // Both ends on one node: no check could cross the circuit's queues.
+    let mut one_node = book(100);
+    if let Some(c) = one_node.criteria.as_mut() {
+        c.dst = "internet2:houston:xe-0/0/1".into();
+    }
+    one_node.verify_each = Some(each());
+    let e = from_status(&c.reserve(one_node).await.unwrap_err());
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::NotImplemented, Some("verify_each"))
+    );
     let listed = c
         .list(v1::ListRequest::default())
         .await

@@ -395,3 +395,149 @@ async fn verify_agrees_with_iperf3_fails_on_a_class_set_too_low_and_an_emergency
         a.shutdown().await.unwrap();
     }
 }
+
+/// The emergency stop on a real data plane across three domains: one router each (the
+/// lab across three domains), each domain's IDC driving its router's agent (Linux
+/// backend), a 200 Mb/s circuit hA → hB booked at `a` through `b` to `c`. Timed from the
+/// operator's call until nothing of the circuit is left on any of the three routers;
+/// then every domain says Failed, and no packet crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_stop_clears_a_circuit_from_all_three_domains() {
+    if let Err(why) = Lab::available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let lab = Lab::across_three_domains("es3", Mbps(LINK_MBPS));
+    let mut agents: Vec<RunningAgent> = Vec::new();
+    let mut builder = sluice_idc::testing::TestFederation::line(&["a", "b", "c"])
+        .operators("a", Operators::default().with("noc", TOKEN));
+    for (cfg, (domain, toml)) in lab
+        .all_agent_configs()
+        .into_iter()
+        .zip(lab.domain_topologies_toml())
+    {
+        let backend = Arc::new(LinuxNode::new(cfg.netns.clone()));
+        let node = cfg.node.clone();
+        let agent = sluice_agent::server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            AgentService::new(cfg, backend),
+        )
+        .await
+        .unwrap();
+        let topo = sluice_idc::topology_file::parse(&format!("{domain}.toml"), &toml).unwrap();
+        builder = builder.topology(domain, topo).agents(
+            domain,
+            AgentsConfig::new([(node, format!("http://{}", agent.addr))].into(), None),
+        );
+        agents.push(agent);
+    }
+    let fed = builder.start().await;
+    assert!(fed.exchange(4).await);
+    let mut c = fed.client("a").await;
+    lab.host_ends(150, 160);
+    let r = c
+        .reserve(v1::ReserveRequest {
+            criteria: Some(v1::Criteria {
+                src: "a:r1:edge?vlan=150".into(),
+                dst: "c:r2:edge?vlan=160".into(),
+                capacity_mbps: CIRCUIT_MBPS as i64,
+                end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
+                ..Default::default()
+            }),
+            verify_each: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.segments.len(), 3);
+    c.commit(v1::IdRequest { id: r.id.clone() }).await.unwrap();
+    let up = tokio::task::block_in_place(|| lab.wait_for_circuit(WAIT));
+    if up.is_none() {
+        let status = c
+            .status(v1::IdRequest { id: r.id.clone() })
+            .await
+            .map(|s| format!("{:#?}", s.into_inner().domains));
+        panic!(
+            "the circuit never carried a ping across a, b and c; on the routers: {:?}; \
+             status: {status:?}",
+            tokio::task::block_in_place(|| lab.circuit_leftovers())
+        );
+    }
+
+    let began = Instant::now();
+    let mut req = tonic::Request::new(v1::EmergencyStopRequest {
+        id: r.id.clone(),
+        owner: String::new(),
+    });
+    req.metadata_mut()
+        .insert(sluice_proto::TOKEN_HEADER, TOKEN.parse().unwrap());
+    let stop = {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            let r = c.emergency_stop(req).await;
+            (r, began.elapsed())
+        })
+    };
+    // Gone: no cross-connect or label link on any router, looked at with one `ip` per
+    // router (a full look, classes and filters too, takes a dozen commands: done after).
+    let routers: Vec<String> = lab
+        .all_agent_configs()
+        .into_iter()
+        .filter_map(|c| c.netns)
+        .collect();
+    let (gone, look) = tokio::task::block_in_place(|| {
+        let mut look = Duration::ZERO;
+        loop {
+            let t = Instant::now();
+            let carrying = routers.iter().any(|ns| {
+                let out = std::process::Command::new("ip")
+                    .args(["-n", ns, "-o", "link", "show"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .split(": ")
+                    .any(|name| name.starts_with("xc") || name.starts_with("vx"))
+            });
+            look = look.max(t.elapsed());
+            if !carrying {
+                return (began.elapsed(), look);
+            }
+            assert!(began.elapsed() < WAIT, "{:?}", lab.circuit_leftovers());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let left = tokio::task::block_in_place(|| lab.circuit_leftovers());
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let (reply, answered) = stop.await.unwrap();
+    let reply = reply.unwrap().into_inner();
+    eprintln!(
+        "emergency stop across three domains: nothing of the circuit left on r1 (a), rt (b) \
+         and r2 (c) {:.1} ms after the call (one look at the routers takes up to {:.1} ms; \
+         the call answered after {:.1} ms)",
+        gone.as_secs_f64() * 1e3,
+        look.as_secs_f64() * 1e3,
+        answered.as_secs_f64() * 1e3
+    );
+    let stopped = &reply.stopped[0];
+    assert_eq!(
+        stopped.states.as_ref().unwrap().lifecycle,
+        v1::LifecycleState::Failed as i32
+    );
+    let failed: Vec<(&str, i32)> = stopped
+        .segments
+        .iter()
+        .map(|s| (s.domain.as_str(), s.states.as_ref().unwrap().lifecycle))
+        .collect();
+    let f = v1::LifecycleState::Failed as i32;
+    assert_eq!(failed, [("a", f), ("b", f), ("c", f)]);
+    assert!(
+        tokio::task::block_in_place(|| lab.wait_for_circuit(Duration::from_millis(300))).is_none(),
+        "no traffic after the stop"
+    );
+    fed.shutdown().await;
+    for a in agents {
+        a.shutdown().await.unwrap();
+    }
+}

@@ -708,6 +708,7 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
                     capacity: Mbps(100_000),
                     local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
                     remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
+                    vxlan_port: 4789 + i as u16,
                 })
                 .collect(),
         };

@@ -92,6 +92,10 @@ impl DomainStatus {
             self.nodes.clear();
             self.last_measurement = None;
         }
+        // Who measured is this domain's user: not the peer's business.
+        if let Some(m) = &mut self.last_measurement {
+            m.who.clear();
+        }
         self.shared = share;
         self
     }

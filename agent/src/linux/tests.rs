@@ -9,6 +9,7 @@ fn cfg() -> AgentConfig {
         capacity: Mbps(1000),
         local: Ipv4Addr::new(10, n, 0, 1),
         remote: Ipv4Addr::new(10, n, 0, 2),
+        vxlan_port: crate::linux::VXLAN_PORT,
     };
     AgentConfig {
         node: "r1".into(),
@@ -108,6 +109,7 @@ fn apply(cur: &mut Current, plan: &Plan, cfg: &AgentConfig) {
                         local: after("local").parse().ok(),
                         remote: after("remote").parse().ok(),
                         dev: Some(dev),
+                        port: after("dstport").parse().unwrap(),
                     },
                     master: None,
                     up: false,
@@ -302,6 +304,7 @@ fn reads_what_ip_and_tc_print() {
                 local: Some(Ipv4Addr::new(10, 9, 0, 1)),
                 remote: Some(Ipv4Addr::new(10, 9, 0, 2)),
                 dev: Some("pa".into()),
+                port: 4789,
             },
             master: Some("xc0.150".into()),
             up: true,

@@ -677,9 +677,15 @@ impl Federation {
                 let (fed, seg) = (self.clone(), seg.clone());
                 async move {
                     let got = if seg.domain == fed.domain() {
-                        crate::status::domain_status(fed.idc(), fed.agents(), &seg.segment_id)
-                            .await
-                            .map(|d| convert::domain_status(&d))
+                        crate::status::domain_status(
+                            fed.idc(),
+                            fed.agents(),
+                            &seg.segment_id,
+                            sluice_model::StatusShare::Full,
+                            crate::status::AGENT_WAIT,
+                        )
+                        .await
+                        .map(|d| convert::domain_status(&d))
                     } else {
                         match fed.client(&seg.domain) {
                             Err(e) => Err(e),
@@ -695,12 +701,20 @@ impl Federation {
                                 }),
                         }
                     };
-                    got.unwrap_or_else(|e| v1::DomainStatus {
-                        domain: seg.domain.clone(),
-                        segment_id: seg.segment_id.clone(),
-                        error: format!("{}: {}", e.code.as_str(), e.message),
-                        ..Default::default()
-                    })
+                    match got {
+                        // Named as this domain knows the segment, whatever the peer says.
+                        Ok(d) => v1::DomainStatus {
+                            domain: seg.domain.clone(),
+                            segment_id: seg.segment_id.clone(),
+                            ..d
+                        },
+                        Err(e) => v1::DomainStatus {
+                            domain: seg.domain.clone(),
+                            segment_id: seg.segment_id.clone(),
+                            error: format!("{}: {}", e.code.as_str(), e.message),
+                            ..Default::default()
+                        },
+                    }
                 }
             })
             .collect();

@@ -420,9 +420,17 @@ impl v1::federation_server::Federation for FederationApi {
                 ),
             )));
         }
-        let d = crate::status::domain_status(self.fed.idc(), self.fed.agents(), &id)
-            .await
-            .map_err(|e| to_status(&e))?;
+        // Only what is shared is gathered (the agents are not asked for a peer that sees
+        // states only), and in time for the peer's deadline.
+        let d = crate::status::domain_status(
+            self.fed.idc(),
+            self.fed.agents(),
+            &id,
+            policy.status,
+            crate::status::AGENT_WAIT.min(self.fed.call_timeout() / 2),
+        )
+        .await
+        .map_err(|e| to_status(&e))?;
         Ok(Response::new(convert::domain_status(
             &d.restricted(policy.status),
         )))

@@ -52,6 +52,8 @@ pub struct TestFederationBuilder {
     agents: HashMap<String, crate::agents::AgentsConfig>,
     /// Domains with operators.
     operators: HashMap<String, crate::operators::Operators>,
+    /// Domains with a topology of their own instead of the fixture's.
+    topologies: HashMap<String, Topology>,
 }
 
 pub struct TestFederation {
@@ -79,6 +81,7 @@ impl TestFederation {
             untrusted: Vec::new(),
             agents: HashMap::new(),
             operators: HashMap::new(),
+            topologies: HashMap::new(),
         }
     }
 
@@ -220,6 +223,13 @@ impl TestFederationBuilder {
         self
     }
 
+    /// `name` runs on `topology` instead of the fixture's (its demarcation ports must
+    /// face the other domains' as the peerings say).
+    pub fn topology(mut self, name: &str, topology: Topology) -> Self {
+        self.topologies.insert(name.to_string(), topology);
+        self
+    }
+
     /// `name`'s operators (the emergency stop).
     pub fn operators(mut self, name: &str, o: crate::operators::Operators) -> Self {
         self.operators.insert(name.to_string(), o);
@@ -232,7 +242,7 @@ impl TestFederationBuilder {
         self
     }
 
-    fn topology(&self, d: &Domain) -> Topology {
+    fn fixture_topology(&self, d: &Domain) -> Topology {
         let vlans = VlanSet::parse("100-199").expect("static range");
         let port = |name: &str, peer: Option<Stp>, metric: u32, cap: Mbps| PortSpec {
             name: name.to_string(),
@@ -345,7 +355,12 @@ impl TestFederationBuilder {
                 prebound: Some(listeners[i].1.clone()),
             };
             let mut idc = TestIdc::builder()
-                .topology(self.topology(d))
+                .topology(
+                    self.topologies
+                        .get(&d.name)
+                        .cloned()
+                        .unwrap_or_else(|| self.fixture_topology(d)),
+                )
                 .hold_timeout(self.hold_timeout)
                 .federation(setup);
             if let Some(a) = self.agents.get(&d.name) {
