@@ -107,6 +107,26 @@ pub fn ip_root(args: &str) {
     assert!(ok, "ip {args}");
 }
 
+/// veth links `(a, its interface, b, its interface, n)`: `a` gets 10.n.0.2/30, `b`
+/// 10.n.0.1/30, both up. Made in the root namespace with names unique to this process
+/// and lab, then moved and renamed.
+fn veth_links(tag: &str, links: &[(&Netns, &str, &Netns, &str, u8)]) {
+    let pid = std::process::id() % 100_000;
+    for &(a, adev, b, bdev, net) in links {
+        let (x, y) = (format!("sl{pid}{tag}{net}a"), format!("sl{pid}{tag}{net}b"));
+        ip_root(&format!(
+            "link add {x} netns {} type veth peer name {y} netns {}",
+            a.0, b.0
+        ));
+        a.ip(&format!("link set {x} name {adev}"));
+        b.ip(&format!("link set {y} name {bdev}"));
+        a.ip(&format!("addr add 10.{net}.0.2/30 dev {adev}"));
+        b.ip(&format!("addr add 10.{net}.0.1/30 dev {bdev}"));
+        a.ip(&format!("link set {adev} up"));
+        b.ip(&format!("link set {bdev} up"));
+    }
+}
+
 pub struct Lab {
     pub ha: Netns,
     pub r1: Netns,
@@ -144,25 +164,14 @@ impl Lab {
             link,
             rt: None,
         };
-        for (a, adev, b, bdev, net) in [
-            (&lab.ha, "h0", &lab.r1, "p0", 0),
-            (&lab.r1, "p1", &lab.r2, "p0", 1),
-            (&lab.r2, "p1", &lab.hb, "h0", 2),
-        ] {
-            // Made in the root namespace with unique names, then moved and renamed.
-            let pid = std::process::id() % 100_000;
-            let (x, y) = (format!("sl{pid}{tag}{net}a"), format!("sl{pid}{tag}{net}b"));
-            ip_root(&format!(
-                "link add {x} netns {} type veth peer name {y} netns {}",
-                a.0, b.0
-            ));
-            a.ip(&format!("link set {x} name {adev}"));
-            b.ip(&format!("link set {y} name {bdev}"));
-            a.ip(&format!("addr add 10.{net}.0.2/30 dev {adev}"));
-            b.ip(&format!("addr add 10.{net}.0.1/30 dev {bdev}"));
-            a.ip(&format!("link set {adev} up"));
-            b.ip(&format!("link set {bdev} up"));
-        }
+        veth_links(
+            tag,
+            &[
+                (&lab.ha, "h0", &lab.r1, "p0", 0),
+                (&lab.r1, "p1", &lab.r2, "p0", 1),
+                (&lab.r2, "p1", &lab.hb, "h0", 2),
+            ],
+        );
         for ns in [&lab.ha, &lab.r1, &lab.r2, &lab.hb] {
             ns.ip("link set lo up");
         }
@@ -200,25 +209,15 @@ impl Lab {
             rt: Some(Netns::new(&format!("{tag}rt"))),
         };
         let rt = lab.rt.as_ref().expect("just made");
-        for (a, adev, b, bdev, net) in [
-            (&lab.ha, "h0", &lab.r1, "p0", 0),
-            (&lab.r1, "p1", rt, "p0", 1),
-            (rt, "p1", &lab.r2, "p0", 3),
-            (&lab.r2, "p1", &lab.hb, "h0", 2),
-        ] {
-            let pid = std::process::id() % 100_000;
-            let (x, y) = (format!("sl{pid}{tag}{net}a"), format!("sl{pid}{tag}{net}b"));
-            ip_root(&format!(
-                "link add {x} netns {} type veth peer name {y} netns {}",
-                a.0, b.0
-            ));
-            a.ip(&format!("link set {x} name {adev}"));
-            b.ip(&format!("link set {y} name {bdev}"));
-            a.ip(&format!("addr add 10.{net}.0.2/30 dev {adev}"));
-            b.ip(&format!("addr add 10.{net}.0.1/30 dev {bdev}"));
-            a.ip(&format!("link set {adev} up"));
-            b.ip(&format!("link set {bdev} up"));
-        }
+        veth_links(
+            tag,
+            &[
+                (&lab.ha, "h0", &lab.r1, "p0", 0),
+                (&lab.r1, "p1", rt, "p0", 1),
+                (rt, "p1", &lab.r2, "p0", 3),
+                (&lab.r2, "p1", &lab.hb, "h0", 2),
+            ],
+        );
         for ns in [&lab.ha, &lab.r1, rt, &lab.r2, &lab.hb] {
             ns.ip("link set lo up");
         }

@@ -3,6 +3,8 @@
 //! and wait is bounded; after each failure the test checks that no domain is left with a
 //! hold or a booking.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
@@ -696,32 +698,7 @@ async fn segment_state_changes_reach_the_aggregators_watchers() {
         ("b-a", &["to-a", "l"][..]),
         ("b-c", &["to-c", "l"][..]),
     ] {
-        let cfg = sluice_agent::AgentConfig {
-            node: node.into(),
-            netns: None,
-            ports: ports
-                .iter()
-                .enumerate()
-                .map(|(i, name)| sluice_agent::PortConfig {
-                    name: name.to_string(),
-                    dev: format!("p{i}"),
-                    capacity: Mbps(100_000),
-                    local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
-                    remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
-                    vxlan_port: 4789 + i as u16,
-                })
-                .collect(),
-        };
-        let backend = std::sync::Arc::new(std::sync::Mutex::new(
-            sluice_agent::mock::MockBackend::default(),
-        ));
-        let a = sluice_agent::server::start(
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-            sluice_agent::service::AgentService::new(cfg, backend),
-        )
-        .await
-        .unwrap();
+        let (a, _) = common::mock_agent(node, ports).await;
         urls.insert(node.to_string(), format!("http://{}", a.addr));
         agents.push(a);
     }

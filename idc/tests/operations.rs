@@ -5,6 +5,8 @@
 //! domain, every segment and the circuit are Failed, the watchers and audits say so, and
 //! nothing comes back up.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use sluice_idc::agents::AgentsConfig;
 use sluice_idc::federation::Policy;
 use sluice_idc::operators::Operators;
 use sluice_idc::testing::{TestFederation, eventually};
-use sluice_model::{ErrorCode, LifecycleState, Machine, Mbps, StatusShare};
+use sluice_model::{ErrorCode, LifecycleState, Machine, StatusShare};
 use sluice_proto::convert::timestamp as ts;
 use sluice_proto::status::from_status;
 use sluice_proto::v1;
@@ -56,30 +58,7 @@ async fn start_agents(domain: &str) -> DomainAgents {
         urls: BTreeMap::new(),
     };
     for (node, ports) in nodes(domain) {
-        let cfg = sluice_agent::AgentConfig {
-            node: node.into(),
-            netns: None,
-            ports: ports
-                .iter()
-                .enumerate()
-                .map(|(i, name)| sluice_agent::PortConfig {
-                    name: name.to_string(),
-                    dev: format!("p{i}"),
-                    capacity: Mbps(100_000),
-                    local: std::net::Ipv4Addr::new(10, i as u8, 0, 1),
-                    remote: std::net::Ipv4Addr::new(10, i as u8, 0, 2),
-                    vxlan_port: 4789 + i as u16,
-                })
-                .collect(),
-        };
-        let backend = Arc::new(Mutex::new(MockBackend::default()));
-        let a = sluice_agent::server::start(
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-            sluice_agent::service::AgentService::new(cfg, backend.clone()),
-        )
-        .await
-        .unwrap();
+        let (a, backend) = common::mock_agent(node, &ports).await;
         out.urls
             .insert(node.to_string(), format!("http://{}", a.addr));
         out.backends.insert(format!("{domain}/{node}"), backend);
