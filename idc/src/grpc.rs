@@ -131,6 +131,47 @@ impl Api {
         Ok(convert::reservation(&r))
     }
 
+    /// The emergency stop of each of `bookings` that has not ended (still holds capacity
+    /// or is up: not holds that ran out or were aborted), all at once (a user's runaway
+    /// bookings must not go down one by one), at most STOPS_AT_ONCE calls out at a time.
+    async fn stop_all(
+        &self,
+        bookings: Vec<sluice_model::Reservation>,
+        reason: &str,
+        reply: &mut v1::EmergencyStopReply,
+    ) -> Result<(), Status> {
+        const STOPS_AT_ONCE: usize = 32;
+        let now = self.idc.now();
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(STOPS_AT_ONCE));
+        let mut calls = tokio::task::JoinSet::new();
+        for b in bookings.into_iter().filter(|b| {
+            b.states.lifecycle == sluice_model::LifecycleState::Created
+                && (b.holds_resources(now) || b.states.data_plane_active)
+        }) {
+            let (api, reason, slots) = (self.clone(), reason.to_string(), slots.clone());
+            calls.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                (b.id.clone(), api.stop_one(&b.id, &reason).await)
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(d) = calls.join_next().await {
+            done.push(d.map_err(|e| Status::internal(format!("stop task failed: {e}")))?);
+        }
+        done.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, r) in done {
+            match r {
+                Ok(r) => reply.stopped.push(r),
+                Err(e) => reply.failures.push(v1::StopFailure {
+                    id,
+                    code: e.code.as_str().to_string(),
+                    message: e.message,
+                }),
+            }
+        }
+        Ok(())
+    }
+
     async fn emergency_stop_unaudited(
         &self,
         operator: Result<String, Error>,
@@ -146,13 +187,17 @@ impl Api {
             ..Default::default()
         };
         match (ask.id.is_empty(), ask.owner.is_empty()) {
-            (false, true) => {
-                let r = self
-                    .stop_one(&ask.id, &reason)
-                    .await
-                    .map_err(|e| to_status(&e))?;
-                reply.stopped.push(r);
-            }
+            (false, true) => match self.stop_one(&ask.id, &reason).await {
+                Ok(r) => reply.stopped.push(r),
+                Err(e) if e.code == ErrorCode::ReservationNonexistent => {
+                    // A series: every occurrence that has not ended.
+                    let Ok((_, occurrences)) = self.idc.get_series(&ask.id).await else {
+                        return Err(to_status(&e));
+                    };
+                    self.stop_all(occurrences, &reason, &mut reply).await?;
+                }
+                Err(e) => return Err(to_status(&e)),
+            },
             (true, false) => {
                 let (bookings, _) = self
                     .idc
@@ -165,40 +210,7 @@ impl Api {
                     })
                     .await
                     .map_err(|e| to_status(&e))?;
-                // What has not ended: bookings that still hold capacity or are up (not
-                // holds that ran out or were aborted).
-                let now = self.idc.now();
-                let bookings: Vec<_> = bookings
-                    .into_iter()
-                    .filter(|b| b.holds_resources(now) || b.states.data_plane_active)
-                    .collect();
-                // All at once (a user's runaway bookings must not go down one by one),
-                // though at most STOPS_AT_ONCE calls are out at a time.
-                const STOPS_AT_ONCE: usize = 32;
-                let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(STOPS_AT_ONCE));
-                let mut calls = tokio::task::JoinSet::new();
-                for b in bookings {
-                    let (api, reason, slots) = (self.clone(), reason.clone(), slots.clone());
-                    calls.spawn(async move {
-                        let _slot = slots.acquire_owned().await;
-                        (b.id.clone(), api.stop_one(&b.id, &reason).await)
-                    });
-                }
-                let mut done = Vec::new();
-                while let Some(d) = calls.join_next().await {
-                    done.push(d.map_err(|e| Status::internal(format!("stop task failed: {e}")))?);
-                }
-                done.sort_by(|a, b| a.0.cmp(&b.0));
-                for (id, r) in done {
-                    match r {
-                        Ok(r) => reply.stopped.push(r),
-                        Err(e) => reply.failures.push(v1::StopFailure {
-                            id,
-                            code: e.code.as_str().to_string(),
-                            message: e.message,
-                        }),
-                    }
-                }
+                self.stop_all(bookings, &reason, &mut reply).await?;
             }
             (true, true) => return Err(to_status(&Error::missing("id"))),
             (false, false) => {

@@ -567,5 +567,55 @@ async fn every_booking_of_one_user_stops_and_no_one_elses() {
         next.states.as_ref().unwrap().lifecycle,
         v1::LifecycleState::Created as i32
     );
+
+    // A series by its id: every occurrence that has not ended.
+    let s = client
+        .reserve_series(as_user(
+            "weekly",
+            v1::ReserveSeriesRequest {
+                criteria: Some(v1::Criteria {
+                    src: "a:core:e1".into(),
+                    dst: "a:core:e2".into(),
+                    capacity_mbps: 100,
+                    ..Default::default()
+                }),
+                recurrence: Some(v1::Recurrence {
+                    rule: Some(v1::recurrence::Rule::Cron(v1::CronRule {
+                        expression: "0 14 * * 2".into(),
+                        time_zone: "Europe/Rome".into(),
+                        from: Some(ts(Utc::now() + TimeDelta::days(1))),
+                        count: Some(3),
+                        ..Default::default()
+                    })),
+                    duration_seconds: 3600,
+                }),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .commit_series(as_user("weekly", v1::IdRequest { id: s.id.clone() }))
+        .await
+        .unwrap();
+    let reply = client
+        .emergency_stop(with_token(
+            TOKEN,
+            v1::EmergencyStopRequest {
+                id: s.id.clone(),
+                owner: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.stopped.len(), 3, "{reply:?}");
+    assert!(
+        reply
+            .stopped
+            .iter()
+            .all(|r| lifecycle(r) == v1::LifecycleState::Failed as i32)
+    );
     fed.shutdown().await;
 }
