@@ -123,11 +123,19 @@ mod tests {
             capacity_mbps = 1000
             local = "10.1.0.1"
             remote = "10.1.0.2"
+            [[port]]
+            name = "xe-0/0/1"
+            dev = "p-r2"
+            capacity_mbps = 1000
+            local = "10.2.0.1"
+            remote = "10.2.0.2"
+            vxlan_port = 4790
             "#,
         )
         .unwrap();
         assert_eq!(c.port("xe-0/0/0").unwrap().0, 0);
         assert_eq!(c.ports[0].capacity, Mbps(1000));
+        assert_eq!((c.ports[0].vxlan_port, c.ports[1].vxlan_port), (4789, 4790));
         let bad = |extra: &str| {
             AgentConfig::parse(&format!(
                 "node = \"r1\"\n[[port]]\nname = \"x\"\ndev = \"{extra}\"\ncapacity_mbps = 1\nlocal = \"10.0.0.1\"\nremote = \"10.0.0.2\"\n"
@@ -135,6 +143,8 @@ mod tests {
             .unwrap_err()
         };
         assert!(bad("a-name-far-too-long").contains("port[0].dev"));
+        let e = AgentConfig::parse("node = \"r1\"\n[[port]]\nname = \"x\"\ndev = \"d\"\ncapacity_mbps = 1\nlocal = \"10.0.0.1\"\nremote = \"10.0.0.2\"\nvxlan_port = 0\n").unwrap_err();
+        assert!(e.contains("port[0].vxlan_port"), "{e}");
         assert!(AgentConfig::parse("node = \"r1\"\n[[port]]\nname = \"x\"\ndev = \"d\"\ncapacity_mbps = 1\nlocal = \"nope\"\nremote = \"10.0.0.2\"\n").is_err());
     }
 }

@@ -1092,7 +1092,7 @@ async fn an_agent_starts_from_its_file_and_takes_a_desired_state() {
     std::fs::write(
         &file,
         "node = \"houston\"\n[[port]]\nname = \"xe-0/0/0\"\ndev = \"p0\"\ncapacity_mbps = 10000\nlocal = \"10.0.0.1\"\nremote = \"10.0.0.2\"\n\
-         [[port]]\nname = \"et-1/0/0\"\ndev = \"p1\"\ncapacity_mbps = 100000\nlocal = \"10.1.0.1\"\nremote = \"10.1.0.2\"\n",
+         [[port]]\nname = \"et-1/0/0\"\ndev = \"p1\"\ncapacity_mbps = 100000\nlocal = \"10.1.0.1\"\nremote = \"10.1.0.2\"\nvxlan_port = 4790\n",
     )
     .unwrap();
     let mut child = Command::new(SLUICE)
@@ -1163,7 +1163,8 @@ impl MockAgent {
         let mut text = format!("node = \"{node}\"\n");
         for (i, (name, mbps)) in ports.iter().enumerate() {
             text += &format!(
-                "[[port]]\nname = \"{name}\"\ndev = \"p{i}\"\ncapacity_mbps = {mbps}\nlocal = \"10.0.{i}.1\"\nremote = \"10.0.{i}.2\"\n"
+                "[[port]]\nname = \"{name}\"\ndev = \"p{i}\"\ncapacity_mbps = {mbps}\nlocal = \"10.0.{i}.1\"\nremote = \"10.0.{i}.2\"\nvxlan_port = {}\n",
+                4789 + i
             );
         }
         std::fs::write(&file, text).unwrap();
