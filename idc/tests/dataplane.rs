@@ -48,6 +48,37 @@ async fn node_states(c: &mut Client, id: &str) -> Vec<(String, String, String)> 
         .collect()
 }
 
+/// 200 Mb/s hA → hB (VLAN 150 at `src`'s edge, 160 at `dst`'s), for an hour from now;
+/// provisioned at its start unless `manual`.
+fn circuit_request(src: &str, dst: &str, manual: bool) -> v1::ReserveRequest {
+    v1::ReserveRequest {
+        verify_each: None,
+        criteria: Some(v1::Criteria {
+            src: format!("{src}:edge?vlan=150"),
+            dst: format!("{dst}:edge?vlan=160"),
+            capacity_mbps: CIRCUIT_MBPS as i64,
+            end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
+            provision_mode: if manual {
+                v1::ProvisionMode::Manual
+            } else {
+                v1::ProvisionMode::Automatic
+            } as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+/// The operator's emergency stop of `id` (with [`TOKEN`]).
+fn operator_stop(id: &str) -> tonic::Request<v1::EmergencyStopRequest> {
+    let mut req = tonic::Request::new(v1::EmergencyStopRequest {
+        id: id.into(),
+        owner: String::new(),
+    });
+    req.metadata_mut()
+        .insert(sluice_proto::TOKEN_HEADER, TOKEN.parse().unwrap());
+    req
+}
+
 /// Provisions `id` while pinging over the circuit: how long the `Provision` call took,
 /// and how long from asking until the first ping came back through the circuit.
 async fn provision_until_flowing(lab: &Lab, c: &mut Client, id: &str) -> (Duration, Duration) {
@@ -116,17 +147,7 @@ async fn a_circuit_provisioned_through_the_idc_is_delivered_by_the_agents_and_le
     // hA's end of the circuit is VLAN 150 at r1, hB's VLAN 160 at r2.
     lab.host_ends(150, 160);
     let r = c
-        .reserve(v1::ReserveRequest {
-            verify_each: None,
-            criteria: Some(v1::Criteria {
-                src: "lab:r1:edge?vlan=150".into(),
-                dst: "lab:r2:edge?vlan=160".into(),
-                capacity_mbps: CIRCUIT_MBPS as i64,
-                end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
-                provision_mode: v1::ProvisionMode::Manual as i32,
-                ..Default::default()
-            }),
-        })
+        .reserve(circuit_request("lab:r1", "lab:r2", true))
         .await
         .unwrap()
         .into_inner();
@@ -251,16 +272,7 @@ async fn verify_agrees_with_iperf3_fails_on_a_class_set_too_low_and_an_emergency
     lab.host_ends(150, 160);
     // Up now: provisioned automatically at its start.
     let r = c
-        .reserve(v1::ReserveRequest {
-            verify_each: None,
-            criteria: Some(v1::Criteria {
-                src: "lab:r1:edge?vlan=150".into(),
-                dst: "lab:r2:edge?vlan=160".into(),
-                capacity_mbps: CIRCUIT_MBPS as i64,
-                end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
-                ..Default::default()
-            }),
-        })
+        .reserve(circuit_request("lab:r1", "lab:r2", false))
         .await
         .unwrap()
         .into_inner();
@@ -360,12 +372,7 @@ async fn verify_agrees_with_iperf3_fails_on_a_class_set_too_low_and_an_emergency
     // The emergency stop: timed from the call until no link, class or filter of the
     // circuit is left on either router.
     let began = Instant::now();
-    let mut req = tonic::Request::new(v1::EmergencyStopRequest {
-        id: r.id.clone(),
-        owner: String::new(),
-    });
-    req.metadata_mut()
-        .insert(sluice_proto::TOKEN_HEADER, TOKEN.parse().unwrap());
+    let req = operator_stop(&r.id);
     let stop = {
         let mut c = c.clone();
         tokio::spawn(async move { c.emergency_stop(req).await })
@@ -438,16 +445,7 @@ async fn an_emergency_stop_clears_a_circuit_from_all_three_domains() {
     let mut c = fed.client("a").await;
     lab.host_ends(150, 160);
     let r = c
-        .reserve(v1::ReserveRequest {
-            criteria: Some(v1::Criteria {
-                src: "a:r1:edge?vlan=150".into(),
-                dst: "c:r2:edge?vlan=160".into(),
-                capacity_mbps: CIRCUIT_MBPS as i64,
-                end: Some(timestamp(Utc::now() + TimeDelta::hours(1))),
-                ..Default::default()
-            }),
-            verify_each: None,
-        })
+        .reserve(circuit_request("a:r1", "c:r2", false))
         .await
         .unwrap()
         .into_inner();
@@ -467,12 +465,7 @@ async fn an_emergency_stop_clears_a_circuit_from_all_three_domains() {
     }
 
     let began = Instant::now();
-    let mut req = tonic::Request::new(v1::EmergencyStopRequest {
-        id: r.id.clone(),
-        owner: String::new(),
-    });
-    req.metadata_mut()
-        .insert(sluice_proto::TOKEN_HEADER, TOKEN.parse().unwrap());
+    let req = operator_stop(&r.id);
     let stop = {
         let mut c = c.clone();
         tokio::spawn(async move {
