@@ -217,6 +217,9 @@ struct ServeArgs {
     /// and token digests (see `sluice operator-token`). Without it, nobody may.
     #[arg(long)]
     operators: Option<PathBuf>,
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9184.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -1264,6 +1267,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             federation,
             agents,
             operators,
+            metrics: args.metrics,
         };
         let nodes = opts.topology.nodes().len();
         let links = opts.topology.links().len();
@@ -1286,6 +1290,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 "sluice: domain {domain} federation on {addr} (mutual TLS; peers call {})",
                 fed.url()
             );
+        }
+        if let Some(addr) = &server.metrics {
+            println!("sluice: domain {domain} metrics on http://{addr}/metrics");
         }
         let _ = std::io::stdout().flush();
         match server.run_until(shutdown_signal()).await {

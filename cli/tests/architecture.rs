@@ -8,8 +8,19 @@ use serde_json::Value;
 
 /// Every crate each workspace member depends on, directly or not (normal dependencies).
 fn closure() -> BTreeMap<String, BTreeSet<String>> {
+    // This host's packages only: offline, the lock's packages for other platforms (say,
+    // Windows crates of a dependency's dependency) need not be downloaded.
+    let rustc = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV runs");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc names its host");
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");

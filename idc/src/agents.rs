@@ -286,6 +286,17 @@ impl AgentDriver {
             {
                 let version = self.next_version();
                 let sent = self.send(&node, &url, &mut channel, version, &want).await;
+                match &sent {
+                    Sent::Failed(_) => {
+                        metrics::counter!(crate::metrics::AGENT_ERRORS, "node" => node.clone(), "kind" => "not_taken")
+                            .increment(1);
+                    }
+                    Sent::Taken { refused, .. } if !refused.is_empty() => {
+                        metrics::counter!(crate::metrics::AGENT_ERRORS, "node" => node.clone(), "kind" => "refused")
+                            .increment(refused.len() as u64);
+                    }
+                    Sent::Taken { .. } => {}
+                }
                 let recorded = self.record(&node, &want, &sent);
                 if let Err(e) = &recorded {
                     warn!(node, error = %e, "the agent's answer not recorded; sending again");

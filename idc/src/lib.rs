@@ -8,6 +8,7 @@ pub mod agents;
 pub mod clock;
 pub mod federation;
 pub mod grpc;
+pub mod metrics;
 pub mod operators;
 pub mod server;
 pub mod service;

@@ -35,6 +35,8 @@ pub struct ServerOptions {
     pub agents: Option<AgentsConfig>,
     /// Who may make operator-only requests (the emergency stop); none by default.
     pub operators: crate::operators::Operators,
+    /// Serve Prometheus metrics (`GET /metrics`) here.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub struct RunningServer {
     pub idc: Idc,
     /// Set when federated: where peers call, and the federation state.
     pub federation: Option<(SocketAddr, Federation)>,
+    /// Where the metrics are served, if they are.
+    pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
@@ -125,6 +129,19 @@ pub async fn start(
     let mut background = Vec::new();
     let mut federation = None;
     let mut driver = None;
+    let mut metrics = None;
+    if let Some(at) = opts.metrics {
+        let bind_error = |source| StartError::Bind { addr: at, source };
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .map_err(bind_error)?;
+        metrics = Some(listener.local_addr().map_err(bind_error)?);
+        background.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            idc.clone(),
+            stop_rx.clone(),
+        )));
+    }
     if let Some(cfg) = &opts.agents {
         let d = AgentDriver::new(idc.clone(), cfg.clone());
         driver = Some(d.clone());
@@ -224,6 +241,7 @@ pub async fn start(
         addr,
         idc,
         federation,
+        metrics,
         stop,
         server,
         scheduler,

@@ -318,9 +318,24 @@ impl Idc {
     }
 
     pub async fn reserve(&self, owner: &str, criteria: Criteria) -> Result<Reservation, Error> {
-        let req = sluice_pce::resolve(&self.inner.topo, &criteria)?;
-        let owner = owner.to_string();
-        self.inline(move |inner| inner.reserve(owner, criteria, req))
+        let started = std::time::Instant::now();
+        let r = sluice_pce::resolve(&self.inner.topo, &criteria).and_then(|req| {
+            let owner = owner.to_string();
+            self.inline(move |inner| inner.reserve(owner, criteria, req))
+        });
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::histogram!(crate::metrics::ADMISSION, "result" => result)
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// How many reservations are in each combination of states (for the metrics).
+    pub async fn count_by_states(&self) -> Result<Vec<crate::store::StateCount>, Error> {
+        self.blocking(|inner| inner.store.count_by_states().map_err(store_error))
+            .await
     }
 
     /// A dry run of reserve: the path it would get now, up to `k` alternatives and, with
@@ -915,7 +930,10 @@ impl Inner {
     ) -> Result<Reservation, Error> {
         // Optimistic: computed while others may be writing.
         let early = self.clock.now();
-        let mut plan = sluice_pce::find_path(&self.read_index(), &req, early)?;
+        let computing = std::time::Instant::now();
+        let found = sluice_pce::find_path(&self.read_index(), &req, early);
+        metrics::histogram!(crate::metrics::PCE).record(computing.elapsed().as_secs_f64());
+        let mut plan = found?;
         let mut writer = self.store.writer();
         let now = self.clock.now();
         criteria.check(now)?;

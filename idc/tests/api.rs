@@ -2364,3 +2364,78 @@ async fn every_state_changing_request_is_audited_with_who_what_and_result() {
     assert_eq!(audit("api:peer:d2", "").await.entries.len(), 1);
     stop(t).await;
 }
+
+/// `GET /metrics` on the metrics listener: reservations by state from the store, the
+/// admission histogram by result, the path computation time; anything else is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_admissions_and_reservations_by_state() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idc = TestIdc::builder().metrics().start().await;
+    let at = idc.server().metrics.expect("metrics served");
+    let get = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(at).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let mut c = idc.client().await;
+    let held = c
+        .reserve(v1::ReserveRequest {
+            criteria: Some(crit(
+                "internet2:houston:xe-0/0/0",
+                "internet2:new-york:xe-0/0/0",
+                100,
+                Utc::now() + TimeDelta::minutes(10),
+                Utc::now() + TimeDelta::hours(1),
+            )),
+            verify_each: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // One refused: 00705 (more than any link carries).
+    let refused = c
+        .reserve(v1::ReserveRequest {
+            criteria: Some(crit(
+                "internet2:houston:xe-0/0/0",
+                "internet2:new-york:xe-0/0/0",
+                10_000_000,
+                Utc::now() + TimeDelta::minutes(10),
+                Utc::now() + TimeDelta::hours(1),
+            )),
+            verify_each: None,
+        })
+        .await;
+    assert!(refused.is_err());
+    let page = get("/metrics").await;
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.contains("text/plain; version=0.0.4"));
+    let line = |prefix: &str| {
+        page.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {page}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    // The recorder is the process's: other tests' IDCs count too, so at least.
+    assert!(line("sluice_admission_seconds_count{result=\"ok\"}") >= 1.0);
+    assert!(line("sluice_admission_seconds_count{result=\"00705\"}") >= 1.0);
+    assert!(line("sluice_pce_seconds_count") >= 2.0);
+    // This IDC's store: one held reservation.
+    assert_eq!(
+        line(
+            "sluice_reservations{reservation=\"ReserveHeld\",provision=\"Released\",lifecycle=\"Created\",data_plane=\"inactive\"}"
+        ),
+        1.0,
+        "{}",
+        held.id
+    );
+    assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+    idc.shutdown().await;
+}

@@ -130,6 +130,8 @@ fn lifecycle(r: &v1::Reservation) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_else_can() {
+    // The metrics recorder (process-wide), to see the federation calls counted.
+    assert!(sluice_idc::metrics::handle().is_some());
     let mut agents = Vec::new();
     for d in ["a", "b", "c"] {
         agents.push(start_agents(d).await);
@@ -352,6 +354,14 @@ async fn an_operator_stops_a_circuit_in_all_three_domains_at_once_and_nobody_els
     // Longer than the agent driver's retry (2 s): still nothing on any node.
     tokio::time::sleep(sluice_idc::agents::RETRY + Duration::from_millis(500)).await;
     assert!(carried(&agents).values().all(|n| *n == 0));
+    // a's calls to b and c were timed, by peer, operation and result.
+    let page = sluice_idc::metrics::render(fed.get("a").idc()).await;
+    for peer in ["b", "c"] {
+        let series = format!(
+            "sluice_federation_call_seconds_count{{peer=\"{peer}\",op=\"commit\",result=\"ok\"}}"
+        );
+        assert!(page.contains(&series), "no {series} in {page}");
+    }
 
     fed.shutdown().await;
     for d in agents {

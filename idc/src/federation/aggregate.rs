@@ -626,6 +626,7 @@ impl Federation {
         let req = self.request(v1::IdRequest {
             id: seg.segment_id.clone(),
         });
+        let started = std::time::Instant::now();
         let r = match op {
             Op::Commit => client.commit_segment(req).await,
             Op::Abort => client.abort_segment(req).await,
@@ -634,6 +635,13 @@ impl Federation {
             Op::Terminate => client.terminate_segment(req).await,
             Op::Query => client.query_segment(req).await,
         };
+        metrics::histogram!(
+            crate::metrics::FEDERATION_CALL,
+            "peer" => seg.domain.clone(),
+            "op" => op.name(),
+            "result" => if r.is_ok() { "ok" } else { "error" },
+        )
+        .record(started.elapsed().as_secs_f64());
         match r {
             Ok(r) => answer_from_wire(r.into_inner()),
             Err(s) => {

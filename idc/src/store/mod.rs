@@ -43,6 +43,10 @@ use rows::{EventRow, ReservationRow, SeriesRow, from_ms, ms};
 use schema::{bookings, events, meta, reservations, series};
 pub use segments::SegmentRecord;
 
+/// Reservation, provision and lifecycle state, whether the data plane is active, and how
+/// many reservations are so.
+pub type StateCount = (String, String, String, bool, i64);
+
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
 /// The database file inside the data directory.
@@ -589,6 +593,28 @@ impl Store {
             .select(JoinedBooking::as_select())
             .load(&mut conn)?;
         Ok(split_rows(rows))
+    }
+
+    /// How many reservations are in each combination of states: (reservation,
+    /// provision, lifecycle, data plane active, count). For the metrics.
+    pub fn count_by_states(&self) -> Result<Vec<StateCount>, StoreError> {
+        use diesel::dsl::count_star;
+        let mut conn = self.reader()?;
+        Ok(reservations::table
+            .group_by((
+                reservations::reservation_state,
+                reservations::provision_state,
+                reservations::lifecycle_state,
+                reservations::data_plane_active,
+            ))
+            .select((
+                reservations::reservation_state,
+                reservations::provision_state,
+                reservations::lifecycle_state,
+                reservations::data_plane_active,
+                count_star(),
+            ))
+            .load(&mut conn)?)
     }
 
     /// Every bandwidth booking row, for audits and tests.

@@ -26,6 +26,7 @@ pub struct TestIdc {
     federation: Option<FederationSetup>,
     agents: Option<crate::agents::AgentsConfig>,
     operators: crate::operators::Operators,
+    metrics: bool,
 }
 
 pub struct TestIdcBuilder {
@@ -35,6 +36,7 @@ pub struct TestIdcBuilder {
     federation: Option<FederationSetup>,
     agents: Option<crate::agents::AgentsConfig>,
     operators: crate::operators::Operators,
+    metrics: bool,
 }
 
 impl TestIdc {
@@ -47,6 +49,7 @@ impl TestIdc {
             federation: None,
             agents: None,
             operators: crate::operators::Operators::default(),
+            metrics: false,
         }
     }
 
@@ -87,6 +90,9 @@ impl TestIdc {
                     federation: self.federation.clone(),
                     agents: self.agents.clone(),
                     operators: self.operators.clone(),
+                    metrics: self
+                        .metrics
+                        .then(|| "127.0.0.1:0".parse().expect("static address")),
                 },
                 clock,
             )
@@ -130,6 +136,12 @@ impl TestIdcBuilder {
         self
     }
 
+    /// Serve metrics on a free loopback port (`server().metrics`).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
     /// Drive these node agents.
     pub fn agents(mut self, a: crate::agents::AgentsConfig) -> Self {
         self.agents = Some(a);
@@ -146,6 +158,7 @@ impl TestIdcBuilder {
             federation: self.federation,
             agents: self.agents,
             operators: self.operators,
+            metrics: self.metrics,
         };
         idc.restart().await;
         idc
