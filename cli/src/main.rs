@@ -6,6 +6,7 @@ mod bench_federation;
 mod bench_series;
 mod check;
 mod client;
+mod config;
 mod federation;
 mod output;
 mod report;
@@ -192,34 +193,91 @@ enum LogFormat {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A settings file (TOML, the options below by name; see cli/src/config.rs). The
+    /// command line and the environment (SLUICE_<OPTION>) override it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port; the chosen one is printed).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Where the SQLite database lives.
-    #[arg(long, default_value = "sluice-data")]
-    data_dir: PathBuf,
+    /// [default: 127.0.0.1:50551]
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the SQLite database lives. [default: sluice-data]
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// The domain topology (TOML); default: the bundled Internet2 (Abilene) example.
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_TOPOLOGY")]
     topology: Option<PathBuf>,
-    /// How long a hold waits for its commit (e.g. 120s, 5m).
-    #[arg(long, default_value = "120s", value_parser = parse_duration_arg)]
-    hold_timeout: chrono::TimeDelta,
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// How long a hold waits for its commit (e.g. 120s, 5m). [default: 120s]
+    #[arg(long, env = "SLUICE_HOLD_TIMEOUT", value_parser = parse_duration_arg)]
+    hold_timeout: Option<chrono::TimeDelta>,
+    /// [default: text]
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     /// Federate with other domains' IDCs: the federation file (its listener over mutual
     /// TLS, certificates, peers and their policy; see deploy/federation/).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_FEDERATION")]
     federation: Option<PathBuf>,
     /// Drive node agents: the file naming each node's agent (see idc/src/agents.rs).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_AGENTS")]
     agents: Option<PathBuf>,
     /// Who may make operator-only requests (the emergency stop): a TOML file of names
     /// and token digests (see `sluice operator-token`). Without it, nobody may.
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_OPERATORS")]
     operators: Option<PathBuf>,
     /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9184.
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_METRICS")]
     metrics: Option<SocketAddr>,
+}
+
+/// `sluice serve`'s settings, each from the command line or the environment, else the
+/// settings file, else its default.
+struct Serve {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    topology: Option<PathBuf>,
+    hold_timeout: chrono::TimeDelta,
+    log_format: LogFormat,
+    federation: Option<PathBuf>,
+    agents: Option<PathBuf>,
+    operators: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    fn resolve(self) -> Result<Serve, String> {
+        let file = match &self.config {
+            Some(path) => config::ServeFile::load(path)?,
+            None => config::ServeFile::default(),
+        };
+        let hold_timeout = match (self.hold_timeout, &file.hold_timeout) {
+            (Some(t), _) => t,
+            (None, Some(s)) => parse_duration_arg(s).map_err(|e| format!("hold_timeout: {e}"))?,
+            (None, None) => chrono::TimeDelta::seconds(120),
+        };
+        let log_format = match (self.log_format, &file.log_format) {
+            (Some(f), _) => f,
+            (None, Some(s)) => LogFormat::from_str(s, true)
+                .map_err(|_| format!("log_format: {s:?} is not text or json"))?,
+            (None, None) => LogFormat::Text,
+        };
+        Ok(Serve {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("static address")),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("sluice-data")),
+            topology: self.topology.or(file.topology),
+            hold_timeout,
+            log_format,
+            federation: self.federation.or(file.federation),
+            agents: self.agents.or(file.agents),
+            operators: self.operators.or(file.operators),
+            metrics: self.metrics.or(file.metrics),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -1208,6 +1266,13 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let args = match args.resolve() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: bad settings: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(args.log_format);
     let (topology, topology_name) = match &args.topology {
         Some(path) => match sluice_idc::topology_file::load(path) {

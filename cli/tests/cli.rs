@@ -1848,3 +1848,86 @@ fn browser_renders(page: &Path, charts: usize) {
     );
     eprintln!("report screenshot: {}", shot.display());
 }
+
+/// `sluice serve --config F`: the file's settings (paths from its folder), overridden by
+/// the environment, overridden by the command line; a bad file names what is wrong.
+#[test]
+fn serve_takes_a_settings_file_the_environment_and_the_command_line_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nhold_timeout = \"5s\"\nmetrics = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    // The hold timeout the server uses, read off a hold: expires_at − created_at.
+    let hold_seconds = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(SLUICE);
+        cmd.args(["serve", "--config"]).arg(&file).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut first, mut second) = (String::new(), String::new());
+        out.read_line(&mut first).unwrap();
+        out.read_line(&mut second).unwrap();
+        let url = format!(
+            "http://{}",
+            first
+                .split("listening on ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no address in {first:?}"))
+        );
+        assert!(
+            first.contains(&format!("data in {}", dir.path().join("data").display())),
+            "{first}"
+        );
+        assert!(second.contains("metrics on http://127.0.0.1:"), "{second}");
+        let r = ok(
+            &url,
+            &[
+                "reserve",
+                HOUSTON,
+                NEW_YORK,
+                "--bw",
+                "10",
+                "--start",
+                "+1h",
+                "--end",
+                "+2h",
+                "--hold-only",
+            ],
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let t = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
+        (t("hold_expires_at") - t("created_at")).num_seconds()
+    };
+    assert_eq!(hold_seconds(&[], &[]), 5, "from the file");
+    assert_eq!(
+        hold_seconds(&[("SLUICE_HOLD_TIMEOUT", "7s")], &[]),
+        7,
+        "the environment over the file"
+    );
+    assert_eq!(
+        hold_seconds(&[("SLUICE_HOLD_TIMEOUT", "7s")], &["--hold-timeout", "9s"]),
+        9,
+        "the command line over both"
+    );
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nhold_timeout = \"soon\"\n").unwrap();
+    let out = Command::new(SLUICE)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hold_timeout"), "{err}");
+}
