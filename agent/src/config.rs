@@ -112,6 +112,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deployed_example_is_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/agent.toml");
+        let c = AgentConfig::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(c.ports.len(), 2);
+        assert_ne!(c.ports[0].vxlan_port, c.ports[1].vxlan_port);
+    }
+
+    #[test]
     fn parses_ports_and_refuses_bad_ones() {
         let c = AgentConfig::parse(
             r#"

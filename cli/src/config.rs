@@ -62,6 +62,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deployed_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/sluice.toml");
+        let f = ServeFile::load(&path).unwrap();
+        assert_eq!(f.data_dir, Some(PathBuf::from("/var/lib/sluice")));
+        assert_eq!(f.log_format.as_deref(), Some("json"));
+        assert!(f.topology.unwrap().ends_with("systemd/topology.toml"));
+    }
+
+    #[test]
     fn paths_are_taken_from_the_files_folder_and_unknown_keys_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
