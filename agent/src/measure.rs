@@ -106,17 +106,22 @@ impl MeasurementEnd {
 }
 
 impl Drop for MeasurementEnd {
-    /// An end dropped without `close` (its request was cancelled): removed all the same,
-    /// on a blocking thread when inside the runtime (it runs `ip`).
+    /// An end dropped without `close` (its request was cancelled): removed all the same.
     fn drop(&mut self) {
         if let Some(f) = self.close.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn_blocking(f);
-                }
-                Err(_) => f(),
-            }
+            cleanup_from_drop(f);
         }
+    }
+}
+
+/// Runs `f` (blocking work: `ip`) from a `Drop`: on a blocking thread when inside the
+/// runtime, so no runtime worker waits on it; at once otherwise.
+pub fn cleanup_from_drop(f: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(f);
+        }
+        Err(_) => f(),
     }
 }
 

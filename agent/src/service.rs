@@ -185,16 +185,10 @@ impl Drop for OpenEnd {
             return; // closed already
         }
         let (end, claim) = self.take();
-        let cleanup = move || {
+        measure::cleanup_from_drop(move || {
             end.close();
             drop(claim);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(cleanup);
-            }
-            Err(_) => cleanup(),
-        }
+        });
     }
 }
 

@@ -245,12 +245,13 @@ pub fn measurement_json(m: &v1::Measurement) -> Value {
     })
 }
 
-fn ms(us: u64) -> String {
+/// Microseconds as milliseconds, to the microsecond.
+pub(crate) fn ms(us: u64) -> String {
     format!("{:.3} ms", us as f64 / 1e3)
 }
 
 /// What a booking is compared with: the IP rate where the agent knew it.
-fn carried(m: &v1::Measurement) -> f64 {
+pub(crate) fn carried(m: &v1::Measurement) -> f64 {
     if m.ip_throughput_mbps > 0.0 {
         m.ip_throughput_mbps
     } else {

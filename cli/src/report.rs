@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use sluice_proto::v1;
 
+use crate::output::{self, carried};
 use crate::time::show;
 
 /// Everything a report shows.
@@ -19,15 +20,6 @@ pub struct Report {
     pub measurements: Vec<v1::Measurement>,
     /// Each domain's part, in order (one for a circuit within one domain).
     pub domains: Vec<v1::DomainStatus>,
-}
-
-/// What a booking is compared with: the IP rate where the agent knew it.
-fn carried(m: &v1::Measurement) -> f64 {
-    if m.ip_throughput_mbps > 0.0 {
-        m.ip_throughput_mbps
-    } else {
-        m.throughput_mbps
-    }
 }
 
 /// How a measurement is labelled on a chart's axis: its occurrence, or its number.
@@ -369,12 +361,12 @@ pub fn html(rep: &Report) -> String {
                     100.0 * v / m.booked_mbps.max(1) as f64
                 )),
                 if ok {
-                    format!("{:.3} ms", m.rtt_avg_us as f64 / 1e3)
+                    output::ms(m.rtt_avg_us)
                 } else {
                     "-".into()
                 },
                 if ok {
-                    format!("{:.3} ms", m.jitter_us as f64 / 1e3)
+                    output::ms(m.jitter_us)
                 } else {
                     "-".into()
                 },

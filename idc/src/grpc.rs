@@ -85,10 +85,7 @@ impl Api {
         }
         let thresholds = convert::thresholds(&r).map_err(|e| to_status(&e))?;
         let Some(agents) = &self.agents else {
-            return Err(to_status(&Error::new(
-                ErrorCode::NotImplemented,
-                "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
-            )));
+            return Err(to_status(&no_agents(None)));
         };
         if self.circuit(&r.id)?.is_some() {
             return Err(to_status(&Error::invalid(
@@ -348,11 +345,7 @@ impl Api {
         let Some(v) = v else { return Ok(None) };
         let v = convert::verify_each(v)?;
         if self.agents.is_none() {
-            return Err(Error::field(
-                ErrorCode::NotImplemented,
-                "verify_each",
-                "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
-            ));
+            return Err(no_agents(Some("verify_each")));
         }
         if across {
             return Err(Error::field(
@@ -612,6 +605,16 @@ fn user<T>(req: &Request<T>) -> String {
 /// circuit, and what peers did) and `operator:<name>` (what operators did).
 fn reserved_name(u: &str) -> bool {
     crate::federation::aggregator_of(u).is_some() || u.starts_with("operator:")
+}
+
+/// 00103: nothing here can measure a circuit (on `field`, if the request named one).
+fn no_agents(field: Option<&str>) -> Error {
+    let mut e = Error::new(
+        ErrorCode::NotImplemented,
+        "this IDC drives no node agents (sluice serve --agents), so nothing can measure a circuit",
+    );
+    e.field = field.map(str::to_string);
+    e
 }
 
 /// How a user of the API is recorded: a claimed reserved name as `api:...`.
