@@ -68,6 +68,16 @@ pub struct BenchArgs {
     /// With --federation: weekly series of 52 occurrences, reserve and commit timed.
     #[arg(long, default_value_t = 10)]
     federation_series: usize,
+    /// Instead of the one-domain figures: compare the stores under --clients concurrent
+    /// clients making --concurrent-bookings (SQLite; PostgreSQL with one replica; with
+    /// two), then kill -9 one of two replicas and time how late the other fires its
+    /// timers. Takes a PostgreSQL admin URL (as `deploy/postgres/pg-local.sh start`
+    /// prints); a database is made for each run and dropped after.
+    #[arg(long, value_name = "POSTGRES_URL")]
+    replicas_on: Option<String>,
+    /// With --replicas-on: holds the killed replica leaves for the other to time out.
+    #[arg(long, default_value_t = 200)]
+    takeover_holds: usize,
     /// With --federation: where garr.toml, geant.toml and internet2.toml are.
     #[arg(long, default_value = "topologies")]
     topologies: std::path::PathBuf,
@@ -176,10 +186,10 @@ async fn book(c: &mut Client, criteria: v1::Criteria) -> Result<String, sluice_m
     Ok(c.book(criteria, false).await?.id)
 }
 
-/// `clients` connections booking `per_client` each, all at once; every latency and the
-/// wall time.
+/// `clients` connections booking `per_client` each, all at once, client k on
+/// `urls[k % urls.len()]`; every latency and the wall time.
 async fn concurrent(
-    url: String,
+    urls: Vec<String>,
     stps: Vec<String>,
     clients: usize,
     per_client: usize,
@@ -188,7 +198,7 @@ async fn concurrent(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..clients {
-        let url = url.clone();
+        let url = urls[k % urls.len()].clone();
         let mut w = Workload {
             stps: stps.clone(),
             seed: (0x0c0f_fee0_0000_0001 ^ seed) + k as u64 * 7919,
@@ -215,20 +225,20 @@ async fn concurrent(
 }
 
 /// `concurrent` on a multi-threaded runtime of its own.
-fn run_concurrent(
-    url: &str,
+pub(crate) fn run_concurrent(
+    urls: &[String],
     stps: &[String],
     clients: usize,
     per_client: usize,
     seed: u64,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let (url, stps) = (url.to_string(), stps.to_vec());
+    let (urls, stps) = (urls.to_vec(), stps.to_vec());
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime")
-            .block_on(concurrent(url, stps, clients, per_client, seed))
+            .block_on(concurrent(urls, stps, clients, per_client, seed))
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the concurrent clients panicked"))?
@@ -259,6 +269,16 @@ pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::Exit
             },
             json_out,
         ))
+    } else if let Some(admin) = &args.replicas_on {
+        rt.block_on(crate::bench_replicas::run(
+            crate::bench_replicas::ReplicaBench {
+                admin_url: admin.clone(),
+                clients: args.clients,
+                bookings: args.concurrent_bookings,
+                holds: args.takeover_holds,
+            },
+            json_out,
+        ))
     } else {
         rt.block_on(bench(args, json_out))
     };
@@ -273,10 +293,11 @@ pub fn run(args: BenchArgs, _server: &str, json_out: bool) -> std::process::Exit
 
 /// A fresh IDC process on `dir`: waits for its "listening on" line. Returns it, its URL,
 /// the time from spawn to listening, and the index rebuild time it logged.
-fn spawn_idc(
+pub(crate) fn spawn_idc(
     exe: &std::path::Path,
     dir: &std::path::Path,
     topology: Option<&std::path::Path>,
+    extra: &[&str],
 ) -> anyhow::Result<(ChildIdc, String, Duration, Option<u64>)> {
     let started = Instant::now();
     let mut cmd = Command::new(exe);
@@ -292,6 +313,7 @@ fn spawn_idc(
     if let Some(t) = topology {
         cmd.arg("--topology").arg(t);
     }
+    cmd.args(extra);
     let mut child = ChildIdc(
         cmd.env("RUST_LOG", "warn,sluice_idc::service=info")
             .stdout(Stdio::piped())
@@ -330,7 +352,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.data_dir.as_deref().unwrap_or(temp.path());
     let topology = args.topology.as_deref();
-    let (mut child, mut url, _, _) = spawn_idc(&exe, dir, topology)?;
+    let (mut child, mut url, _, _) = spawn_idc(&exe, dir, topology, &[])?;
     let mut pid = child.0.id();
     eprintln!("bench: IDC pid {pid} on {url}, data in {}", dir.display());
 
@@ -367,7 +389,13 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
             "preload: {} clients × {per_client} bookings (not timed) ...",
             args.clients
         );
-        let (lat, wall) = run_concurrent(&url, &stps, args.clients, per_client, 0x9e37_79b9)?;
+        let (lat, wall) = run_concurrent(
+            std::slice::from_ref(&url),
+            &stps,
+            args.clients,
+            per_client,
+            0x9e37_79b9,
+        )?;
         booked += lat.len();
         eprintln!(
             "preload: {} bookings in {:.1} s; restarting the IDC",
@@ -376,7 +404,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         );
         drop(c);
         drop(child);
-        let (ch, u, ready, index_ms) = spawn_idc(&exe, dir, topology)?;
+        let (ch, u, ready, index_ms) = spawn_idc(&exe, dir, topology, &[])?;
         (child, url) = (ch, u);
         pid = child.0.id();
         restart = Some((ready, index_ms));
@@ -462,7 +490,13 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         "concurrent: {} clients × {per_client} bookings ...",
         args.clients
     );
-    let (clat, wall) = run_concurrent(&url, &stps, args.clients, per_client, 0)?;
+    let (clat, wall) = run_concurrent(
+        std::slice::from_ref(&url),
+        &stps,
+        args.clients,
+        per_client,
+        0,
+    )?;
     booked += clat.len();
     let throughput = clat.len() as f64 / wall.as_secs_f64();
 

@@ -6,6 +6,8 @@
 //! ```toml
 //! listen = "0.0.0.0:50551"
 //! data_dir = "/var/lib/sluice"
+//! # PostgreSQL instead of SQLite in data_dir; replicas of a domain share one.
+//! database = "postgres://sluice@db.example.net/sluice_garr"
 //! topology = "garr.toml"
 //! hold_timeout = "120s"
 //! log_format = "json"
@@ -25,6 +27,7 @@ use serde::Deserialize;
 pub struct ServeFile {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
     pub topology: Option<PathBuf>,
     pub hold_timeout: Option<String>,
     pub log_format: Option<String>,
@@ -68,6 +71,20 @@ mod tests {
         assert_eq!(f.data_dir, Some(PathBuf::from("/var/lib/sluice")));
         assert_eq!(f.log_format.as_deref(), Some("json"));
         assert!(f.topology.unwrap().ends_with("systemd/topology.toml"));
+    }
+
+    #[test]
+    fn the_postgresql_federation_examples_are_valid() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/federation/postgres");
+        for d in ["garr", "geant", "internet2"] {
+            let f = ServeFile::load(&folder.join(format!("{d}.toml"))).unwrap();
+            let db = f.database.unwrap();
+            assert!(db.starts_with("postgres://") && db.ends_with(&format!("/sluice_{d}")));
+            let topology = f.topology.unwrap();
+            assert!(topology.exists(), "{}", topology.display());
+            let federation = f.federation.unwrap();
+            assert!(federation.exists(), "{}", federation.display());
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod bench_federation;
+mod bench_replicas;
 mod bench_series;
 mod check;
 mod client;
@@ -54,7 +55,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the IDC: gRPC API, scheduler, SQLite store in the data directory.
+    /// Run the IDC: gRPC API, scheduler, store (SQLite in the data directory, or
+    /// PostgreSQL with --database, shared by the domain's replicas).
     Serve(ServeArgs),
     /// Run a node agent: make this node's data plane carry the circuits its IDC sends.
     Agent(agent::AgentArgs),
@@ -62,6 +64,9 @@ enum Cmd {
     Migrate {
         #[arg(long, default_value = "sluice-data")]
         data_dir: PathBuf,
+        /// A PostgreSQL URL (postgres://user@host/db) instead of SQLite in --data-dir.
+        #[arg(long, env = "SLUICE_DATABASE")]
+        database: Option<String>,
     },
     /// Book a circuit: hold and commit (or only hold, with --hold-only).
     Reserve(Box<ReserveArgs>),
@@ -204,6 +209,11 @@ struct ServeArgs {
     /// Where the SQLite database lives. [default: sluice-data]
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The store in PostgreSQL instead (postgres://user[:password]@host[:port]/db).
+    /// Several IDC processes of one domain on one database are replicas: any can
+    /// answer, none double-books, and each takes over the others' timers.
+    #[arg(long, env = "SLUICE_DATABASE")]
+    database: Option<String>,
     /// The domain topology (TOML); default: the bundled Internet2 (Abilene) example.
     #[arg(long, env = "SLUICE_TOPOLOGY")]
     topology: Option<PathBuf>,
@@ -234,6 +244,7 @@ struct ServeArgs {
 struct Serve {
     listen: SocketAddr,
     data_dir: PathBuf,
+    database: Option<String>,
     topology: Option<PathBuf>,
     hold_timeout: chrono::TimeDelta,
     log_format: LogFormat,
@@ -269,6 +280,7 @@ impl ServeArgs {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("sluice-data")),
+            database: self.database.or(file.database),
             topology: self.topology.or(file.topology),
             hold_timeout,
             log_format,
@@ -540,7 +552,7 @@ fn main() -> ExitCode {
         Cmd::Serve(args) => return serve(args),
         Cmd::Agent(args) => return agent::run(args),
         Cmd::Bench(args) => return bench::run(args, &cli.server, json_out),
-        Cmd::Migrate { data_dir } => migrate(&data_dir),
+        Cmd::Migrate { data_dir, database } => migrate(&data_dir, database.as_deref()),
         // Before the --file arm: --check takes --file as the topology to check.
         Cmd::Topology {
             check: true,
@@ -1225,17 +1237,19 @@ async fn watch(c: &mut Client, w: WatchArgs, json_out: bool) -> Result<(), Error
     Ok(())
 }
 
-fn migrate(data_dir: &std::path::Path) -> Result<Option<Out>, Error> {
-    let applied =
-        sluice_idc::store::Store::migrate(data_dir).map_err(|e| Error::internal(e.to_string()))?;
-    let db = data_dir.join(sluice_idc::store::DB_FILE);
+fn migrate(data_dir: &std::path::Path, url: Option<&str>) -> Result<Option<Out>, Error> {
+    use sluice_idc::store::{Database, Store};
+    let database =
+        Database::choose(data_dir, url).map_err(|e| Error::invalid("database", e.to_string()))?;
+    let applied = Store::migrate_database(&database).map_err(|e| Error::internal(e.to_string()))?;
+    let db = database.describe();
     Ok(Some(Out {
         failed: false,
-        json: json!({"database": db.display().to_string(), "applied": applied}),
+        json: json!({"database": db, "applied": applied}),
         text: if applied.is_empty() {
-            format!("{}: up to date", db.display())
+            format!("{db}: up to date")
         } else {
-            format!("{}: applied {}", db.display(), applied.join(", "))
+            format!("{db}: applied {}", applied.join(", "))
         },
     }))
 }
@@ -1327,6 +1341,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let opts = sluice_idc::ServerOptions {
             listen: args.listen,
             data_dir: args.data_dir.clone(),
+            database: args.database.clone(),
             topology: Arc::new(topology),
             hold_timeout: args.hold_timeout,
             federation,
@@ -1348,7 +1363,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         println!(
             "sluice: domain {domain} ({nodes} nodes, {links} links, from {topology_name}) listening on {} (data in {})",
             server.addr,
-            args.data_dir.join(sluice_idc::store::DB_FILE).display()
+            server.idc.store().database().describe()
         );
         if let Some((addr, fed)) = &server.federation {
             println!(

@@ -732,6 +732,150 @@ fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
 }
 
 #[test]
+fn kill_9_of_one_replica_under_load_loses_nothing_and_the_other_takes_over() {
+    let Some(db) = sluice_idc::testing::TestDatabase::postgres() else {
+        return;
+    };
+    let url = db.url().unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Server::start_with(dir_a.path(), "2s", &["--database", &url]);
+    let b = Server::start_with(dir_b.path(), "2s", &["--database", &url]);
+    // Load on both: reserve+commit (every fourth only held) from threads, half on each
+    // replica, recording what each acknowledged. Those on A stop when A dies.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let (target, stop) = (
+            if w % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            },
+            stop.clone(),
+        );
+        workers.push(std::thread::spawn(move || {
+            let (mut committed, mut held, mut died) = (Vec::new(), Vec::new(), false);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 300 {
+                i += 1;
+                // An hour each, apart: the circuits never share a link's VLANs.
+                let from = 10 + (w * 400 + i) * 70;
+                let (start, end) = (format!("+{from}m"), format!("+{}m", from + 60));
+                let mut args = vec![
+                    "reserve", HOUSTON, NEW_YORK, "--bw", "1", "--start", &start, "--end", &end,
+                ];
+                if i % 4 == 0 {
+                    args.push("--hold-only");
+                }
+                let (doc, success) = json(&target, &args);
+                if !success {
+                    died = true;
+                    eprintln!("worker {w} stopped on {target}: {doc}");
+                    break;
+                }
+                let id = doc["id"].as_str().unwrap().to_string();
+                if doc["state"]["reservation"] == "ReserveHeld" {
+                    held.push(id)
+                } else {
+                    committed.push(id)
+                }
+            }
+            (committed, held, died)
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill();
+    let killed_at = Instant::now();
+    // B carries on under load for a while after A is gone.
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut committed, mut held, mut died_on_b) = (Vec::new(), Vec::new(), false);
+    for (w, worker) in workers.into_iter().enumerate() {
+        let (c, h, died) = worker.join().unwrap();
+        if w % 2 == 1 {
+            died_on_b |= died;
+        }
+        committed.extend(c);
+        held.extend(h);
+    }
+    assert!(!died_on_b, "B failed requests while A died");
+    assert!(
+        committed.len() >= 10,
+        "too little load: {}",
+        committed.len()
+    );
+    assert!(!held.is_empty());
+
+    // Nothing lost: every acknowledged commit, whichever replica took it, is in the store.
+    for id in &committed {
+        let r = ok(&b.url, &["show", id]);
+        assert_eq!(
+            r["committed_version"], 1,
+            "{id} was acknowledged committed: {r}"
+        );
+    }
+    // Nothing leaked: every hold (A's too) times out, fired by B, and none is left.
+    let deadline = killed_at + Duration::from_secs(15);
+    for id in &held {
+        loop {
+            let r = ok(&b.url, &["show", id]);
+            if r["state"]["reservation"] == "ReserveTimeout" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} still held: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    loop {
+        let left = ok(
+            &b.url,
+            &["list", "--state", "ReserveHeld", "--limit", "5000"],
+        )["reservations"]
+            .as_array()
+            .unwrap()
+            .len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} holds outlived their timeout"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A hold A took just before dying, unanswered, is timed out too (the list above);
+    // and the commits are exactly what counts on the busiest port.
+    let a_doc = ok(
+        &b.url,
+        &[
+            "availability",
+            "--port",
+            "houston:xe-0/0/0",
+            "--from",
+            "now",
+            "--to",
+            "+120d",
+        ],
+    );
+    let peak = a_doc["directions"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["booked_mbps"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let in_store = ok(&b.url, &["list", "--state", "committed", "--limit", "5000"])["reservations"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(in_store >= committed.len());
+    assert!(
+        peak <= in_store as u64,
+        "holds still counted: peak {peak} > {in_store} commits"
+    );
+}
+
+#[test]
 fn migrate_creates_the_database_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(SLUICE)
@@ -752,7 +896,8 @@ fn migrate_creates_the_database_and_is_idempotent() {
             "20261127000004",
             "20261127000005",
             "20261127000006",
-            "20261127000007"
+            "20261127000007",
+            "20261127000008"
         ],
         "every migration, in order: {doc}"
     );
@@ -763,6 +908,66 @@ fn migrate_creates_the_database_and_is_idempotent() {
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["applied"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn migrate_prepares_a_postgresql_database_once() {
+    let Some(db) = sluice_idc::testing::TestDatabase::postgres() else {
+        return;
+    };
+    let url = db.url().unwrap();
+    let migrate = || {
+        let out = Command::new(SLUICE)
+            .args(["migrate", "--json", "--database", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["database"], url.as_str(), "no password to hide here");
+        doc["applied"].as_array().unwrap().len()
+    };
+    assert_eq!(migrate(), 1, "the PostgreSQL schema in one migration");
+    assert_eq!(migrate(), 0, "and then nothing");
+    // A bad URL is refused, naming the option.
+    let out = Command::new(SLUICE)
+        .args(["migrate", "--json", "--database", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["field"], "database", "{doc}");
+}
+
+#[test]
+fn bench_compares_the_stores_and_times_a_takeover() {
+    let Some(_) = sluice_idc::testing::TestDatabase::postgres() else {
+        return;
+    };
+    let admin = std::env::var(sluice_idc::testing::POSTGRES_ENV).unwrap();
+    let out = Command::new(SLUICE)
+        .args(["bench", "--json", "--replicas-on", &admin, "--clients", "4"])
+        .args(["--concurrent-bookings", "8", "--takeover-holds", "3"])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{doc}");
+    for r in runs {
+        assert!(r["committed_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        assert_eq!(r["bookings"], 8);
+    }
+    assert_eq!(doc["takeover"]["timed_out_by_survivor"], 3, "{doc}");
 }
 
 #[test]

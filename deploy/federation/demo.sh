@@ -8,6 +8,12 @@
 #   deploy/federation/demo.sh            # builds target/release/sluice if needed
 #   SLUICE=/path/to/sluice deploy/federation/demo.sh
 #   KEEP=1 deploy/federation/demo.sh     # leave the three IDCs running; Ctrl-C ends them
+#   STORE=postgres deploy/federation/demo.sh
+#       # each domain on its own PostgreSQL database (a throwaway server from
+#       # deploy/postgres/pg-local.sh, stopped at the end), started from the settings
+#       # files in deploy/federation/postgres/, and a second GARR replica on the same
+#       # database (client API on 127.0.0.1:14564): it sees what the first booked, and
+#       # books and ends a GARR circuit that the first sees
 #
 # Ports: client APIs 127.0.0.1:14561-14563, federation 127.0.0.1:14571-14573: below the
 # kernel's ephemeral range (32768-60999), so no outgoing connection can take one while
@@ -25,6 +31,9 @@ fi
 domains=(garr geant internet2)
 declare -A api=([garr]=14561 [geant]=14562 [internet2]=14563)
 declare -A fed=([garr]=14571 [geant]=14572 [internet2]=14573)
+STORE=${STORE:-sqlite}
+replica2=14564
+[[ $STORE == sqlite || $STORE == postgres ]] || { echo "STORE is sqlite or postgres, not $STORE" >&2; exit 2; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-federation.XXXXXX")
 pids=()
@@ -32,12 +41,17 @@ cleanup() {
     local rc=$?
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ -n ${pg_dir:-} ]]; then
+        "$root/deploy/postgres/pg-local.sh" stop "$pg_dir"
+        rm -rf "$pg_dir"
+    fi
     if [[ $rc -ne 0 ]]; then
         echo "== FAILED (exit $rc); the IDCs' logs:" >&2
         for d in "${domains[@]}"; do
             echo "--- $d" >&2
             tail -n 30 "$work/$d.log" >&2 2>/dev/null || true
         done
+        tail -n 30 "$work/garr-2.log" >&2 2>/dev/null || true
     fi
     rm -rf "$work"
     exit "$rc"
@@ -51,6 +65,7 @@ for d in "${domains[@]}"; do
         port_free "$p" || { echo "port $p is in use: is another demo running?" >&2; exit 1; }
     done
 done
+port_free "$replica2" || { echo "port $replica2 is in use: is another demo running?" >&2; exit 1; }
 
 s() { local d=$1; shift; "$SLUICE" --server "http://127.0.0.1:${api[$d]}" --user alice "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d}))" "$1"; }
@@ -59,11 +74,30 @@ echo "== certificates (a development CA and one certificate per domain)"
 "$SLUICE" certs --out "$work/certs" "${domains[@]}"
 cp "$here"/{garr,geant,internet2}.toml "$work/"
 
-echo "== starting three IDCs"
+if [[ $STORE == postgres ]]; then
+    echo "== PostgreSQL: a throwaway server and one database per domain"
+    # Its own folder: as root the server runs as postgres, who cannot enter $work.
+    pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/sluice-federation-pg.XXXXXX")
+    admin=$("$root/deploy/postgres/pg-local.sh" start "$pg_dir")
+    declare -A database
+    for d in "${domains[@]}"; do
+        psql -q "$admin" -c "CREATE DATABASE sluice_$d"
+        database[$d]="${admin%/*}/sluice_$d"
+        "$SLUICE" migrate --database "${database[$d]}"
+    done
+fi
+
+echo "== starting three IDCs ($STORE)"
 for d in "${domains[@]}"; do
-    "$SLUICE" serve --listen "127.0.0.1:${api[$d]}" --data-dir "$work/$d" \
-        --topology "$root/topologies/$d.toml" --federation "$work/$d.toml" \
-        --hold-timeout 60s >"$work/$d.log" 2>&1 &
+    if [[ $STORE == postgres ]]; then
+        # The committed settings file, with this demo's database and certificates.
+        SLUICE_DATABASE=${database[$d]} SLUICE_FEDERATION=$work/$d.toml \
+            "$SLUICE" serve --config "$here/postgres/$d.toml" >"$work/$d.log" 2>&1 &
+    else
+        "$SLUICE" serve --listen "127.0.0.1:${api[$d]}" --data-dir "$work/$d" \
+            --topology "$root/topologies/$d.toml" --federation "$work/$d.toml" \
+            --hold-timeout 60s >"$work/$d.log" 2>&1 &
+    fi
     pids+=($!)
 done
 for d in "${domains[@]}"; do
@@ -73,6 +107,16 @@ for d in "${domains[@]}"; do
     done
     grep "sluice: domain" "$work/$d.log" || { echo "$d did not start" >&2; exit 1; }
 done
+if [[ $STORE == postgres ]]; then
+    echo "== a second GARR replica on the same database (client API only: on one machine"
+    echo "   the federation address is the first one's)"
+    "$SLUICE" serve --listen "127.0.0.1:$replica2" --database "${database[garr]}" \
+        --topology "$root/topologies/garr.toml" --hold-timeout 60s >"$work/garr-2.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q "listening on" "$work/garr-2.log" 2>/dev/null && break; sleep 0.1; done
+    grep "sluice: domain" "$work/garr-2.log" || { echo "the second GARR replica did not start" >&2; exit 1; }
+fi
+s2() { "$SLUICE" --server "http://127.0.0.1:$replica2" --user alice "$@"; }
 
 echo "== waiting until GARR knows all three domains (Internet2 only through GÉANT)"
 for _ in $(seq 150); do
@@ -98,6 +142,16 @@ s garr status "$id"
 shared=$(s garr status "$id" --json | json '" ".join(x["domain"] + ":" + (x["shared"] or "?") for x in d["domains"])')
 [[ $shared == "garr:full geant:full internet2:states" ]] \
     || { echo "expected garr:full geant:full internet2:states, got $shared" >&2; exit 1; }
+if [[ $STORE == postgres ]]; then
+    echo "-- the same circuit from GARR's second replica (its segments are the first's to show):"
+    s2 show "$id"
+    seen=$(s2 show "$id" --json | json 'd["state"]["summary"]')
+    [[ $seen == committed ]] || { echo "the second replica sees it $seen" >&2; exit 1; }
+    echo "-- a GARR-only circuit booked on the second replica, seen by the first:"
+    local_id=$(s2 reserve garr:rm-1:xe-0/0/0 garr:mi-1:xe-0/0/0 --bw 100 --start +5m --end +1h --json | json 'd["id"]')
+    s garr show "$local_id" --json | json '(d["id"], d["state"]["summary"])'
+    s2 terminate "$local_id" >/dev/null
+fi
 echo "-- what each domain holds for GARR:"
 s geant list --owner peer:garr
 s internet2 list --owner peer:garr

@@ -1043,7 +1043,7 @@ impl v1::reservations_server::Reservations for Api {
         let w = req.into_inner();
         let only = (!w.reservation_id.is_empty()).then(|| w.reservation_id.clone());
         // Subscribe before replaying, then skip what the replay already sent.
-        let mut live = self.idc.subscribe();
+        let mut live = self.idc.subscribe_all();
         let (tx, rx) = mpsc::channel::<Result<v1::Event, Status>>(256);
         let idc = self.idc.clone();
         let mut last = match w.since_seq {

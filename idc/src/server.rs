@@ -21,12 +21,15 @@ use crate::clock::Clock;
 use crate::federation::{Federation, FederationApi, FederationSetup};
 use crate::grpc::Api;
 use crate::service::Idc;
-use crate::store::StoreError;
+use crate::store::{Database, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store there, shared with the domain's other replicas.
+    /// `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
     pub topology: Arc<Topology>,
     pub hold_timeout: TimeDelta,
     /// Meet other domains' IDCs (a second, mutual-TLS listener).
@@ -101,13 +104,10 @@ pub async fn start(
     opts: ServerOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<RunningServer, StartError> {
+    let database = Database::choose(&opts.data_dir, opts.database.as_deref())?;
     let idc = {
-        let (topo, dir, hold) = (
-            opts.topology.clone(),
-            opts.data_dir.clone(),
-            opts.hold_timeout,
-        );
-        tokio::task::spawn_blocking(move || Idc::open(topo, &dir, clock, hold))
+        let (topo, database, hold) = (opts.topology.clone(), database.clone(), opts.hold_timeout);
+        tokio::task::spawn_blocking(move || Idc::open_database(topo, &database, clock, hold))
             .await
             .expect("opening the store does not panic")?
     };
@@ -229,11 +229,12 @@ pub async fn start(
                 let _ = server_stop.wait_for(|s| *s).await;
             }),
     );
+    background.push(tokio::spawn(idc.clone().run_follower(stop_rx.clone())));
     let scheduler = tokio::spawn(idc.clone().run_scheduler(stop_rx));
     info!(
         domain.id = %opts.topology.domain,
         listen = %addr,
-        data_dir = %opts.data_dir.display(),
+        database = %database.describe(),
         hold_timeout_s = opts.hold_timeout.num_seconds(),
         "IDC serving"
     );

@@ -20,7 +20,7 @@ use sluice_model::{
 };
 use sluice_pce::{Index, PathPlan, PathRequest, Place, Step, Usage};
 use tokio::sync::{Notify, broadcast};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod audit;
 mod circuits;
@@ -64,7 +64,14 @@ struct Inner {
     store: Store,
     index: RwLock<Index>,
     clock: Arc<dyn Clock>,
+    /// The events this process wrote, as it wrote them: for what acts on a change
+    /// (agents, notifications to other domains), which the replica that made the
+    /// change does.
     events: broadcast::Sender<Arc<EventRecord>>,
+    /// Every event of the domain, whichever replica wrote it, in sequence order with
+    /// no gaps: for Watch.
+    all_events: broadcast::Sender<Arc<EventRecord>>,
+    sequencer: std::sync::Mutex<Sequencer>,
     /// The earliest deadline written since the scheduler last read the store; writers
     /// lower it and wake the scheduler only when they move it earlier.
     wake_hint: std::sync::Mutex<Option<DateTime<Utc>>>,
@@ -132,9 +139,36 @@ fn store_error(e: StoreError) -> Error {
             },
             format!("VLAN {vlan} on {resource} was taken meanwhile"),
         ),
+        StoreError::Stale(id) => Error::field(
+            ErrorCode::Internal,
+            STALE_FIELD,
+            format!("{id} was changed by another IDC replica meanwhile; try again"),
+        ),
         other => {
             error!(error = %other, "store failure");
             Error::internal(format!("store: {other}"))
+        }
+    }
+}
+
+/// The field a [`StoreError::Stale`] names once it is an [`Error`].
+const STALE_FIELD: &str = "row_version";
+
+/// Runs `f`, and again (up to three more times) while its save finds that another
+/// replica changed the row since `f` loaded it: each run loads what is stored now.
+fn retrying_stale<T>(mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e)
+                if attempt < 4
+                    && e.code == ErrorCode::Internal
+                    && e.field.as_deref() == Some(STALE_FIELD) =>
+            {
+                debug!(attempt, error = %e.message, "row changed by another replica; again");
+                attempt += 1;
+            }
+            other => return other,
         }
     }
 }
@@ -192,15 +226,47 @@ fn usages_from_rows(
     usages
 }
 
+/// Hands every event to Watch in sequence order, whichever replica wrote it.
+struct Sequencer {
+    /// Every event up to this one has been sent.
+    sent: u64,
+    /// Other processes write to the store (PostgreSQL).
+    shared: bool,
+    /// Reservations that events read from the store (written by another replica, or
+    /// by a local writer not yet published) name: the index is refreshed for them.
+    others: Vec<String>,
+}
+
+/// How many times admission plans again after the store found its plan taken. One is
+/// enough for one process (its index lags only its own crash recovery); replicas race
+/// each other for the same lowest free VLAN, and each try learns the winner's.
+const STALE_REPLANS: u32 = 5;
+
+/// How often a replica looks for what the others wrote.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Idc {
-    /// Opens the store in `data_dir` and builds the index from it.
+    /// Opens the SQLite store in `data_dir` and builds the index from it.
     pub fn open(
         topo: Arc<Topology>,
         data_dir: &std::path::Path,
         clock: Arc<dyn Clock>,
         hold_timeout: TimeDelta,
     ) -> Result<Idc, StoreError> {
-        let store = Store::open(data_dir, &topo.domain)?;
+        let database = crate::store::Database::Sqlite {
+            dir: data_dir.to_path_buf(),
+        };
+        Idc::open_database(topo, &database, clock, hold_timeout)
+    }
+
+    /// Opens the store in `database` and builds the index from it.
+    pub fn open_database(
+        topo: Arc<Topology>,
+        database: &crate::store::Database,
+        clock: Arc<dyn Clock>,
+        hold_timeout: TimeDelta,
+    ) -> Result<Idc, StoreError> {
+        let store = Store::open_database(database, &topo.domain)?;
         // The index is rebuilt from the bookings as stored (paths are not re-routed),
         // streamed and gathered per calendar, each calendar built in one sort.
         let started = std::time::Instant::now();
@@ -266,6 +332,12 @@ impl Idc {
             "index built from the store"
         );
         let (events, _) = broadcast::channel(4096);
+        let (all_events, _) = broadcast::channel(4096);
+        let sequencer = Sequencer {
+            sent: store.last_event_seq()?,
+            shared: store.database().is_shared(),
+            others: Vec::new(),
+        };
         Ok(Idc {
             inner: Arc::new(Inner {
                 topo,
@@ -273,6 +345,8 @@ impl Idc {
                 index: RwLock::new(index),
                 clock,
                 events,
+                all_events,
+                sequencer: std::sync::Mutex::new(sequencer),
                 wake_hint: std::sync::Mutex::new(None),
                 wake: Notify::new(),
                 hold_timeout,
@@ -292,9 +366,33 @@ impl Idc {
         &self.inner.store
     }
 
-    /// Live events (subscribe before replaying from the store to miss nothing).
+    /// Live events this process writes (subscribe before replaying from the store to
+    /// miss nothing).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.inner.events.subscribe()
+    }
+
+    /// Every event of the domain, also those other replicas write, in sequence order.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.inner.all_events.subscribe()
+    }
+
+    /// On a shared database: follows what the other replicas write until `shutdown`.
+    /// Their events go to Watch, the index takes their bookings, and the scheduler
+    /// looks again (their timers may now be due here, if they went away).
+    pub async fn run_follower(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if !self.inner.store.database().is_shared() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            if let Err(e) = self.blocking(|inner| inner.follow()).await {
+                warn!(error = %e, "cannot follow the other replicas; trying again");
+            }
+        }
     }
 
     /// Runs work that may scan many rows (lists, replays, timer batches) on a blocking
@@ -883,6 +981,16 @@ impl Inner {
         err
     }
 
+    /// Says that admission found the index behind the store: to be expected with
+    /// replicas (another one just booked), a warning for one process alone.
+    fn stale_index(&self, id: &str, conflict: &Conflict) {
+        if self.store.database().is_shared() {
+            debug!(reservation.id = %id, conflict = %conflict, "another replica booked it first; planning again");
+        } else {
+            warn!(reservation.id = %id, conflict = %conflict, "index was stale; refreshed, planning again");
+        }
+    }
+
     /// Reloads from the store every reservation booked on a resource `usage` names, so
     /// the index agrees with the store there. Called with the writer held.
     fn refresh_index(&self, usage: &Usage, now: DateTime<Utc>) -> Result<(), Error> {
@@ -916,10 +1024,91 @@ impl Inner {
     }
 
     fn publish(&self, events: Vec<EventRecord>) {
-        for e in events {
+        let events: Vec<Arc<EventRecord>> = events.into_iter().map(Arc::new).collect();
+        for e in &events {
             // No receivers is fine: nobody is watching.
-            let _ = self.events.send(Arc::new(e));
+            let _ = self.events.send(e.clone());
         }
+        if let Err(e) = self.sequence(&events) {
+            warn!(error = %e, "events for Watch were read late; watchers catch up from the store");
+        }
+    }
+
+    /// Sends Watch everything up to the last of `local` (or whatever the store has, if
+    /// none) that it has not had, in order. Events come from `local` while they follow
+    /// on; a gap (another writer's events) is filled from the store.
+    fn sequence(&self, local: &[Arc<EventRecord>]) -> Result<(), Error> {
+        let mut seq = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        for e in local {
+            if e.seq == seq.sent + 1 {
+                let _ = self.all_events.send(e.clone());
+                seq.sent = e.seq;
+            }
+        }
+        if local.last().is_some_and(|e| e.seq <= seq.sent) {
+            return Ok(());
+        }
+        // Sequence numbers become visible in order (the store's guarantee), so reading
+        // after `sent` finds any gap filled.
+        loop {
+            let batch = self
+                .store
+                .events_after(seq.sent, None, 1000)
+                .map_err(store_error)?;
+            let full = batch.len() == 1000;
+            for e in batch {
+                if seq.shared && !local.iter().any(|l| l.seq == e.seq) {
+                    seq.others.push(e.reservation_id.clone());
+                }
+                seq.sent = e.seq;
+                let _ = self.all_events.send(Arc::new(e));
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One look at what other replicas wrote: their events to Watch, their bookings
+    /// into the index, and a wake-up for the scheduler.
+    fn follow(&self) -> Result<(), Error> {
+        self.sequence(&[])?;
+        let mut ids = std::mem::take(
+            &mut self
+                .sequencer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .others,
+        );
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        // With the writer held, no local write moves the index under us.
+        let writer = self.store.writer();
+        let now = self.clock.now();
+        let (bw_rows, label_rows) = self
+            .store
+            .live_bookings_of(&ids, now)
+            .map_err(store_error)?;
+        let usages = usages_from_rows(&self.topo, &bw_rows, &label_rows, now);
+        {
+            let mut index = self.write_index();
+            for id in &ids {
+                match usages.get(id) {
+                    Some(u) => index.insert(id, u),
+                    None => index.remove(id),
+                }
+            }
+        }
+        drop(writer);
+        debug!(
+            reservations = ids.len(),
+            "index brought up to date with other replicas"
+        );
+        self.schedule(Some(now));
+        Ok(())
     }
 
     fn reserve(
@@ -946,7 +1135,7 @@ impl Inner {
             }
         }
         let id = self.new_id();
-        let mut refreshed = false;
+        let mut replans = 0;
         let (r, usage, events, deadline) = loop {
             let (r, changes) = Reservation::held(
                 id.clone(),
@@ -963,11 +1152,11 @@ impl Inner {
             match writer.insert_held(&r, deadline, &self.bookings(&usage), &changes, now) {
                 Ok(events) => break (r, usage, events, deadline),
                 // The index missed a booking the store has (it is a cache): bring what
-                // the plan touched up to date and plan once more.
-                Err(StoreError::Conflict(c)) if !refreshed => {
-                    warn!(reservation.id = %id, conflict = %c, "index was stale; refreshed, planning again");
+                // the plan touched up to date and plan again (a few times: see STALE_REPLANS).
+                Err(StoreError::Conflict(c)) if replans < STALE_REPLANS => {
+                    self.stale_index(&id, &c);
                     self.refresh_index(&usage, now)?;
-                    refreshed = true;
+                    replans += 1;
                     plan = sluice_pce::find_path(&self.read_index(), &req, now)?;
                 }
                 Err(e) => return Err(self.admission_error(e, &plan)),
@@ -987,8 +1176,19 @@ impl Inner {
     }
 
     /// Loads, catches up the timers, applies `op`, and saves with whatever the result
-    /// means for the bookings. On error nothing is written.
+    /// means for the bookings. On error nothing is written. If another replica saved
+    /// the reservation meanwhile, all of it runs again on what that replica wrote (so
+    /// a timer both found due fires once).
     fn apply(
+        &self,
+        id: &str,
+        op: &mut Operation<'_>,
+        durable: Durable,
+    ) -> Result<Reservation, Error> {
+        retrying_stale(|| self.apply_once(id, op, durable))
+    }
+
+    fn apply_once(
         &self,
         id: &str,
         op: &mut Operation<'_>,
@@ -1030,6 +1230,17 @@ impl Inner {
     }
 
     fn modify(
+        &self,
+        id: &str,
+        bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Reservation, Error> {
+        retrying_stale(|| self.modify_once(id, bw, bw_reverse, start, end))
+    }
+
+    fn modify_once(
         &self,
         id: &str,
         bw: Option<Mbps>,

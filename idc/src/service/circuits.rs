@@ -240,6 +240,17 @@ impl Idc {
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
+        super::retrying_stale(|| self.modify_circuit_once(id, bw, bw_reverse, start, end))
+    }
+
+    fn modify_circuit_once(
+        &self,
+        id: &str,
+        bw: Option<Mbps>,
+        bw_reverse: Option<Mbps>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Reservation, Error> {
         let inner = &self.inner;
         let mut writer = inner.store.writer();
         let now = inner.clock.now();

@@ -208,7 +208,7 @@ impl Inner {
         let mut writer = self.store.writer();
         let now = self.clock.now();
         criteria.check(now)?;
-        let mut refreshed = false;
+        let mut replans = 0;
         loop {
             let plans = plan_series(&self.read_index(), &req, &windows, now, ask.same_path);
             let fitting = plans.iter().filter(|p| p.fits()).count();
@@ -281,13 +281,13 @@ impl Inner {
                     return Ok((series, held.into_iter().map(|h| h.reservation).collect()));
                 }
                 // The index missed a booking the store has: bring everything the plans
-                // touched up to date and plan once more.
-                Err(StoreError::Conflict(c)) if !refreshed => {
-                    warn!(series.id = %id, conflict = %c, "index was stale; refreshed, planning the series again");
+                // touched up to date and plan again.
+                Err(StoreError::Conflict(c)) if replans < STALE_REPLANS => {
+                    self.stale_index(&id, &c);
                     for u in &usages {
                         self.refresh_index(u, now)?;
                     }
-                    refreshed = true;
+                    replans += 1;
                 }
                 Err(e) => return Err(store_error(e)),
             }
@@ -300,17 +300,25 @@ impl Inner {
         scope: SeriesScope,
         change: SeriesChange,
     ) -> Result<(Series, Vec<Reservation>), Error> {
+        retrying_stale(|| self.modify_series_once(id, scope, change))
+    }
+
+    fn modify_series_once(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+        change: SeriesChange,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
         let SeriesChange {
             bw,
             bw_reverse,
             shift,
             length,
         } = change;
-        let writer = self.store.writer();
+        let mut writer = self.store.writer();
         let now = self.clock.now();
-        let (series, mut all) = self
-            .store
-            .get_series(id)
+        let (series, mut all) = writer
+            .load_series(id)
             .map_err(store_error)?
             .ok_or_else(|| series_not_found(id))?;
         let mut targets = Vec::new();
@@ -408,11 +416,19 @@ impl Inner {
         scope: SeriesScope,
         op: &mut Operation<'_>,
     ) -> Result<(Series, Vec<Reservation>), Error> {
-        let writer = self.store.writer();
+        retrying_stale(|| self.update_series_once(id, scope, op))
+    }
+
+    fn update_series_once(
+        &self,
+        id: &str,
+        scope: SeriesScope,
+        op: &mut Operation<'_>,
+    ) -> Result<(Series, Vec<Reservation>), Error> {
+        let mut writer = self.store.writer();
         let now = self.clock.now();
-        let (series, mut all) = self
-            .store
-            .get_series(id)
+        let (series, mut all) = writer
+            .load_series(id)
             .map_err(store_error)?
             .ok_or_else(|| series_not_found(id))?;
         if let SeriesScope::One(n) = scope

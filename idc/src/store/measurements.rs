@@ -6,11 +6,11 @@ use sluice_model::{Figures, Mbps, Measurement, MeasurementKind, Thresholds, Verd
 use super::rows::{from_ms, ms};
 use super::schema::measurements as m;
 use super::schema::verify_each as ve;
-use super::{Store, StoreError, Writer};
+use super::{Store, StoreError, Writer, write_tx};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = m)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct Row {
     seq: i64,
     reservation_id: String,
@@ -128,16 +128,20 @@ impl Store {
 impl Writer<'_> {
     /// Records that `target` asks for `v` at each start.
     pub fn set_verify_each(&mut self, target: &str, v: &VerifyEach) -> Result<(), StoreError> {
-        diesel::replace_into(ve::table)
-            .values((
-                ve::target.eq(target),
-                ve::duration_ms.eq(v.duration_ms as i64),
-                ve::probes.eq(v.probes as i32),
-                ve::min_throughput_ratio.eq(v.thresholds.min_throughput_ratio),
-                ve::max_loss.eq(v.thresholds.max_loss),
-                ve::max_rtt_ms.eq(v.thresholds.max_rtt_ms),
-            ))
-            .execute(&mut *self.conn)?;
+        write_tx(&mut self.conn, |conn| {
+            diesel::delete(ve::table.find(target)).execute(conn)?;
+            diesel::insert_into(ve::table)
+                .values((
+                    ve::target.eq(target),
+                    ve::duration_ms.eq(v.duration_ms as i64),
+                    ve::probes.eq(v.probes as i32),
+                    ve::min_throughput_ratio.eq(v.thresholds.min_throughput_ratio),
+                    ve::max_loss.eq(v.thresholds.max_loss),
+                    ve::max_rtt_ms.eq(v.thresholds.max_rtt_ms),
+                ))
+                .execute(conn)?;
+            Ok(())
+        })?;
         self.committed_one();
         Ok(())
     }

@@ -1,14 +1,27 @@
-//! The store: reservations, what they occupy, and their event log, in SQLite (diesel).
+//! The store: reservations, what they occupy, and their event log, in SQLite or
+//! PostgreSQL (diesel), chosen by the database URL ([`Database`]).
 //!
 //! **Architecture invariant:** the only module that knows SQL. Callers see model types
-//! and a handful of row structs; nothing SQLite-specific leaks out, so PostgreSQL can
-//! join behind the same interface.
+//! and a handful of row structs; nothing of either database leaks out.
 //!
-//! Writes go through one [`Writer`] at a time (a mutex around the write connection,
-//! `BEGIN IMMEDIATE` transactions), and every admission re-checks capacity and labels
-//! inside its transaction, so the in-memory index can be stale without over-booking.
+//! Writes go through one [`Writer`] per process at a time (a mutex around the write
+//! connection), and every admission re-checks capacity and labels inside its
+//! transaction, so the in-memory index can be stale without over-booking. Several
+//! processes (IDC replicas on one PostgreSQL) agree through the database:
 //!
-//! Durability is a group commit. Transactions commit in WAL mode with
+//! - SQLite writes in `BEGIN IMMEDIATE` transactions: one writer at a time, outright.
+//! - On PostgreSQL the re-check first takes a transaction lock on each resource it
+//!   reads, in sorted order (no deadlocks), so two admissions on one link run one after
+//!   the other while admissions on different links run at once.
+//! - Event sequence numbers are taken under one more lock, held to commit and taken
+//!   last: events become visible in sequence order, so a reader that has seen `n` has
+//!   seen everything before it (Watch and the other replicas rely on this).
+//! - Every reservation row carries a `row_version`. A save names the version its
+//!   writer loaded; if another process saved in between, the save fails with
+//!   [`StoreError::Stale`] and changes nothing, and the caller starts again from the
+//!   stored row. So a timer that two replicas find due fires once.
+//!
+//! SQLite durability is a group commit. Transactions commit in WAL mode with
 //! `synchronous = NORMAL`: written to the WAL (so they survive a killed process) but not
 //! yet fsynced. [`Store::sync`] then makes everything committed so far durable with one
 //! fsync of the WAL that concurrent callers share. Callers sync before answering when the
@@ -18,12 +31,14 @@
 //! every execution (a re-bound LIMIT variable expires it), which costs more than the query.
 
 mod audit;
+mod conn;
 mod measurements;
 mod nodes;
 mod rows;
 mod schema;
 mod segments;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -31,12 +46,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{CustomizeConnection, Pool};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use sluice_model::{Change, Direction, Mbps, Reservation, Series, TimeWindow, Vlan};
 
 pub use audit::{AuditFilter, AuditRecord};
+pub use conn::Database;
+use conn::{DbConn, write_tx};
 pub use nodes::{NodeStateRecord, NodeUpdate};
 pub use rows::{BandwidthRow, LabelRow};
 use rows::{EventRow, ReservationRow, SeriesRow, from_ms, ms};
@@ -47,7 +64,8 @@ pub use segments::SegmentRecord;
 /// many reservations are so.
 pub type StateCount = (String, String, String, bool, i64);
 
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "sluice.db";
@@ -67,6 +85,10 @@ pub enum StoreError {
     /// Admission found less room than the caller's plan assumed.
     #[error("{0}")]
     Conflict(Conflict),
+    /// Another writer (another replica) saved the reservation after this writer loaded
+    /// it; nothing was written. Load it again and redo the change.
+    #[error("reservation {0} was changed by another writer; load it again")]
+    Stale(String),
 }
 
 /// What the re-check inside the transaction found taken.
@@ -159,18 +181,30 @@ pub struct ListFilter {
 #[derive(Debug)]
 struct ReaderPragmas;
 
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReaderPragmas {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-            .map_err(diesel::r2d2::Error::QueryError)
+impl CustomizeConnection<DbConn, diesel::r2d2::Error> for ReaderPragmas {
+    fn on_acquire(&self, conn: &mut DbConn) -> Result<(), diesel::r2d2::Error> {
+        match conn {
+            DbConn::Sqlite(c) => c
+                .batch_execute("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                .map_err(diesel::r2d2::Error::QueryError),
+            DbConn::Pg(_) => Ok(()),
+        }
     }
 }
 
 pub struct Store {
-    writer: Mutex<SqliteConnection>,
-    readers: Pool<ConnectionManager<SqliteConnection>>,
+    writer: Mutex<DbConn>,
+    readers: Pool<conn::Manager>,
+    database: Database,
+    /// Counts write transactions; on SQLite it also makes them durable on demand.
+    committed: AtomicU64,
+    /// SQLite only: PostgreSQL commits durably by itself.
+    sqlite: Option<SqliteDurability>,
+}
+
+struct SqliteDurability {
     path: PathBuf,
-    durability: GroupCommit,
+    group_commit: GroupCommit,
     checkpointer: Checkpointer,
 }
 
@@ -254,20 +288,19 @@ impl Drop for Checkpointer {
 struct GroupCommit {
     wal: PathBuf,
     db: PathBuf,
-    committed: AtomicU64,
     /// Transactions up to this count are fsynced; the mutex serialises the fsyncs.
     synced: Mutex<u64>,
 }
 
 impl GroupCommit {
-    fn sync(&self) -> Result<(), StoreError> {
-        let target = self.committed.load(Ordering::Acquire);
+    fn sync(&self, committed: &AtomicU64) -> Result<(), StoreError> {
+        let target = committed.load(Ordering::Acquire);
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         if *synced >= target {
             // Someone else's fsync, made while we waited, covered us.
             return Ok(());
         }
-        let upto = self.committed.load(Ordering::Acquire);
+        let upto = committed.load(Ordering::Acquire);
         // fsync flushes the file whichever descriptor wrote it. Without a WAL file (a
         // checkpoint folded it into the database) the database file holds the data.
         let file = std::fs::File::open(&self.wal).or_else(|_| std::fs::File::open(&self.db));
@@ -284,96 +317,130 @@ impl GroupCommit {
 /// Exclusive access to the write connection. Hold it across a read-check-write sequence
 /// so nothing else writes in between.
 pub struct Writer<'a> {
-    conn: MutexGuard<'a, SqliteConnection>,
+    conn: MutexGuard<'a, DbConn>,
     committed: &'a AtomicU64,
-    checkpointer: &'a Checkpointer,
+    checkpointer: Option<&'a Checkpointer>,
+    /// The `row_version` of each reservation this writer loaded: its saves of them
+    /// succeed only if nobody else saved them since.
+    loaded: HashMap<String, i64>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`, applies pending migrations,
-    /// and checks that the directory belongs to `domain`.
+    /// Opens (creating if needed) the SQLite database in `data_dir`, applies pending
+    /// migrations, and checks that it belongs to `domain`.
     pub fn open(data_dir: &Path, domain: &str) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
-            path: data_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let path = data_dir.join(DB_FILE);
-        let url = path.to_string_lossy().to_string();
+        Store::open_database(
+            &Database::Sqlite {
+                dir: data_dir.to_path_buf(),
+            },
+            domain,
+        )
+    }
+
+    /// Opens `database` (creating a SQLite one if needed), applies pending migrations,
+    /// and checks that it belongs to `domain`.
+    pub fn open_database(database: &Database, domain: &str) -> Result<Store, StoreError> {
+        let (mut writer, url) = connect(database)?;
         let open_err = |message: String| StoreError::Open {
-            path: url.clone(),
+            path: database.describe(),
             message,
         };
-        let mut writer = SqliteConnection::establish(&url).map_err(|e| open_err(e.to_string()))?;
-        writer
-            .batch_execute(
+        if let DbConn::Sqlite(c) = &mut writer {
+            c.batch_execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA wal_autocheckpoint = 4000; \
                  PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
             )
             .map_err(|e| open_err(e.to_string()))?;
-        writer
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let found: Option<String> = meta::table
-            .filter(meta::key.eq("domain"))
-            .select(meta::value)
-            .get_result(&mut writer)
-            .optional()?;
-        match found {
-            Some(found) if found != domain => {
-                return Err(StoreError::WrongDomain {
-                    found,
-                    expected: domain.to_string(),
-                });
-            }
-            Some(_) => {}
-            None => {
+        }
+        run_migrations(&mut writer)?;
+        // Two replicas starting at once on a new database both find no domain: the
+        // insert of the second fails on the key, and it reads the first's.
+        let found = write_tx(&mut writer, |conn| {
+            let found: Option<String> = meta::table
+                .filter(meta::key.eq("domain"))
+                .select(meta::value)
+                .get_result(conn)
+                .optional()?;
+            if found.is_none() {
                 diesel::insert_into(meta::table)
                     .values((meta::key.eq("domain"), meta::value.eq(domain)))
-                    .execute(&mut writer)?;
+                    .execute(conn)?;
             }
+            Ok(found)
+        });
+        let found = match found {
+            Err(StoreError::Db(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) => meta::table
+                .filter(meta::key.eq("domain"))
+                .select(meta::value)
+                .get_result(&mut writer)
+                .optional()?,
+            other => other?,
+        };
+        if let Some(found) = found
+            && found != domain
+        {
+            return Err(StoreError::WrongDomain {
+                found,
+                expected: domain.to_string(),
+            });
         }
         let readers = Pool::builder()
             .max_size(8)
             .connection_customizer(Box::new(ReaderPragmas))
-            .build(ConnectionManager::<SqliteConnection>::new(url.clone()))
+            .build(conn::Manager(database.clone()))
             .map_err(|e| open_err(e.to_string()))?;
-        let durability = GroupCommit {
-            wal: data_dir.join(format!("{DB_FILE}-wal")),
-            db: path.clone(),
-            committed: AtomicU64::new(0),
-            synced: Mutex::new(0),
+        let sqlite = match database {
+            Database::Sqlite { dir } => {
+                let path = dir.join(DB_FILE);
+                Some(SqliteDurability {
+                    group_commit: GroupCommit {
+                        wal: dir.join(format!("{DB_FILE}-wal")),
+                        db: path.clone(),
+                        synced: Mutex::new(0),
+                    },
+                    checkpointer: Checkpointer::start(&url)?,
+                    path,
+                })
+            }
+            Database::Postgres { .. } => None,
         };
-        let checkpointer = Checkpointer::start(&url)?;
         Ok(Store {
             writer: Mutex::new(writer),
             readers,
-            path,
-            durability,
-            checkpointer,
+            database: database.clone(),
+            committed: AtomicU64::new(0),
+            sqlite,
         })
     }
 
-    /// Applies pending migrations and returns the names of those applied.
+    /// Applies pending migrations to the SQLite database in `data_dir` and returns the
+    /// names of those applied.
     pub fn migrate(data_dir: &Path) -> Result<Vec<String>, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open {
-            path: data_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let url = data_dir.join(DB_FILE).to_string_lossy().to_string();
-        let mut conn = SqliteConnection::establish(&url).map_err(|e| StoreError::Open {
-            path: url.clone(),
-            message: e.to_string(),
-        })?;
-        conn.batch_execute("PRAGMA journal_mode = WAL;")?;
-        let applied = conn
-            .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(applied.iter().map(|v| v.to_string()).collect())
+        Store::migrate_database(&Database::Sqlite {
+            dir: data_dir.to_path_buf(),
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Applies pending migrations to `database` and returns the names of those applied.
+    pub fn migrate_database(database: &Database) -> Result<Vec<String>, StoreError> {
+        let (mut conn, _) = connect(database)?;
+        if let DbConn::Sqlite(c) = &mut conn {
+            c.batch_execute("PRAGMA journal_mode = WAL;")?;
+        }
+        run_migrations(&mut conn)
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.sqlite.as_ref().map(|s| s.path.as_path())
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     pub fn writer(&self) -> Writer<'_> {
@@ -382,23 +449,24 @@ impl Store {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         Writer {
             conn,
-            committed: &self.durability.committed,
-            checkpointer: &self.checkpointer,
+            committed: &self.committed,
+            checkpointer: self.sqlite.as_ref().map(|s| &s.checkpointer),
+            loaded: HashMap::new(),
         }
     }
 
-    /// Makes every transaction committed so far durable (one fsync, shared by
-    /// concurrent callers).
+    /// Makes every transaction committed so far durable (on SQLite one fsync, shared
+    /// by concurrent callers; PostgreSQL's commits are durable already).
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.durability.sync()
+        match &self.sqlite {
+            Some(s) => s.group_commit.sync(&self.committed),
+            None => Ok(()),
+        }
     }
 
-    fn reader(
-        &self,
-    ) -> Result<diesel::r2d2::PooledConnection<ConnectionManager<SqliteConnection>>, StoreError>
-    {
+    fn reader(&self) -> Result<diesel::r2d2::PooledConnection<conn::Manager>, StoreError> {
         self.readers.get().map_err(|e| StoreError::Open {
-            path: self.path.display().to_string(),
+            path: self.database.describe(),
             message: e.to_string(),
         })
     }
@@ -595,6 +663,25 @@ impl Store {
         Ok(split_rows(rows))
     }
 
+    /// Every row of `ids` that still counts at `now` (or later): to bring the index up
+    /// to date with what another replica wrote.
+    pub fn live_bookings_of(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<BandwidthRow>, Vec<LabelRow>), StoreError> {
+        let mut conn = self.reader()?;
+        let now = ms(now);
+        let rows = bookings::table
+            .inner_join(reservations::table)
+            .filter(bookings::reservation_id.eq_any(ids))
+            .filter(bookings::end_ms.gt(now))
+            .filter(counts_at(now))
+            .select(JoinedBooking::as_select())
+            .load(&mut conn)?;
+        Ok(split_rows(rows))
+    }
+
     /// How many reservations are in each combination of states: (reservation,
     /// provision, lifecycle, data plane active, count). For the metrics.
     pub fn count_by_states(&self) -> Result<Vec<StateCount>, StoreError> {
@@ -633,6 +720,48 @@ impl Store {
     }
 }
 
+/// A connection to `database` (the SQLite folder made if missing), and the URL the
+/// reader pool connects with.
+fn connect(database: &Database) -> Result<(DbConn, String), StoreError> {
+    let open_err = |message: String| StoreError::Open {
+        path: database.describe(),
+        message,
+    };
+    match database {
+        Database::Sqlite { dir } => {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let url = dir.join(DB_FILE).to_string_lossy().to_string();
+            let c = SqliteConnection::establish(&url).map_err(|e| open_err(e.to_string()))?;
+            Ok((DbConn::Sqlite(c), url))
+        }
+        Database::Postgres { url } => {
+            let c =
+                diesel::pg::PgConnection::establish(url).map_err(|e| open_err(e.to_string()))?;
+            Ok((DbConn::Pg(c), url.clone()))
+        }
+    }
+}
+
+fn run_migrations(conn: &mut DbConn) -> Result<Vec<String>, StoreError> {
+    let names = |r: diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'_>>>| {
+        r.map(|applied| applied.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    };
+    match conn {
+        DbConn::Sqlite(c) => names(c.run_pending_migrations(SQLITE_MIGRATIONS)),
+        DbConn::Pg(c) => {
+            // Replicas starting together would race to create the tables.
+            c.batch_execute("SELECT pg_advisory_lock(7301001)")?;
+            let applied = names(c.run_pending_migrations(POSTGRES_MIGRATIONS));
+            c.batch_execute("SELECT pg_advisory_unlock(7301001)")?;
+            applied
+        }
+    }
+}
+
 /// One stored booking, as the index is rebuilt from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveBooking {
@@ -651,7 +780,7 @@ pub struct LiveBooking {
 /// A booking row with its reservation's hold expiry (NULL once committed).
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = bookings)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct JoinedBooking {
     reservation_id: String,
     resource: String,
@@ -713,7 +842,7 @@ type CountsAt = diesel::dsl::Or<
     diesel::dsl::Gt<reservations::hold_expires_ms, i64>,
 >;
 
-fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, StoreError> {
+fn load(conn: &mut DbConn, id: &str) -> Result<Option<Reservation>, StoreError> {
     reservations::table
         .find(id)
         .select(ReservationRow::as_select())
@@ -725,14 +854,53 @@ fn load(conn: &mut SqliteConnection, id: &str) -> Result<Option<Reservation>, St
 
 impl Writer<'_> {
     fn committed_one(&self) {
-        if (self.committed.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(CHECKPOINT_EVERY) {
-            self.checkpointer.request();
+        if (self.committed.fetch_add(1, Ordering::AcqRel) + 1).is_multiple_of(CHECKPOINT_EVERY)
+            && let Some(c) = self.checkpointer
+        {
+            c.request();
         }
     }
 
-    /// The current row, read on the write connection so it cannot change under us.
+    /// The current row, read on the write connection. A later save of it by this
+    /// writer fails with [`StoreError::Stale`] if another process saved it in between.
     pub fn load(&mut self, id: &str) -> Result<Option<Reservation>, StoreError> {
-        load(&mut self.conn, id)
+        let Some((row, version)) = reservations::table
+            .find(id)
+            .select((ReservationRow::as_select(), reservations::row_version))
+            .get_result::<(ReservationRow, i64)>(&mut *self.conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        self.loaded.insert(id.to_string(), version);
+        row.into_model().map(Some)
+    }
+
+    /// A series and its occurrences, read on the write connection; later saves of the
+    /// occurrences by this writer are checked as after [`Writer::load`].
+    pub fn load_series(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<(Series, Vec<Reservation>)>, StoreError> {
+        let Some(row) = series::table
+            .find(id)
+            .select(SeriesRow::as_select())
+            .get_result(&mut *self.conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let rows: Vec<(ReservationRow, i64)> = reservations::table
+            .filter(reservations::series_id.eq(id))
+            .order(reservations::occurrence.asc())
+            .select((ReservationRow::as_select(), reservations::row_version))
+            .load(&mut *self.conn)?;
+        let mut occurrences = Vec::with_capacity(rows.len());
+        for (row, version) in rows {
+            self.loaded.insert(row.id.clone(), version);
+            occurrences.push(row.into_model()?);
+        }
+        Ok(Some((row.into_model()?, occurrences)))
     }
 
     /// Admits a new hold: re-checks every resource and label inside the transaction,
@@ -745,7 +913,7 @@ impl Writer<'_> {
         changes: &[Change],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             recheck(conn, bookings, None, now)?;
             diesel::insert_into(reservations::table)
                 .values(ReservationRow::from_model(r, next_deadline))
@@ -753,6 +921,7 @@ impl Writer<'_> {
             insert_bookings(conn, &r.id, bookings)?;
             insert_events(conn, &r.id, changes, now)
         })?;
+        self.loaded.insert(r.id.clone(), 0);
         self.committed_one();
         Ok(events)
     }
@@ -767,9 +936,12 @@ impl Writer<'_> {
         changes: &[Change],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
-            save_one(conn, r, next_deadline, bookings, changes, now)
+        let loaded = &self.loaded;
+        let events = write_tx(&mut self.conn, |conn| {
+            save_one(conn, loaded, r, next_deadline, bookings, now)?;
+            insert_events(conn, &r.id, changes, now)
         })?;
+        self.saved(&r.id);
         self.committed_one();
         Ok(events)
     }
@@ -780,20 +952,28 @@ impl Writer<'_> {
         saves: &[Save<'_>],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
-            let mut events = Vec::new();
+        let loaded = &self.loaded;
+        let events = write_tx(&mut self.conn, |conn| {
             for s in saves {
-                events.extend(save_one(
+                save_one(
                     conn,
+                    loaded,
                     s.reservation,
                     s.next_deadline,
                     s.bookings,
-                    &s.changes,
                     now,
-                )?);
+                )?;
+            }
+            // Events last: their lock is the last one a transaction takes.
+            let mut events = Vec::new();
+            for s in saves {
+                events.extend(insert_events(conn, &s.reservation.id, &s.changes, now)?);
             }
             Ok::<_, StoreError>(events)
         })?;
+        for s in saves {
+            self.saved(&s.reservation.id);
+        }
         self.committed_one();
         Ok(events)
     }
@@ -806,23 +986,37 @@ impl Writer<'_> {
         held: &[HeldOccurrence],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             diesel::insert_into(series::table)
                 .values(SeriesRow::from_model(series))
                 .execute(conn)?;
-            let mut events = Vec::new();
             for h in held {
                 recheck(conn, &h.bookings, None, now)?;
                 diesel::insert_into(reservations::table)
                     .values(ReservationRow::from_model(&h.reservation, h.next_deadline))
                     .execute(conn)?;
                 insert_bookings(conn, &h.reservation.id, &h.bookings)?;
+            }
+            let mut events = Vec::new();
+            for h in held {
                 events.extend(insert_events(conn, &h.reservation.id, &h.changes, now)?);
             }
             Ok::<_, StoreError>(events)
         })?;
+        for h in held {
+            self.loaded.insert(h.reservation.id.clone(), 0);
+        }
         self.committed_one();
         Ok(events)
+    }
+}
+
+impl Writer<'_> {
+    /// A save went through: the row is one version further.
+    fn saved(&mut self, id: &str) {
+        if let Some(v) = self.loaded.get_mut(id) {
+            *v += 1;
+        }
     }
 }
 
@@ -842,14 +1036,45 @@ pub struct HeldOccurrence {
     pub changes: Vec<Change>,
 }
 
+/// Writes one reservation's row and bookings (not its events). If `loaded` has the
+/// row's version, it must still be that, or [`StoreError::Stale`].
 fn save_one(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
+    loaded: &HashMap<String, i64>,
     r: &Reservation,
     next_deadline: Option<DateTime<Utc>>,
     bookings: BookingChange<'_>,
-    changes: &[Change],
     now: DateTime<Utc>,
-) -> Result<Vec<EventRecord>, StoreError> {
+) -> Result<(), StoreError> {
+    // The row first: on PostgreSQL the update waits for, then sees, a concurrent save
+    // of it, so a stale writer stops before touching the bookings.
+    let row = ReservationRow::from_model(r, next_deadline);
+    let updated = match loaded.get(&r.id) {
+        Some(&v) => diesel::update(
+            reservations::table
+                .find(&r.id)
+                .filter(reservations::row_version.eq(v)),
+        )
+        .set((row, reservations::row_version.eq(v + 1)))
+        .execute(conn)?,
+        None => diesel::update(reservations::table.find(&r.id))
+            .set((
+                row,
+                reservations::row_version.eq(reservations::row_version + 1),
+            ))
+            .execute(conn)?,
+    };
+    if updated != 1 {
+        let exists: i64 = reservations::table
+            .filter(reservations::id.eq(&r.id))
+            .count()
+            .get_result(conn)?;
+        return Err(if exists > 0 {
+            StoreError::Stale(r.id.clone())
+        } else {
+            StoreError::Corrupt(format!("reservation {} vanished during an update", r.id))
+        });
+    }
     match bookings {
         BookingChange::Keep => {}
         BookingChange::Delete => delete_bookings(conn, &r.id)?,
@@ -859,19 +1084,10 @@ fn save_one(
             insert_bookings(conn, &r.id, new)?;
         }
     }
-    let updated = diesel::update(reservations::table.find(&r.id))
-        .set(ReservationRow::from_model(r, next_deadline))
-        .execute(conn)?;
-    if updated != 1 {
-        return Err(StoreError::Corrupt(format!(
-            "reservation {} vanished during an update",
-            r.id
-        )));
-    }
-    insert_events(conn, &r.id, changes, now)
+    Ok(())
 }
 
-fn delete_bookings(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreError> {
+fn delete_bookings(conn: &mut DbConn, id: &str) -> Result<(), StoreError> {
     diesel::delete(bookings::table.filter(bookings::reservation_id.eq(id))).execute(conn)?;
     Ok(())
 }
@@ -879,7 +1095,7 @@ fn delete_bookings(conn: &mut SqliteConnection, id: &str) -> Result<(), StoreErr
 const LONGEST_BOOKING: &str = "longest_booking_ms";
 
 /// The longest window ever booked: how far back an overlap query must look.
-fn longest_booking(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
+fn longest_booking(conn: &mut DbConn) -> Result<i64, StoreError> {
     let v: Option<String> = meta::table
         .filter(meta::key.eq(LONGEST_BOOKING))
         .select(meta::value)
@@ -888,14 +1104,16 @@ fn longest_booking(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
-fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Result<(), StoreError> {
+fn insert_bookings(conn: &mut DbConn, id: &str, b: &Bookings) -> Result<(), StoreError> {
     let (start, end) = (ms(b.window.start), ms(b.window.end));
     if end - start > longest_booking(conn)? {
-        diesel::replace_into(meta::table)
-            .values((
-                meta::key.eq(LONGEST_BOOKING),
-                meta::value.eq((end - start).to_string()),
-            ))
+        // Only ever raised: of two concurrent writers the shorter must not win.
+        diesel::update(meta::table.filter(meta::key.eq(LONGEST_BOOKING)))
+            .filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>("CAST(value AS BIGINT) < ")
+                    .bind::<diesel::sql_types::BigInt, _>(end - start),
+            )
+            .set(meta::value.eq((end - start).to_string()))
             .execute(conn)?;
     }
     // One row per resource: both directions, and the VLAN on it. One row per
@@ -940,12 +1158,16 @@ fn insert_bookings(conn: &mut SqliteConnection, id: &str, b: &Bookings) -> Resul
 }
 
 fn insert_events(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     id: &str,
     changes: &[Change],
     now: DateTime<Utc>,
 ) -> Result<Vec<EventRecord>, StoreError> {
     let mut out = Vec::with_capacity(changes.len());
+    if let (DbConn::Pg(_), false) = (&*conn, changes.is_empty()) {
+        // Held to commit: sequence numbers commit in order across replicas.
+        pg_lock(conn, EVENTS_LOCK)?;
+    }
     for c in changes {
         let seq: i64 = diesel::insert_into(events::table)
             .values((
@@ -968,19 +1190,31 @@ fn insert_events(
     Ok(out)
 }
 
+/// The key of the lock that orders event sequence numbers.
+const EVENTS_LOCK: &str = "events";
+
+/// PostgreSQL: a lock on `key` until the transaction ends (a 64-bit hash of it; two
+/// keys that collide only wait for each other needlessly).
+fn pg_lock(conn: &mut DbConn, key: &str) -> Result<(), StoreError> {
+    if let DbConn::Pg(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(c)?;
+    }
+    Ok(())
+}
+
 /// The admission re-check: the peak of what already counts in the window, plus the
 /// request, must fit every resource; every label must be free. `ignore` leaves out the
 /// reservation being modified. One query per resource (a port's rows carry its
 /// bandwidth and its VLANs), always of the same shape, so it is prepared once.
 fn recheck(
-    conn: &mut SqliteConnection,
+    conn: &mut DbConn,
     b: &Bookings,
     ignore: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let (start, end, now) = (ms(b.window.start), ms(b.window.end), ms(now));
-    // Nothing that starts before this can still be running at `start`.
-    let lookback = start - longest_booking(conn)?;
     let ignore = ignore.unwrap_or("");
     let mut resources: Vec<&str> = b
         .bandwidth
@@ -990,6 +1224,15 @@ fn recheck(
         .collect();
     resources.sort_unstable();
     resources.dedup();
+    if let DbConn::Pg(_) = conn {
+        // Sorted, so two admissions wait for each other instead of deadlocking.
+        for resource in &resources {
+            pg_lock(conn, &format!("resource:{resource}"))?;
+        }
+    }
+    // Read after the locks, so a longer booking just committed on them is seen.
+    // Nothing that starts before this can still be running at `start`.
+    let lookback = start - longest_booking(conn)?;
     for resource in resources {
         let rows: Vec<(i64, i64, i64, i64, Option<i32>)> = bookings::table
             .inner_join(reservations::table)

@@ -7,7 +7,7 @@ use sluice_model::{Change, Machine};
 
 use super::rows::{from_ms, ms};
 use super::schema::node_states;
-use super::{EventRecord, Store, StoreError, Writer, insert_events};
+use super::{EventRecord, Store, StoreError, Writer, insert_events, write_tx};
 
 /// One reservation's state on one node, recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Writer<'_> {
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let mut wrote = false;
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             let mut events = Vec::new();
             for u in updates {
                 let old: Option<(String, String)> = node_states::table
@@ -106,15 +106,25 @@ impl Writer<'_> {
                     }
                     _ => {}
                 }
-                diesel::replace_into(node_states::table)
-                    .values((
-                        node_states::reservation_id.eq(&u.reservation_id),
-                        node_states::node.eq(node),
-                        node_states::state.eq(u.state.as_str()),
-                        node_states::error.eq(&u.error),
-                        node_states::updated_ms.eq(ms(now)),
-                    ))
-                    .execute(conn)?;
+                if old.is_some() {
+                    diesel::update(node_states::table.find((&u.reservation_id, node)))
+                        .set((
+                            node_states::state.eq(u.state.as_str()),
+                            node_states::error.eq(&u.error),
+                            node_states::updated_ms.eq(ms(now)),
+                        ))
+                        .execute(conn)?;
+                } else {
+                    diesel::insert_into(node_states::table)
+                        .values((
+                            node_states::reservation_id.eq(&u.reservation_id),
+                            node_states::node.eq(node),
+                            node_states::state.eq(u.state.as_str()),
+                            node_states::error.eq(&u.error),
+                            node_states::updated_ms.eq(ms(now)),
+                        ))
+                        .execute(conn)?;
+                }
                 wrote = true;
                 let detail = match u.state {
                     NodeState::Applied => format!("{node}: the agent has the circuit"),
@@ -151,9 +161,7 @@ impl Writer<'_> {
         changes: &[Change],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self
-            .conn
-            .immediate_transaction(|conn| insert_events(conn, id, changes, now))?;
+        let events = write_tx(&mut self.conn, |conn| insert_events(conn, id, changes, now))?;
         self.committed_one();
         Ok(events)
     }

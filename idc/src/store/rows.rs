@@ -23,7 +23,7 @@ pub fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = reservations)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 #[diesel(treat_none_as_null = true)]
 pub struct ReservationRow {
     pub id: String,
@@ -225,7 +225,7 @@ pub struct LabelRow {
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = events)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub struct EventRow {
     pub seq: i64,
     pub reservation_id: String,
@@ -260,7 +260,7 @@ impl EventRow {
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = series)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub struct SeriesRow {
     pub id: String,
     pub owner: String,

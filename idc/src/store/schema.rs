@@ -1,4 +1,4 @@
-// Mirrors migrations/sqlite; the store's tests run every query against the migrated schema.
+// Mirrors migrations/sqlite and migrations/postgres (the same tables); the store's tests run every query against the migrated schema.
 
 diesel::table! {
     meta (key) {
@@ -37,6 +37,7 @@ diesel::table! {
         series_id -> Nullable<Text>,
         occurrence -> Nullable<Integer>,
         missed -> Bool,
+        row_version -> BigInt,
     }
 }
 

@@ -8,13 +8,13 @@ use sluice_model::{
 
 use super::rows::{ReservationRow, SeriesRow, from_ms, ms};
 use super::schema::{reservations, segments, series};
-use super::{EventRecord, HeldOccurrence, Store, StoreError, Writer, insert_events};
+use super::{EventRecord, HeldOccurrence, Store, StoreError, Writer, insert_events, write_tx};
 
 pub use sluice_model::CircuitSegment as SegmentRecord;
 
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = segments)]
-#[diesel(check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 struct SegmentRow {
     reservation_id: String,
     idx: i32,
@@ -176,17 +176,15 @@ impl Writer<'_> {
         changes: &[Change],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             diesel::insert_into(reservations::table)
                 .values(ReservationRow::from_model(r, next_deadline))
                 .execute(conn)?;
-            let rows: Vec<SegmentRow> = segs
-                .iter()
-                .map(|s| SegmentRow::from_model(&r.id, s))
-                .collect();
-            diesel::insert_into(segments::table)
-                .values(&rows)
-                .execute(conn)?;
+            for s in segs {
+                diesel::insert_into(segments::table)
+                    .values(SegmentRow::from_model(&r.id, s))
+                    .execute(conn)?;
+            }
             insert_events(conn, &r.id, changes, now)
         })?;
         self.committed_one();
@@ -202,22 +200,22 @@ impl Writer<'_> {
         segs: &[Vec<SegmentRecord>],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             diesel::insert_into(series::table)
                 .values(SeriesRow::from_model(series))
                 .execute(conn)?;
-            let mut events = Vec::new();
             for (h, segs) in held.iter().zip(segs) {
                 diesel::insert_into(reservations::table)
                     .values(ReservationRow::from_model(&h.reservation, h.next_deadline))
                     .execute(conn)?;
-                let rows: Vec<SegmentRow> = segs
-                    .iter()
-                    .map(|s| SegmentRow::from_model(&h.reservation.id, s))
-                    .collect();
-                diesel::insert_into(segments::table)
-                    .values(&rows)
-                    .execute(conn)?;
+                for s in segs {
+                    diesel::insert_into(segments::table)
+                        .values(SegmentRow::from_model(&h.reservation.id, s))
+                        .execute(conn)?;
+                }
+            }
+            let mut events = Vec::new();
+            for h in held {
                 events.extend(insert_events(conn, &h.reservation.id, &h.changes, now)?);
             }
             Ok::<_, StoreError>(events)
@@ -237,7 +235,7 @@ impl Writer<'_> {
         changes: &[Change],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let events = self.conn.immediate_transaction(|conn| {
+        let events = write_tx(&mut self.conn, |conn| {
             diesel::update(segments::table.find((circuit, index as i32)))
                 .set((
                     segments::reservation_state.eq(states.reservation.as_str()),

@@ -1,11 +1,12 @@
-//! The store against a real SQLite file in a temporary directory: migrations, the
-//! round trip of a reservation, the admission re-check inside the transaction, the
+//! The store against real databases, each test on a fresh SQLite file and on a fresh
+//! PostgreSQL database (see `testing::TestDatabase`): migrations, the round trip of a reservation, the admission re-check inside the transaction, the
 //! booking changes of a save, the scheduler's queries and the event log.
 
 use chrono::{TimeDelta, Timelike};
 use sluice_model::{Criteria, Endpoint, Ero, Machine, PathHop, Stp, StpRequest};
 
 use super::*;
+use crate::testing::TestDatabase;
 
 const DOMAIN: &str = "d";
 
@@ -21,8 +22,8 @@ fn vlan(v: u16) -> Vlan {
     Vlan::new(v).unwrap()
 }
 
-fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path(), DOMAIN).expect("store opens")
+fn open(db: &TestDatabase) -> Store {
+    Store::open_database(&db.database, DOMAIN).expect("store opens")
 }
 
 /// A held reservation `id` over `window`, created at `now` with a 120 s hold.
@@ -105,16 +106,17 @@ fn rows_of(store: &Store, id: &str) -> Vec<BandwidthRow> {
 }
 
 #[test]
-fn open_creates_the_database_and_applies_the_migrations() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    assert!(store.path().exists(), "{}", store.path().display());
-    assert_eq!(store.path(), dir.path().join(DB_FILE));
-    assert_eq!(store.count_reservations().unwrap(), 0);
-    assert_eq!(store.last_event_seq().unwrap(), 0);
-    assert_eq!(store.next_deadline().unwrap(), None);
+fn sqlite_lives_in_its_data_directory_and_migrate_prepares_a_new_one() {
+    let db = TestDatabase::sqlite();
+    let Database::Sqlite { dir } = &db.database else {
+        unreachable!()
+    };
+    let store = open(&db);
+    let path = store.path().expect("a SQLite file");
+    assert!(path.exists(), "{}", path.display());
+    assert_eq!(path, dir.join(DB_FILE));
     // Everything is applied already; `migrate` on a fresh directory applies them all.
-    assert_eq!(Store::migrate(dir.path()).unwrap(), Vec::<String>::new());
+    assert_eq!(Store::migrate(dir).unwrap(), Vec::<String>::new());
     let fresh = tempfile::tempdir().unwrap();
     let applied = Store::migrate(&fresh.path().join("nested")).unwrap();
     assert!(!applied.is_empty());
@@ -127,21 +129,32 @@ fn open_creates_the_database_and_applies_the_migrations() {
     assert_eq!(s.count_reservations().unwrap(), 0);
 }
 
-#[test]
-fn reopen_keeps_the_data_and_refuses_another_domain() {
-    let dir = tempfile::tempdir().unwrap();
+fn open_applies_the_migrations_once(db: &TestDatabase) {
+    let applied = Store::migrate_database(&db.database).unwrap();
+    assert!(!applied.is_empty(), "a new database gets every migration");
+    let store = open(db);
+    assert_eq!(store.count_reservations().unwrap(), 0);
+    assert_eq!(store.last_event_seq().unwrap(), 0);
+    assert_eq!(store.next_deadline().unwrap(), None);
+    assert_eq!(
+        Store::migrate_database(&db.database).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+fn reopen_keeps_the_data_and_refuses_another_domain(db: &TestDatabase) {
     let r = {
-        let store = open(&dir);
+        let store = open(db);
         insert(&store, "d-1", &on_link(w(0, 100), None, 10, 100), t(-10)).unwrap()
     };
-    let store = open(&dir);
+    let store = open(db);
     assert_eq!(store.get("d-1").unwrap(), Some(r));
     assert_eq!(store.count_reservations().unwrap(), 1);
     assert_eq!(rows_of(&store, "d-1").len(), 1);
     assert!(store.last_event_seq().unwrap() > 0);
     drop(store);
 
-    match Store::open(dir.path(), "other") {
+    match Store::open_database(&db.database, "other") {
         Err(StoreError::WrongDomain { found, expected }) => {
             assert_eq!((found.as_str(), expected.as_str()), (DOMAIN, "other"));
         }
@@ -149,13 +162,11 @@ fn reopen_keeps_the_data_and_refuses_another_domain() {
         Ok(_) => panic!("expected WrongDomain, the store opened"),
     }
     // The refusal changed nothing.
-    assert_eq!(open(&dir).count_reservations().unwrap(), 1);
+    assert_eq!(open(db).count_reservations().unwrap(), 1);
 }
 
-#[test]
-fn a_reservation_round_trips_with_every_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn a_reservation_round_trips_with_every_field(db: &TestDatabase) {
+    let store = open(db);
     let now = t(0) + TimeDelta::milliseconds(123);
     let (mut r, changes) = held(
         "d-rt",
@@ -223,10 +234,8 @@ fn a_reservation_round_trips_with_every_field() {
     assert_eq!(got.created_at.nanosecond() % 1_000_000, 0);
 }
 
-#[test]
-fn the_recheck_refuses_over_capacity_naming_what_is_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn the_recheck_refuses_over_capacity_naming_what_is_left(db: &TestDatabase) {
+    let store = open(db);
     insert(&store, "d-1", &on_link(w(0, 100), None, 60, 100), t(-10)).unwrap();
     let before = store.all_bandwidth_bookings().unwrap();
     let seq = store.last_event_seq().unwrap();
@@ -264,10 +273,8 @@ fn the_recheck_refuses_over_capacity_naming_what_is_left() {
     insert(&store, "d-4", &rev, t(-10)).unwrap();
 }
 
-#[test]
-fn the_recheck_counts_the_peak_not_the_sum() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn the_recheck_counts_the_peak_not_the_sum(db: &TestDatabase) {
+    let store = open(db);
     // Three 40s that overlap only pairwise: the peak is 80.
     insert(&store, "d-1", &on_link(w(0, 10), None, 40, 100), t(-10)).unwrap();
     insert(&store, "d-2", &on_link(w(5, 15), None, 40, 101), t(-10)).unwrap();
@@ -286,10 +293,8 @@ fn the_recheck_counts_the_peak_not_the_sum() {
     insert(&store, "d-5", &on_link(w(6, 13), None, 20, 103), t(-10)).unwrap();
 }
 
-#[test]
-fn the_recheck_refuses_a_taken_label_but_not_outside_its_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn the_recheck_refuses_a_taken_label_but_not_outside_its_window(db: &TestDatabase) {
+    let store = open(db);
     insert(&store, "d-1", &on_link(w(0, 100), None, 1, 100), t(-10)).unwrap();
     let err = insert(&store, "d-2", &on_link(w(99, 200), None, 1, 100), t(-10)).unwrap_err();
     match err {
@@ -323,10 +328,8 @@ fn the_recheck_refuses_a_taken_label_but_not_outside_its_window() {
     assert_eq!(store.get("d-7").unwrap(), None);
 }
 
-#[test]
-fn the_recheck_ignores_expired_holds_and_bookings_outside_the_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn the_recheck_ignores_expired_holds_and_bookings_outside_the_window(db: &TestDatabase) {
+    let store = open(db);
     // A hold of the whole link that expires at t(5).
     insert(
         &store,
@@ -371,10 +374,8 @@ fn the_recheck_ignores_expired_holds_and_bookings_outside_the_window() {
     );
 }
 
-#[test]
-fn saving_a_commit_makes_the_hold_count_until_its_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn saving_a_commit_makes_the_hold_count_until_its_end(db: &TestDatabase) {
+    let store = open(db);
     let now = t(0);
     let mut r = insert(
         &store,
@@ -430,10 +431,8 @@ fn saving_a_commit_makes_the_hold_count_until_its_end() {
     assert_eq!(store.get("d-1").unwrap(), Some(r));
 }
 
-#[test]
-fn save_delete_frees_the_resources() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn save_delete_frees_the_resources(db: &TestDatabase) {
+    let store = open(db);
     let mut r = insert(
         &store,
         "d-1",
@@ -457,10 +456,8 @@ fn save_delete_frees_the_resources() {
     assert_eq!(store.get("d-1").unwrap().unwrap().summary(), "aborted");
 }
 
-#[test]
-fn save_keep_leaves_the_bookings() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn save_keep_leaves_the_bookings(db: &TestDatabase) {
+    let store = open(db);
     let mut r = insert(
         &store,
         "d-1",
@@ -478,10 +475,8 @@ fn save_keep_leaves_the_bookings() {
     assert_eq!(store.get("d-1").unwrap().unwrap().description, "changed");
 }
 
-#[test]
-fn save_replace_rechecks_without_the_reservations_own_bookings() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn save_replace_rechecks_without_the_reservations_own_bookings(db: &TestDatabase) {
+    let store = open(db);
     let mut r = insert(&store, "d-1", &on_link(w(0, 100), None, 60, 100), t(0)).unwrap();
     insert(&store, "d-2", &on_link(w(0, 100), None, 20, 101), t(0)).unwrap();
 
@@ -549,10 +544,8 @@ fn save_replace_rechecks_without_the_reservations_own_bookings() {
     );
 }
 
-#[test]
-fn save_of_a_vanished_reservation_fails_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn save_of_a_vanished_reservation_fails_and_writes_nothing(db: &TestDatabase) {
+    let store = open(db);
     let (r, changes) = held("d-ghost", w(0, 100), t(0));
     let err = store
         .writer()
@@ -562,10 +555,8 @@ fn save_of_a_vanished_reservation_fails_and_writes_nothing() {
     assert_eq!(store.last_event_seq().unwrap(), 0);
 }
 
-#[test]
-fn due_and_next_deadline_follow_the_stored_deadlines() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn due_and_next_deadline_follow_the_stored_deadlines(db: &TestDatabase) {
+    let store = open(db);
     let mut ids = Vec::new();
     for (i, deadline) in [Some(30), None, Some(10), Some(20)].into_iter().enumerate() {
         let (r, changes) = held(&format!("d-{i}"), w(0, 100), t(0));
@@ -608,10 +599,8 @@ fn due_and_next_deadline_follow_the_stored_deadlines() {
     assert!(store.due(t(1000), 100).unwrap().is_empty());
 }
 
-#[test]
-fn events_come_back_in_order_and_filtered() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn events_come_back_in_order_and_filtered(db: &TestDatabase) {
+    let store = open(db);
     let mut a = insert(
         &store,
         "d-a",
@@ -678,10 +667,8 @@ fn events_come_back_in_order_and_filtered() {
     );
 }
 
-#[test]
-fn live_bookings_leave_out_expired_holds_and_ended_bookings() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn live_bookings_leave_out_expired_holds_and_ended_bookings(db: &TestDatabase) {
+    let store = open(db);
     insert(
         &store,
         "d-held",
@@ -709,10 +696,8 @@ fn live_bookings_leave_out_expired_holds_and_ended_bookings() {
     assert_eq!(store.all_bandwidth_bookings().unwrap().len(), 3);
 }
 
-#[test]
-fn list_filters_by_owner_window_and_stp() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+fn list_filters_by_owner_window_and_stp(db: &TestDatabase) {
+    let store = open(db);
     let mut r1 = insert(&store, "d-1", &on_link(w(0, 100), None, 1, 100), t(0)).unwrap();
     r1.owner = "bob".into();
     store
@@ -754,3 +739,187 @@ fn list_filters_by_owner_window_and_stp() {
         .is_empty()
     );
 }
+
+/// The highest total booked on `resource` forward at any instant, from the stored rows.
+fn peak_booked(store: &Store, resource: &str) -> u64 {
+    let intervals = store
+        .all_bandwidth_bookings()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.resource == resource && r.direction == "forward")
+        .map(|r| sluice_pce::Interval {
+            start: from_ms(r.start_ms).unwrap(),
+            end: from_ms(r.end_ms).unwrap(),
+            bw: Mbps(r.bw_mbps as u64),
+        });
+    sluice_pce::peak_of(intervals, &w(-1_000_000, 1_000_000)).0
+}
+
+/// Stores on one database are IDC replicas: four writers race for one 100 Mb/s link
+/// with overlapping windows, and the stored bookings never exceed it.
+fn replicas_racing_for_a_link_never_overbook_it(db: &TestDatabase) {
+    let replicas = [open(db), open(db), open(db), open(db)];
+    let outcomes = std::sync::Mutex::new((0usize, 0usize));
+    std::thread::scope(|scope| {
+        for (r, store) in replicas.iter().enumerate() {
+            for thread in 0..2 {
+                let outcomes = &outcomes;
+                scope.spawn(move || {
+                    for i in 0..12 {
+                        // 30 Mb/s each: 3 fit in a slot. Four writers ask for the same
+                        // slot at about the same moment (n % 24 repeats every 24).
+                        let n = (r * 2 + thread) * 12 + i;
+                        let start = (n as i64 % 24) * 10;
+                        let b = on_link(w(start, start + 10), None, 30, 100 + n as u16);
+                        match insert(store, &format!("d-{n}"), &b, t(-100)) {
+                            Ok(_) => outcomes.lock().unwrap().0 += 1,
+                            Err(StoreError::Conflict(Conflict::Bandwidth { .. })) => {
+                                outcomes.lock().unwrap().1 += 1
+                            }
+                            Err(e) => panic!("d-{n}: {e}"),
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let (admitted, refused) = *outcomes.lock().unwrap();
+    assert_eq!(admitted + refused, 96, "every request answered");
+    assert_eq!(admitted, 72, "3 of the 4 in each of the 24 slots");
+    let peak = peak_booked(&replicas[0], "link:a-b");
+    assert!(peak <= 100, "booked {peak} Mb/s on a 100 Mb/s link");
+    assert_eq!(replicas[1].count_reservations().unwrap(), admitted as i64);
+}
+
+/// Two writers load the same reservation; the second save finds it changed and
+/// writes nothing, and a save after loading again goes through.
+fn a_save_of_a_row_changed_since_it_was_loaded_is_stale(db: &TestDatabase) {
+    let (a, b) = (open(db), open(db));
+    let r = insert(&a, "d-1", &on_link(w(0, 100), Some(t(50)), 10, 100), t(0)).unwrap();
+    let mut wa = a.writer();
+    let mut wb = b.writer();
+    let mut ra = wa.load("d-1").unwrap().unwrap();
+    let mut rb = wb.load("d-1").unwrap().unwrap();
+    ra.description = "by a".into();
+    wa.save(&ra, None, BookingChange::Keep, &[], t(1)).unwrap();
+    let events = a.last_event_seq().unwrap();
+    rb.description = "by b".into();
+    let change = Change {
+        machine: Machine::Reservation,
+        from: "ReserveHeld".into(),
+        to: "ReserveCommitting".into(),
+        effective_at: t(1),
+        detail: String::new(),
+    };
+    match wb.save(
+        &rb,
+        None,
+        BookingChange::Delete,
+        std::slice::from_ref(&change),
+        t(1),
+    ) {
+        Err(StoreError::Stale(id)) => assert_eq!(id, "d-1"),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert_eq!(b.get("d-1").unwrap().unwrap().description, "by a");
+    assert_eq!(b.last_event_seq().unwrap(), events, "no event written");
+    assert_eq!(rows_of(&b, "d-1").len(), 1, "bookings untouched");
+    // Loaded again, it saves; and the first writer's next save is now the stale one.
+    let mut rb = wb.load("d-1").unwrap().unwrap();
+    rb.description = "by b".into();
+    wb.save(&rb, None, BookingChange::Keep, &[change], t(2))
+        .unwrap();
+    assert!(matches!(
+        wa.save(&ra, None, BookingChange::Keep, &[], t(3)),
+        Err(StoreError::Stale(_))
+    ));
+    assert_eq!(a.get("d-1").unwrap().unwrap().description, "by b");
+    drop((wa, wb));
+    let _ = r;
+}
+
+/// Writers on two replicas append events at once; a reader polling the log never sees
+/// a sequence number before one that comes earlier (Watch and the other replica
+/// advance past what they have seen, so a late lower number would be lost).
+fn events_become_visible_in_sequence_order(db: &TestDatabase) {
+    let replicas = [open(db), open(db), open(db), open(db)];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let (mut last, mut seen) = (0u64, 0usize);
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                for e in replicas[0].events_after(last, None, 1000).unwrap() {
+                    assert_eq!(e.seq, last + 1, "a gap after {last}: saw {}", e.seq);
+                    last = e.seq;
+                    seen += 1;
+                }
+                if finished {
+                    return seen;
+                }
+            }
+        });
+        let writers: Vec<_> = (0..4)
+            .map(|k| {
+                let store = &replicas[k];
+                scope.spawn(move || {
+                    for i in 0..40 {
+                        // Each on its own link: no waiting on each other's bookings.
+                        let mut b = on_link(w(0, 100), None, 1, 100);
+                        b.bandwidth[0].resource = format!("link:l{k}-{i}");
+                        b.labels[0].resource = format!("port:n{k}-{i}:p0");
+                        insert(store, &format!("d-{k}-{i}"), &b, t(0)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for wr in writers {
+            wr.join().unwrap();
+        }
+        done.store(true, Ordering::Release);
+        let seen = reader.join().unwrap();
+        assert_eq!(seen as u64, replicas[1].last_event_seq().unwrap());
+    });
+}
+
+/// Each case once on SQLite and once on PostgreSQL.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&crate::testing::TestDatabase::sqlite());
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(db) = crate::testing::TestDatabase::postgres() {
+                    super::$name(&db);
+                }
+            })*
+        }
+    };
+}
+
+on_both_databases!(
+    replicas_racing_for_a_link_never_overbook_it,
+    a_save_of_a_row_changed_since_it_was_loaded_is_stale,
+    events_become_visible_in_sequence_order,
+    open_applies_the_migrations_once,
+    reopen_keeps_the_data_and_refuses_another_domain,
+    a_reservation_round_trips_with_every_field,
+    the_recheck_refuses_over_capacity_naming_what_is_left,
+    the_recheck_counts_the_peak_not_the_sum,
+    the_recheck_refuses_a_taken_label_but_not_outside_its_window,
+    the_recheck_ignores_expired_holds_and_bookings_outside_the_window,
+    saving_a_commit_makes_the_hold_count_until_its_end,
+    save_delete_frees_the_resources,
+    save_keep_leaves_the_bookings,
+    save_replace_rechecks_without_the_reservations_own_bookings,
+    save_of_a_vanished_reservation_fails_and_writes_nothing,
+    due_and_next_deadline_follow_the_stored_deadlines,
+    events_come_back_in_order_and_filtered,
+    live_bookings_leave_out_expired_holds_and_ended_bookings,
+    list_filters_by_owner_window_and_stp,
+);

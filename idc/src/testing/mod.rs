@@ -2,8 +2,10 @@
 //! and database, in the test's own process. Several can run side by side (one per
 //! domain); everything is removed on drop.
 
+mod database;
 mod federation;
 
+pub use database::{POSTGRES_ENV, REQUIRE_POSTGRES_ENV, TestDatabase};
 pub use federation::{Domain, Peering, TestFederation, TestFederationBuilder};
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub struct TestIdc {
     agents: Option<crate::agents::AgentsConfig>,
     operators: crate::operators::Operators,
     metrics: bool,
+    database: Option<String>,
 }
 
 pub struct TestIdcBuilder {
@@ -37,6 +40,7 @@ pub struct TestIdcBuilder {
     agents: Option<crate::agents::AgentsConfig>,
     operators: crate::operators::Operators,
     metrics: bool,
+    database: Option<String>,
 }
 
 impl TestIdc {
@@ -50,6 +54,7 @@ impl TestIdc {
             agents: None,
             operators: crate::operators::Operators::default(),
             metrics: false,
+            database: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl TestIdc {
                 ServerOptions {
                     listen: "127.0.0.1:0".parse().expect("static address"),
                     data_dir: self.dir.path().to_path_buf(),
+                    database: self.database.clone(),
                     topology: self.topology.clone(),
                     hold_timeout: self.hold_timeout,
                     federation: self.federation.clone(),
@@ -142,6 +148,13 @@ impl TestIdcBuilder {
         self
     }
 
+    /// The store in this PostgreSQL database (a replica if another IDC uses it too)
+    /// instead of SQLite in the temporary directory.
+    pub fn database(mut self, url: Option<String>) -> Self {
+        self.database = url;
+        self
+    }
+
     /// Drive these node agents.
     pub fn agents(mut self, a: crate::agents::AgentsConfig) -> Self {
         self.agents = Some(a);
@@ -159,6 +172,7 @@ impl TestIdcBuilder {
             agents: self.agents,
             operators: self.operators,
             metrics: self.metrics,
+            database: self.database,
         };
         idc.restart().await;
         idc

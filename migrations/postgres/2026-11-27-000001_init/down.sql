@@ -1,0 +1,10 @@
+DROP TABLE verify_each;
+DROP TABLE measurements;
+DROP TABLE audit;
+DROP TABLE node_states;
+DROP TABLE segments;
+DROP TABLE events;
+DROP TABLE bookings;
+DROP TABLE series;
+DROP TABLE reservations;
+DROP TABLE meta;
