@@ -72,6 +72,8 @@ struct Inner {
     /// no gaps: for Watch.
     all_events: broadcast::Sender<Arc<EventRecord>>,
     sequencer: std::sync::Mutex<Sequencer>,
+    /// Local changes of the index so far (the follower checks it did not race one).
+    index_writes: std::sync::atomic::AtomicU64,
     /// The earliest deadline written since the scheduler last read the store; writers
     /// lower it and wake the scheduler only when they move it earlier.
     wake_hint: std::sync::Mutex<Option<DateTime<Utc>>>,
@@ -347,6 +349,7 @@ impl Idc {
                 events,
                 all_events,
                 sequencer: std::sync::Mutex::new(sequencer),
+                index_writes: std::sync::atomic::AtomicU64::new(0),
                 wake_hint: std::sync::Mutex::new(None),
                 wake: Notify::new(),
                 hold_timeout,
@@ -1019,8 +1022,12 @@ impl Inner {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The index, to change it after a local write (counted: see `follow`).
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+        let index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        self.index_writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        index
     }
 
     fn publish(&self, events: Vec<EventRecord>) {
@@ -1085,8 +1092,10 @@ impl Inner {
         }
         ids.sort_unstable();
         ids.dedup();
-        // With the writer held, no local write moves the index under us.
-        let writer = self.store.writer();
+        // A local writer may commit one of these after the read below and move the
+        // index before this puts the older rows in: if any local write touched the index
+        // meanwhile, these are read again at the next look.
+        let seen = self.index_writes.load(std::sync::atomic::Ordering::Acquire);
         let now = self.clock.now();
         let (bw_rows, label_rows) = self
             .store
@@ -1094,15 +1103,21 @@ impl Inner {
             .map_err(store_error)?;
         let usages = usages_from_rows(&self.topo, &bw_rows, &label_rows, now);
         {
-            let mut index = self.write_index();
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
             for id in &ids {
                 match usages.get(id) {
                     Some(u) => index.insert(id, u),
                     None => index.remove(id),
                 }
             }
+            if self.index_writes.load(std::sync::atomic::Ordering::Acquire) != seen {
+                self.sequencer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .others
+                    .extend(ids.iter().cloned());
+            }
         }
-        drop(writer);
         debug!(
             reservations = ids.len(),
             "index brought up to date with other replicas"
@@ -1123,12 +1138,13 @@ impl Inner {
         let found = sluice_pce::find_path(&self.read_index(), &req, early);
         metrics::histogram!(crate::metrics::PCE).record(computing.elapsed().as_secs_f64());
         let mut plan = found?;
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         criteria.check(now)?;
         {
-            // Nothing changes the index while we hold the writer: if the plan still fits
-            // now, it fits; if not, the answer computed now is the true one.
+            // On SQLite nothing changes the index while we hold the writer: if the plan
+            // still fits now, it fits; if not, the answer computed now is the true one.
+            // (On PostgreSQL other writers run meanwhile; the store's re-check decides.)
             let index = self.read_index();
             if sluice_pce::check_plan(&index, &plan, &req, now).is_err() {
                 plan = sluice_pce::find_path(&index, &req, now)?;
@@ -1194,7 +1210,7 @@ impl Inner {
         op: &mut Operation<'_>,
         durable: Durable,
     ) -> Result<Reservation, Error> {
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         let mut r = writer
             .load(id)
@@ -1248,7 +1264,7 @@ impl Inner {
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         let NewVersion {
             mut r,

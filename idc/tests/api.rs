@@ -1730,6 +1730,7 @@ async fn watch_replays_a_history_longer_than_one_page() {
     t.idc()
         .store()
         .writer()
+        .unwrap()
         .save(
             &model,
             model.hold_expires_at,

@@ -780,7 +780,7 @@ async fn a_domain_that_answers_too_late_is_aborted_around_and_its_hold_expires_t
     let c = fed.get("c").idc().clone();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let busy = std::thread::spawn(move || {
-        let _writer = c.store().writer();
+        let _writer = c.store().writer().unwrap();
         locked_tx.send(()).unwrap();
         std::thread::sleep(Duration::from_secs(3));
     });

@@ -19,7 +19,12 @@ impl Idc {
             result: failed.map_or("ok", |e| e.code.as_str()).to_string(),
             detail: failed.map(|e| e.message.clone()).unwrap_or_default(),
         };
-        if let Err(e) = self.inner.store.writer().append_audit(&record) {
+        if let Err(e) = self
+            .inner
+            .store
+            .writer()
+            .and_then(|mut w| w.append_audit(&record))
+        {
             error!(who, action, target, error = %e, "audit record not written");
         }
     }

@@ -130,7 +130,7 @@ impl Idc {
         segments: Vec<SegmentRecord>,
     ) -> Result<Reservation, Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let (mut r, changes) = Reservation::held(
             id,
@@ -167,7 +167,7 @@ impl Idc {
         occurrences: Vec<CircuitOccurrence>,
     ) -> Result<(Series, Vec<Reservation>), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let series = Series {
             id: id.clone(),
@@ -252,7 +252,7 @@ impl Idc {
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let super::NewVersion {
             mut r,
@@ -307,7 +307,7 @@ impl Idc {
         changes: &[Change],
     ) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let events = writer
             .update_segment(circuit, index, states, summary, changes, now)

@@ -11,7 +11,7 @@ impl Idc {
             x.seq = inner
                 .store
                 .writer()
-                .append_measurement(&x)
+                .and_then(|mut w| w.append_measurement(&x))
                 .map_err(store_error)?;
             Ok(x)
         })
@@ -25,7 +25,7 @@ impl Idc {
             inner
                 .store
                 .writer()
-                .set_verify_each(&target, &v)
+                .and_then(|mut w| w.set_verify_each(&target, &v))
                 .map_err(store_error)
         })
         .await

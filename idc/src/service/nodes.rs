@@ -14,7 +14,7 @@ impl Idc {
             return Ok(());
         }
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let events = writer
             .record_node_states(node, updates, inner.clock.now())
             .map_err(store_error)?;
@@ -26,7 +26,7 @@ impl Idc {
     /// Events for reservation `id` that change none of its states, for its watchers.
     pub fn record_events(&self, id: &str, changes: &[Change]) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer();
+        let mut writer = inner.store.writer().map_err(store_error)?;
         let events = writer
             .insert_events(id, changes, inner.clock.now())
             .map_err(store_error)?;

@@ -205,7 +205,7 @@ impl Inner {
     ) -> Result<(Series, Vec<Reservation>), Error> {
         // The writer first: planning a series takes long enough that it had better see
         // the bookings it is checked against in the store a moment later.
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         criteria.check(now)?;
         let mut replans = 0;
@@ -315,7 +315,7 @@ impl Inner {
             shift,
             length,
         } = change;
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         let (series, mut all) = writer
             .load_series(id)
@@ -425,7 +425,7 @@ impl Inner {
         scope: SeriesScope,
         op: &mut Operation<'_>,
     ) -> Result<(Series, Vec<Reservation>), Error> {
-        let mut writer = self.store.writer();
+        let mut writer = self.store.writer().map_err(store_error)?;
         let now = self.clock.now();
         let (series, mut all) = writer
             .load_series(id)

@@ -4,9 +4,10 @@
 //! **Architecture invariant:** the only module that knows SQL. Callers see model types
 //! and a handful of row structs; nothing of either database leaks out.
 //!
-//! Writes go through one [`Writer`] per process at a time (a mutex around the write
-//! connection), and every admission re-checks capacity and labels inside its
-//! transaction, so the in-memory index can be stale without over-booking. Several
+//! Writes go through a [`Writer`]: on SQLite one per process at a time (a mutex around
+//! the write connection), on PostgreSQL one of a few pooled connections. Every
+//! admission re-checks capacity and labels inside its transaction, so the in-memory
+//! index can be stale without over-booking. Several
 //! processes (IDC replicas on one PostgreSQL) agree through the database:
 //!
 //! - SQLite writes in `BEGIN IMMEDIATE` transactions: one writer at a time, outright.
@@ -193,13 +194,50 @@ impl CustomizeConnection<DbConn, diesel::r2d2::Error> for ReaderPragmas {
 }
 
 pub struct Store {
-    writer: Mutex<DbConn>,
+    writers: Writers,
     readers: Pool<conn::Manager>,
     database: Database,
     /// Counts write transactions; on SQLite it also makes them durable on demand.
     committed: AtomicU64,
     /// SQLite only: PostgreSQL commits durably by itself.
     sqlite: Option<SqliteDurability>,
+}
+
+/// Where writers get their connection.
+enum Writers {
+    /// SQLite takes one writer at a time anyway: one connection behind a mutex.
+    Sqlite(Mutex<DbConn>),
+    /// PostgreSQL: a few connections, so that transactions that touch different links
+    /// run (and commit) at once; a broken one is replaced.
+    Postgres(Pool<conn::Manager>),
+}
+
+/// How many write transactions one process runs at once on PostgreSQL.
+const POSTGRES_WRITERS: u32 = 8;
+
+/// A writer's connection, held for as long as the writer.
+enum WriterConn<'a> {
+    Sqlite(MutexGuard<'a, DbConn>),
+    Postgres(diesel::r2d2::PooledConnection<conn::Manager>),
+}
+
+impl std::ops::Deref for WriterConn<'_> {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        match self {
+            WriterConn::Sqlite(c) => c,
+            WriterConn::Postgres(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriterConn<'_> {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        match self {
+            WriterConn::Sqlite(c) => c,
+            WriterConn::Postgres(c) => c,
+        }
+    }
 }
 
 struct SqliteDurability {
@@ -317,7 +355,7 @@ impl GroupCommit {
 /// Exclusive access to the write connection. Hold it across a read-check-write sequence
 /// so nothing else writes in between.
 pub struct Writer<'a> {
-    conn: MutexGuard<'a, DbConn>,
+    conn: WriterConn<'a>,
     committed: &'a AtomicU64,
     checkpointer: Option<&'a Checkpointer>,
     /// The `row_version` of each reservation this writer loaded: its saves of them
@@ -408,8 +446,19 @@ impl Store {
             }
             Database::Postgres { .. } => None,
         };
+        let writers = match database {
+            Database::Sqlite { .. } => Writers::Sqlite(Mutex::new(writer)),
+            Database::Postgres { .. } => Writers::Postgres(
+                Pool::builder()
+                    .max_size(POSTGRES_WRITERS)
+                    .min_idle(Some(1))
+                    .connection_timeout(std::time::Duration::from_secs(10))
+                    .build(conn::Manager(database.clone()))
+                    .map_err(|e| open_err(e.to_string()))?,
+            ),
+        };
         Ok(Store {
-            writer: Mutex::new(writer),
+            writers,
             readers,
             database: database.clone(),
             committed: AtomicU64::new(0),
@@ -443,16 +492,26 @@ impl Store {
         &self.database
     }
 
-    pub fn writer(&self) -> Writer<'_> {
-        // A panic while writing poisons the mutex; the connection itself is still sound
-        // (the transaction rolled back), so carry on with it.
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        Writer {
+    /// A writer: on SQLite the only one (others wait), on PostgreSQL one of a few. It
+    /// fails only if PostgreSQL gives no connection within 10 s.
+    pub fn writer(&self) -> Result<Writer<'_>, StoreError> {
+        let conn = match &self.writers {
+            // A panic while writing poisons the mutex; the connection itself is still
+            // sound (the transaction rolled back), so carry on with it.
+            Writers::Sqlite(m) => WriterConn::Sqlite(m.lock().unwrap_or_else(|p| p.into_inner())),
+            Writers::Postgres(pool) => {
+                WriterConn::Postgres(pool.get().map_err(|e| StoreError::Open {
+                    path: self.database.describe(),
+                    message: e.to_string(),
+                })?)
+            }
+        };
+        Ok(Writer {
             conn,
             committed: &self.committed,
             checkpointer: self.sqlite.as_ref().map(|s| &s.checkpointer),
             loaded: HashMap::new(),
-        }
+        })
     }
 
     /// Makes every transaction committed so far durable (on SQLite one fsync, shared

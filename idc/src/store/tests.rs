@@ -89,6 +89,7 @@ fn insert(
     r.bw = b.bandwidth.first().map_or(Mbps(10), |x| x.bw);
     store
         .writer()
+        .unwrap()
         .insert_held(&r, r.hold_expires_at, b, &changes, now)?;
     Ok(r)
 }
@@ -210,10 +211,14 @@ fn a_reservation_round_trips_with_every_field(db: &TestDatabase) {
     let b = on_link(r.window, r.hold_expires_at, 10, 100);
     store
         .writer()
+        .unwrap()
         .insert_held(&r, Some(t(60)), &b, &changes, now)
         .unwrap();
     assert_eq!(store.get("d-rt").unwrap().as_ref(), Some(&r));
-    assert_eq!(store.writer().load("d-rt").unwrap().as_ref(), Some(&r));
+    assert_eq!(
+        store.writer().unwrap().load("d-rt").unwrap().as_ref(),
+        Some(&r)
+    );
     assert_eq!(store.get("d-nope").unwrap(), None);
 
     // Below a millisecond, times are truncated (the store's resolution).
@@ -221,6 +226,7 @@ fn a_reservation_round_trips_with_every_field(db: &TestDatabase) {
     r2.created_at = t(0) + TimeDelta::nanoseconds(1_999_999);
     store
         .writer()
+        .unwrap()
         .insert_held(
             &r2,
             None,
@@ -393,6 +399,7 @@ fn saving_a_commit_makes_the_hold_count_until_its_end(db: &TestDatabase) {
     assert_eq!(r.hold_expires_at, None);
     let events = store
         .writer()
+        .unwrap()
         .save(&r, Some(t(100)), BookingChange::Keep, &changes, t(1))
         .unwrap();
     assert_eq!(events.len(), changes.len());
@@ -443,6 +450,7 @@ fn save_delete_frees_the_resources(db: &TestDatabase) {
     let changes = r.abort(t(1)).unwrap();
     store
         .writer()
+        .unwrap()
         .save(&r, None, BookingChange::Delete, &changes, t(1))
         .unwrap();
     assert!(rows_of(&store, "d-1").is_empty());
@@ -469,6 +477,7 @@ fn save_keep_leaves_the_bookings(db: &TestDatabase) {
     r.description = "changed".into();
     store
         .writer()
+        .unwrap()
         .save(&r, Some(t(120)), BookingChange::Keep, &[], t(1))
         .unwrap();
     assert_eq!(rows_of(&store, "d-1"), before);
@@ -487,6 +496,7 @@ fn save_replace_rechecks_without_the_reservations_own_bookings(db: &TestDatabase
     r.window = new.window;
     store
         .writer()
+        .unwrap()
         .save(&r, Some(t(150)), BookingChange::Replace(&new), &[], t(1))
         .unwrap();
     let rows = rows_of(&store, "d-1");
@@ -513,6 +523,7 @@ fn save_replace_rechecks_without_the_reservations_own_bookings(db: &TestDatabase
     };
     let err = store
         .writer()
+        .unwrap()
         .save(&r2, None, BookingChange::Replace(&too_big), &[change], t(2))
         .unwrap_err();
     assert!(
@@ -536,6 +547,7 @@ fn save_replace_rechecks_without_the_reservations_own_bookings(db: &TestDatabase
     r3.version += 1;
     let err = store
         .writer()
+        .unwrap()
         .save(&r3, None, BookingChange::Replace(&theirs), &[], t(3))
         .unwrap_err();
     assert!(
@@ -549,6 +561,7 @@ fn save_of_a_vanished_reservation_fails_and_writes_nothing(db: &TestDatabase) {
     let (r, changes) = held("d-ghost", w(0, 100), t(0));
     let err = store
         .writer()
+        .unwrap()
         .save(&r, None, BookingChange::Keep, &changes, t(0))
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
@@ -562,6 +575,7 @@ fn due_and_next_deadline_follow_the_stored_deadlines(db: &TestDatabase) {
         let (r, changes) = held(&format!("d-{i}"), w(0, 100), t(0));
         store
             .writer()
+            .unwrap()
             .insert_held(
                 &r,
                 deadline.map(t),
@@ -585,6 +599,7 @@ fn due_and_next_deadline_follow_the_stored_deadlines(db: &TestDatabase) {
     // Clearing a deadline takes it out.
     store
         .writer()
+        .unwrap()
         .save(&ids[2], None, BookingChange::Keep, &[], t(1))
         .unwrap();
     assert_eq!(store.next_deadline().unwrap(), Some(t(20)));
@@ -592,6 +607,7 @@ fn due_and_next_deadline_follow_the_stored_deadlines(db: &TestDatabase) {
     for r in &ids {
         store
             .writer()
+            .unwrap()
             .save(r, None, BookingChange::Keep, &[], t(1))
             .unwrap();
     }
@@ -618,6 +634,7 @@ fn events_come_back_in_order_and_filtered(db: &TestDatabase) {
     let changes = a.commit(t(1)).unwrap();
     let recorded = store
         .writer()
+        .unwrap()
         .save(&a, None, BookingChange::Keep, &changes, t(1))
         .unwrap();
     assert_eq!(recorded.len(), 2);
@@ -702,6 +719,7 @@ fn list_filters_by_owner_window_and_stp(db: &TestDatabase) {
     r1.owner = "bob".into();
     store
         .writer()
+        .unwrap()
         .save(&r1, None, BookingChange::Keep, &[], t(0))
         .unwrap();
     insert(&store, "d-2", &on_link(w(100, 200), None, 1, 101), t(1)).unwrap();
@@ -796,8 +814,8 @@ fn replicas_racing_for_a_link_never_overbook_it(db: &TestDatabase) {
 fn a_save_of_a_row_changed_since_it_was_loaded_is_stale(db: &TestDatabase) {
     let (a, b) = (open(db), open(db));
     let r = insert(&a, "d-1", &on_link(w(0, 100), Some(t(50)), 10, 100), t(0)).unwrap();
-    let mut wa = a.writer();
-    let mut wb = b.writer();
+    let mut wa = a.writer().unwrap();
+    let mut wb = b.writer().unwrap();
     let mut ra = wa.load("d-1").unwrap().unwrap();
     let mut rb = wb.load("d-1").unwrap().unwrap();
     ra.description = "by a".into();
@@ -880,6 +898,31 @@ fn events_become_visible_in_sequence_order(db: &TestDatabase) {
         let seen = reader.join().unwrap();
         assert_eq!(seen as u64, replicas[1].last_event_seq().unwrap());
     });
+}
+
+/// PostgreSQL restarted (every connection of the store cut): the next reads and writes
+/// get new connections instead of failing for good.
+#[test]
+fn postgres_connections_cut_under_the_store_are_replaced() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let store = open(&db);
+    insert(&store, "d-1", &on_link(w(0, 100), None, 10, 100), t(0)).unwrap();
+    let Database::Postgres { url } = &db.database else {
+        unreachable!()
+    };
+    let mut admin = diesel::pg::PgConnection::establish(url).unwrap();
+    let cut = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .unwrap();
+    assert!(cut > 0, "the store had connections to cut");
+    insert(&store, "d-2", &on_link(w(0, 100), None, 10, 101), t(1)).unwrap();
+    assert_eq!(store.count_reservations().unwrap(), 2);
+    assert!(store.get("d-1").unwrap().is_some());
 }
 
 /// Each case once on SQLite and once on PostgreSQL.
