@@ -186,15 +186,24 @@ async fn book(c: &mut Client, criteria: v1::Criteria) -> Result<String, sluice_m
     Ok(c.book(criteria, false).await?.id)
 }
 
+/// What concurrent clients measured, each list sorted.
+pub(crate) struct Concurrent {
+    /// Reserve and commit, each booking.
+    pub(crate) bookings: Vec<Duration>,
+    /// The reserve call alone (admission), each booking.
+    pub(crate) admissions: Vec<Duration>,
+    pub(crate) wall: Duration,
+}
+
 /// `clients` connections booking `per_client` each, all at once, client k on
-/// `urls[k % urls.len()]`; every latency and the wall time.
+/// `urls[k % urls.len()]`.
 async fn concurrent(
     urls: Vec<String>,
     stps: Vec<String>,
     clients: usize,
     per_client: usize,
     seed: u64,
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
+) -> anyhow::Result<Concurrent> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..clients {
@@ -209,19 +218,29 @@ async fn concurrent(
             for _ in 0..per_client {
                 let criteria = w.criteria();
                 let t = Instant::now();
-                book(&mut c, criteria).await?;
-                lat.push(t.elapsed());
+                let held = c.book(criteria, true).await?;
+                let admitted = t.elapsed();
+                c.call(IdCall::Commit, &held.id).await?;
+                lat.push((t.elapsed(), admitted));
             }
             Ok::<_, sluice_model::Error>(lat)
         }));
     }
-    let mut all = Vec::new();
+    let (mut bookings, mut admissions) = (Vec::new(), Vec::new());
     for t in tasks {
-        all.extend(t.await?.map_err(|e| anyhow::anyhow!("{e}"))?);
+        for (b, a) in t.await?.map_err(|e| anyhow::anyhow!("{e}"))? {
+            bookings.push(b);
+            admissions.push(a);
+        }
     }
     let wall = started.elapsed();
-    all.sort();
-    Ok((all, wall))
+    bookings.sort();
+    admissions.sort();
+    Ok(Concurrent {
+        bookings,
+        admissions,
+        wall,
+    })
 }
 
 /// `concurrent` on a multi-threaded runtime of its own.
@@ -231,7 +250,7 @@ pub(crate) fn run_concurrent(
     clients: usize,
     per_client: usize,
     seed: u64,
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
+) -> anyhow::Result<Concurrent> {
     let (urls, stps) = (urls.to_vec(), stps.to_vec());
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_multi_thread()
@@ -389,17 +408,17 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
             "preload: {} clients × {per_client} bookings (not timed) ...",
             args.clients
         );
-        let (lat, wall) = run_concurrent(
+        let Concurrent { bookings, wall, .. } = run_concurrent(
             std::slice::from_ref(&url),
             &stps,
             args.clients,
             per_client,
             0x9e37_79b9,
         )?;
-        booked += lat.len();
+        booked += bookings.len();
         eprintln!(
             "preload: {} bookings in {:.1} s; restarting the IDC",
-            lat.len(),
+            bookings.len(),
             wall.as_secs_f64()
         );
         drop(c);
@@ -490,7 +509,11 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
         "concurrent: {} clients × {per_client} bookings ...",
         args.clients
     );
-    let (clat, wall) = run_concurrent(
+    let Concurrent {
+        bookings: clat,
+        wall,
+        ..
+    } = run_concurrent(
         std::slice::from_ref(&url),
         &stps,
         args.clients,

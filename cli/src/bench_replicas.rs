@@ -12,7 +12,7 @@ use serde_json::json;
 use sluice_idc::testing::TestDatabase;
 use sluice_proto::v1;
 
-use crate::bench::{ChildIdc, Progress, ms, percentile, run_concurrent, spawn_idc};
+use crate::bench::{ChildIdc, Concurrent, Progress, ms, percentile, run_concurrent, spawn_idc};
 use crate::client::connect;
 
 pub struct ReplicaBench {
@@ -28,6 +28,8 @@ struct Load {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// The reserve call alone.
+    admission_p99: Duration,
     bookings: usize,
 }
 
@@ -89,13 +91,18 @@ fn load(
     run_concurrent(urls, stps, b.clients, 3, seed ^ 0xdead)?;
     let per_client = b.bookings.div_ceil(b.clients.max(1));
     eprintln!("{name}: {} clients × {per_client} bookings ...", b.clients);
-    let (lat, wall) = run_concurrent(urls, stps, b.clients, per_client, seed)?;
+    let Concurrent {
+        bookings,
+        admissions,
+        wall,
+    } = run_concurrent(urls, stps, b.clients, per_client, seed)?;
     Ok(Load {
         name,
-        per_second: lat.len() as f64 / wall.as_secs_f64(),
-        p50: percentile(&lat, 50.0),
-        p99: percentile(&lat, 99.0),
-        bookings: lat.len(),
+        per_second: bookings.len() as f64 / wall.as_secs_f64(),
+        p50: percentile(&bookings, 50.0),
+        p99: percentile(&bookings, 99.0),
+        admission_p99: percentile(&admissions, 99.0),
+        bookings: bookings.len(),
     })
 }
 
@@ -196,7 +203,8 @@ pub async fn run(b: ReplicaBench, json_out: bool) -> anyhow::Result<()> {
             .iter()
             .map(|l| {
                 json!({"store": l.name, "committed_per_s": l.per_second,
-                       "p50_ms": ms(l.p50), "p99_ms": ms(l.p99), "bookings": l.bookings})
+                       "p50_ms": ms(l.p50), "p99_ms": ms(l.p99),
+                       "admission_p99_ms": ms(l.admission_p99), "bookings": l.bookings})
             })
             .collect();
         println!(
@@ -214,18 +222,25 @@ pub async fn run(b: ReplicaBench, json_out: bool) -> anyhow::Result<()> {
     } else {
         let mut t = Table::new();
         t.load_preset(UTF8_BORDERS_ONLY);
-        t.set_header(["store", "committed bookings/s", "p50 (ms)", "p99 (ms)"]);
+        t.set_header([
+            "store",
+            "committed bookings/s",
+            "booking p50 (ms)",
+            "booking p99 (ms)",
+            "admission p99 (ms)",
+        ]);
         for l in &loads {
             t.add_row([
                 l.name.to_string(),
                 format!("{:.0}", l.per_second),
                 format!("{:.2}", ms(l.p50)),
                 format!("{:.2}", ms(l.p99)),
+                format!("{:.2}", ms(l.admission_p99)),
             ]);
         }
         println!("{t}");
         println!(
-            "{} concurrent clients, reserve+commit, {} bookings per run; two replicas share the clients",
+            "{} concurrent clients, each booking a reserve (admission) then a commit, {} bookings per run; two replicas share the clients",
             b.clients, loads[0].bookings
         );
         println!(

@@ -965,6 +965,7 @@ fn bench_compares_the_stores_and_times_a_takeover() {
     for r in runs {
         assert!(r["committed_per_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        assert!(r["admission_p99_ms"].as_f64().unwrap() > 0.0, "{r}");
         assert_eq!(r["bookings"], 8);
     }
     assert_eq!(doc["takeover"]["timed_out_by_survivor"], 3, "{doc}");

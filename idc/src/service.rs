@@ -239,10 +239,13 @@ struct Sequencer {
     others: Vec<String>,
 }
 
-/// How many times admission plans again after the store found its plan taken. One is
-/// enough for one process (its index lags only its own crash recovery); replicas race
-/// each other for the same lowest free VLAN, and each try learns the winner's.
-const STALE_REPLANS: u32 = 5;
+/// How many times admission plans again after the store found its plan taken. On
+/// SQLite one is enough (one writer: the index lags only its own crash recovery). On
+/// PostgreSQL the writers of every replica race for the same lowest free VLAN and the
+/// same headroom; each try learns what the winners took, so a request is refused only
+/// once the index (brought up to date from the store) says it does not fit, or after
+/// this many lost races.
+const STALE_REPLANS: u32 = 24;
 
 /// How often a replica looks for what the others wrote.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -269,6 +272,9 @@ impl Idc {
         hold_timeout: TimeDelta,
     ) -> Result<Idc, StoreError> {
         let store = Store::open_database(database, &topo.domain)?;
+        // Before the index is read: what other replicas write from here on reaches the
+        // index through the follower (reading a change twice does no harm).
+        let events_seen = store.last_event_seq()?;
         // The index is rebuilt from the bookings as stored (paths are not re-routed),
         // streamed and gathered per calendar, each calendar built in one sort.
         let started = std::time::Instant::now();
@@ -336,7 +342,7 @@ impl Idc {
         let (events, _) = broadcast::channel(4096);
         let (all_events, _) = broadcast::channel(4096);
         let sequencer = Sequencer {
-            sent: store.last_event_seq()?,
+            sent: events_seen,
             shared: store.database().is_shared(),
             others: Vec::new(),
         };
@@ -410,20 +416,33 @@ impl Idc {
             .map_err(|e| Error::internal(format!("worker failed: {e}")))?
     }
 
-    /// Runs a point operation where it is: one transaction on indexed rows and at most
-    /// one shared fsync, a fraction of a millisecond. Handing it to another thread and
-    /// back costs more than that on small machines (measured with `sluice bench`: 1.05
-    /// → 0.77 ms for reserve+commit), and the writer is never held across an await.
-    fn inline<T>(&self, f: impl FnOnce(&Inner) -> Result<T, Error>) -> Result<T, Error> {
-        f(&self.inner)
+    /// Runs a point operation. On SQLite where it is: one transaction on indexed rows
+    /// and at most one shared fsync, a fraction of a millisecond; handing it to another
+    /// thread and back costs more than that on small machines (measured with `sluice
+    /// bench`: 1.05 → 0.77 ms for reserve+commit), and the writer is never held across
+    /// an await. On PostgreSQL on a blocking thread: there it may wait for locks that
+    /// other replicas hold, or for a connection, which must not stall the runtime.
+    async fn inline<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        if self.inner.store.database().is_shared() {
+            self.blocking(f).await
+        } else {
+            f(&self.inner)
+        }
     }
 
     pub async fn reserve(&self, owner: &str, criteria: Criteria) -> Result<Reservation, Error> {
         let started = std::time::Instant::now();
-        let r = sluice_pce::resolve(&self.inner.topo, &criteria).and_then(|req| {
-            let owner = owner.to_string();
-            self.inline(move |inner| inner.reserve(owner, criteria, req))
-        });
+        let r = match sluice_pce::resolve(&self.inner.topo, &criteria) {
+            Ok(req) => {
+                let owner = owner.to_string();
+                self.inline(move |inner| inner.reserve(owner, criteria, req))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let result = match &r {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
@@ -518,13 +537,15 @@ impl Idc {
     /// Durable: a stopped circuit must not come back up after a crash.
     pub async fn emergency_stop(&self, id: &str, reason: &str) -> Result<Reservation, Error> {
         let (id, reason) = (id.to_string(), reason.to_string());
-        let r = self.inline(move |inner| {
-            inner.apply(
-                &id,
-                &mut |r, now| r.emergency_stop(now, &reason),
-                Durable::Yes,
-            )
-        })?;
+        let r = self
+            .inline(move |inner| {
+                inner.apply(
+                    &id,
+                    &mut |r, now| r.emergency_stop(now, &reason),
+                    Durable::Yes,
+                )
+            })
+            .await?;
         warn!(reservation.id = %r.id, state = r.summary(), "emergency stop");
         Ok(r)
     }
@@ -537,7 +558,9 @@ impl Idc {
         durable: Durable,
     ) -> Result<Reservation, Error> {
         let id = id.to_string();
-        let r = self.inline(move |inner| inner.apply(&id, &mut |r, now| op(r, now), durable))?;
+        let r = self
+            .inline(move |inner| inner.apply(&id, &mut |r, now| op(r, now), durable))
+            .await?;
         info!(reservation.id = %r.id, operation = what, state = r.summary(), "reservation updated");
         Ok(r)
     }
@@ -558,7 +581,9 @@ impl Idc {
             ));
         }
         let id = id.to_string();
-        let r = self.inline(move |inner| inner.modify(&id, bw, bw_reverse, start, end))?;
+        let r = self
+            .inline(move |inner| inner.modify(&id, bw, bw_reverse, start, end))
+            .await?;
         info!(reservation.id = %r.id, version = r.version, "reservation modified");
         Ok(r)
     }
@@ -572,6 +597,7 @@ impl Idc {
                 .map_err(store_error)?
                 .ok_or_else(|| Error::not_found(&id))
         })
+        .await
     }
 
     /// Matching reservations, oldest first, and whether more matched than the limit.
@@ -625,6 +651,7 @@ impl Idc {
     /// The sequence number of the newest recorded event (0 if none).
     pub async fn last_event_seq(&self) -> Result<u64, Error> {
         self.inline(|inner| inner.store.last_event_seq().map_err(store_error))
+            .await
     }
 
     fn port_stp(&self, text: &str, field: &str) -> Result<(PortIdx, String), Error> {
@@ -1222,10 +1249,21 @@ impl Inner {
         changes.extend(op(&mut r, now)?);
         let released = had_resources && !r.holds_resources(now);
         let committed_now = was_held && r.committed_version.is_some();
-        let booking_change = if released {
-            BookingChange::Delete
-        } else {
-            BookingChange::Keep
+        // Replicas read their own clocks: another may have found this hold expired and
+        // booked its room. The commit re-checks it (a circuit's aggregate row has no
+        // bookings here: its domains' segments are committed by them).
+        let confirm = (committed_now && !released && self.store.database().is_shared())
+            .then(|| {
+                let (bw, bw_reverse) = new_rates(&r, None, None);
+                self.new_version_request(&r, bw, bw_reverse, r.window)
+                    .ok()
+                    .map(|(plan, _)| self.bookings(&plan.usage(bw, bw_reverse, r.window, None)))
+            })
+            .flatten();
+        let booking_change = match (&confirm, released) {
+            (_, true) => BookingChange::Delete,
+            (Some(own), false) => BookingChange::Confirm(own),
+            (None, false) => BookingChange::Keep,
         };
         let deadline = sluice_scheduler::next_deadline(&r, now);
         let events = writer

@@ -69,8 +69,9 @@ impl Idc {
         let windows: Vec<(u32, TimeWindow)> =
             occurrences.iter().map(|o| (o.number, o.window)).collect();
         let owner = owner.to_string();
-        let (series, held) =
-            self.inline(move |inner| inner.reserve_series(owner, ask, criteria, req, windows))?;
+        let (series, held) = self
+            .inline(move |inner| inner.reserve_series(owner, ask, criteria, req, windows))
+            .await?;
         info!(series.id = %series.id, occurrences = held.len(), skipped = series.skipped.len(), "series held");
         Ok((series, held))
     }
@@ -90,6 +91,7 @@ impl Idc {
                 }
             })
         })
+        .await
     }
 
     /// Terminates the occurrences in `scope` that are still live, in one durable
@@ -109,6 +111,7 @@ impl Idc {
                 }
             })
         })
+        .await
     }
 
     /// Gives the committed occurrences in `scope` that have not ended a new bandwidth
@@ -133,6 +136,7 @@ impl Idc {
         }
         let id = id.to_string();
         self.inline(move |inner| inner.modify_series(&id, scope, change))
+            .await
     }
 
     pub async fn get_series(&self, id: &str) -> Result<(Series, Vec<Reservation>), Error> {
@@ -455,15 +459,31 @@ impl Inner {
             let committed_now = was_held && r.committed_version.is_some();
             touched.push((i, changes, released, committed_now));
         }
+        // As in `apply`: with replicas, a hold's commit re-checks its room.
+        let shared = self.store.database().is_shared();
+        let confirms: Vec<Option<crate::store::Bookings>> = touched
+            .iter()
+            .map(|(i, _, released, committed_now)| {
+                let r = &all[*i];
+                if !(shared && *committed_now && !*released) {
+                    return None;
+                }
+                let (bw, bw_reverse) = new_rates(r, None, None);
+                self.new_version_request(r, bw, bw_reverse, r.window)
+                    .ok()
+                    .map(|(plan, _)| self.bookings(&plan.usage(bw, bw_reverse, r.window, None)))
+            })
+            .collect();
         let saves: Vec<Save<'_>> = touched
             .iter()
-            .map(|(i, changes, released, _)| Save {
+            .zip(&confirms)
+            .map(|((i, changes, released, _), confirm)| Save {
                 reservation: &all[*i],
                 next_deadline: sluice_scheduler::next_deadline(&all[*i], now),
-                bookings: if *released {
-                    BookingChange::Delete
-                } else {
-                    BookingChange::Keep
+                bookings: match (confirm, *released) {
+                    (_, true) => BookingChange::Delete,
+                    (Some(own), false) => BookingChange::Confirm(own),
+                    (None, false) => BookingChange::Keep,
                 },
                 changes: changes.clone(),
             })

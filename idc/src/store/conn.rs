@@ -109,7 +109,7 @@ impl diesel::r2d2::ManageConnection for Manager {
 }
 
 /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite (the database's write
-/// lock from the start, so two writers never deadlock upgrading), plain `BEGIN` on
+/// lock from the start, so two writers never deadlock upgrading), READ COMMITTED on
 /// PostgreSQL, where admission takes its own locks. A PostgreSQL deadlock or
 /// serialization failure rolls back and runs `f` again, a few times.
 pub fn write_tx<T>(
@@ -123,17 +123,17 @@ pub fn write_tx<T>(
             DbConn::Sqlite(c) => {
                 AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
             }
-            DbConn::Pg(c) => AnsiTransactionManager::begin_transaction(c)?,
+            // READ COMMITTED whatever the server's default: each statement after a lock
+            // must see what the lock's last holder committed.
+            DbConn::Pg(c) => AnsiTransactionManager::begin_transaction_sql(
+                c,
+                "BEGIN ISOLATION LEVEL READ COMMITTED",
+            )?,
         }
         let result = f(conn);
         let result = match result {
-            Ok(v) => match commit(conn) {
-                Ok(()) => Ok(v),
-                Err(e) => {
-                    rollback(conn);
-                    Err(StoreError::Db(e))
-                }
-            },
+            // A failed commit is rolled back by diesel itself.
+            Ok(v) => commit(conn).map(|()| v).map_err(StoreError::Db),
             Err(e) => {
                 rollback(conn);
                 Err(e)

@@ -6,7 +6,7 @@ use sluice_model::{Figures, Mbps, Measurement, MeasurementKind, Thresholds, Verd
 use super::rows::{from_ms, ms};
 use super::schema::measurements as m;
 use super::schema::verify_each as ve;
-use super::{Store, StoreError, Writer, write_tx};
+use super::{Store, StoreError, Writer, pg_lock, write_tx};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = m)]
@@ -129,6 +129,8 @@ impl Writer<'_> {
     /// Records that `target` asks for `v` at each start.
     pub fn set_verify_each(&mut self, target: &str, v: &VerifyEach) -> Result<(), StoreError> {
         write_tx(&mut self.conn, |conn| {
+            // Two replicas setting the same target: one after the other.
+            pg_lock(conn, &format!("verify_each:{target}"))?;
             diesel::delete(ve::table.find(target)).execute(conn)?;
             diesel::insert_into(ve::table)
                 .values((

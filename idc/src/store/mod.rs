@@ -160,6 +160,10 @@ pub enum BookingChange<'a> {
     Delete,
     /// A new version: re-checked without the old one, then swapped in.
     Replace(&'a Bookings),
+    /// A hold becoming a booking: its own bookings, re-checked without themselves and
+    /// kept. Where several processes write, another may have found the hold expired by
+    /// its clock and booked the room; the commit then fails instead of over-booking.
+    Confirm(&'a Bookings),
 }
 
 /// A recorded state change.
@@ -1013,6 +1017,14 @@ impl Writer<'_> {
     ) -> Result<Vec<EventRecord>, StoreError> {
         let loaded = &self.loaded;
         let events = write_tx(&mut self.conn, |conn| {
+            // Every resource lock first, in one sorted pass, then the rows.
+            lock_resources(
+                conn,
+                saves.iter().filter_map(|s| match s.bookings {
+                    BookingChange::Replace(b) | BookingChange::Confirm(b) => Some(b),
+                    BookingChange::Keep | BookingChange::Delete => None,
+                }),
+            )?;
             for s in saves {
                 save_one(
                     conn,
@@ -1046,6 +1058,8 @@ impl Writer<'_> {
         now: DateTime<Utc>,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let events = write_tx(&mut self.conn, |conn| {
+            // Every occurrence's resources locked in one sorted pass before any check.
+            lock_resources(conn, held.iter().map(|h| &h.bookings))?;
             diesel::insert_into(series::table)
                 .values(SeriesRow::from_model(series))
                 .execute(conn)?;
@@ -1105,8 +1119,12 @@ fn save_one(
     bookings: BookingChange<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    // The row first: on PostgreSQL the update waits for, then sees, a concurrent save
-    // of it, so a stale writer stops before touching the bookings.
+    // Locks in one order everywhere: resources, then rows, then the events lock.
+    if let BookingChange::Replace(b) | BookingChange::Confirm(b) = bookings {
+        lock_resources(conn, [b])?;
+    }
+    // The row before the bookings: on PostgreSQL the update waits for, then sees, a
+    // concurrent save of it, so a stale writer stops before touching the bookings.
     let row = ReservationRow::from_model(r, next_deadline);
     let updated = match loaded.get(&r.id) {
         Some(&v) => diesel::update(
@@ -1142,6 +1160,7 @@ fn save_one(
             delete_bookings(conn, &r.id)?;
             insert_bookings(conn, &r.id, new)?;
         }
+        BookingChange::Confirm(own) => recheck(conn, own, Some(&r.id), now)?,
     }
     Ok(())
 }
@@ -1249,6 +1268,34 @@ fn insert_events(
     Ok(out)
 }
 
+/// PostgreSQL: locks every resource `bookings` name until the transaction ends, sorted,
+/// so that two writers wait for each other instead of deadlocking. A transaction takes
+/// all its resource locks before any row lock (locks already held are taken again at
+/// no risk).
+fn lock_resources<'a>(
+    conn: &mut DbConn,
+    bookings: impl IntoIterator<Item = &'a Bookings>,
+) -> Result<(), StoreError> {
+    if !matches!(conn, DbConn::Pg(_)) {
+        return Ok(());
+    }
+    let mut resources: Vec<&str> = bookings
+        .into_iter()
+        .flat_map(|b| {
+            b.bandwidth
+                .iter()
+                .map(|x| x.resource.as_str())
+                .chain(b.labels.iter().map(|l| l.resource.as_str()))
+        })
+        .collect();
+    resources.sort_unstable();
+    resources.dedup();
+    for resource in resources {
+        pg_lock(conn, &format!("resource:{resource}"))?;
+    }
+    Ok(())
+}
+
 /// The key of the lock that orders event sequence numbers.
 const EVENTS_LOCK: &str = "events";
 
@@ -1283,12 +1330,7 @@ fn recheck(
         .collect();
     resources.sort_unstable();
     resources.dedup();
-    if let DbConn::Pg(_) = conn {
-        // Sorted, so two admissions wait for each other instead of deadlocking.
-        for resource in &resources {
-            pg_lock(conn, &format!("resource:{resource}"))?;
-        }
-    }
+    lock_resources(conn, [b])?;
     // Read after the locks, so a longer booking just committed on them is seen.
     // Nothing that starts before this can still be running at `start`.
     let lookback = start - longest_booking(conn)?;

@@ -84,7 +84,7 @@ impl Writer<'_> {
     ) -> Result<Vec<EventRecord>, StoreError> {
         let mut wrote = false;
         let events = write_tx(&mut self.conn, |conn| {
-            let mut events = Vec::new();
+            let mut changes = Vec::new();
             for u in updates {
                 let old: Option<(String, String)> = node_states::table
                     .find((&u.reservation_id, node))
@@ -138,12 +138,12 @@ impl Writer<'_> {
                     effective_at: now,
                     detail,
                 };
-                events.extend(insert_events(
-                    conn,
-                    &u.reservation_id,
-                    std::slice::from_ref(&change),
-                    now,
-                )?);
+                changes.push((&u.reservation_id, change));
+            }
+            // Events last: their lock is the last one a transaction takes.
+            let mut events = Vec::new();
+            for (id, change) in &changes {
+                events.extend(insert_events(conn, id, std::slice::from_ref(change), now)?);
             }
             Ok::<_, StoreError>(events)
         })?;

@@ -900,6 +900,42 @@ fn events_become_visible_in_sequence_order(db: &TestDatabase) {
     });
 }
 
+/// Replicas' clocks differ: B, later, finds A's hold expired and books its room; A,
+/// earlier, then commits the hold. A confirming commit re-checks and fails, and the
+/// link stays within its capacity (a plain one would have over-booked it).
+fn a_confirming_commit_fails_where_another_writer_took_the_expired_holds_room(db: &TestDatabase) {
+    let (a, b) = (open(db), open(db));
+    let own = on_link(w(0, 100), Some(t(50)), 100, 100);
+    insert(&a, "d-held", &own, t(0)).unwrap();
+    // B's clock says t(60): the hold no longer counts, the whole link is free.
+    insert(&b, "d-later", &on_link(w(0, 100), None, 100, 101), t(60)).unwrap();
+    // A's clock says t(10): the hold is live, and A commits it.
+    let mut writer = a.writer().unwrap();
+    let mut r = writer.load("d-held").unwrap().unwrap();
+    let changes = r.commit(t(10)).unwrap();
+    let mut committed_own = own.clone();
+    committed_own.hold_until = None;
+    match writer.save(
+        &r,
+        None,
+        BookingChange::Confirm(&committed_own),
+        &changes,
+        t(10),
+    ) {
+        Err(StoreError::Conflict(Conflict::Bandwidth { available, .. })) => {
+            assert_eq!(available, Mbps(0));
+        }
+        other => panic!("expected a bandwidth conflict, got {other:?}"),
+    }
+    drop(writer);
+    assert_eq!(
+        a.get("d-held").unwrap().unwrap().states.reservation,
+        sluice_model::ReservationState::ReserveHeld,
+        "nothing written"
+    );
+    assert_eq!(a.last_event_seq().unwrap(), 2, "the two holds' events only");
+}
+
 /// PostgreSQL restarted (every connection of the store cut): the next reads and writes
 /// get new connections instead of failing for good.
 #[test]
@@ -946,6 +982,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    a_confirming_commit_fails_where_another_writer_took_the_expired_holds_room,
     replicas_racing_for_a_link_never_overbook_it,
     a_save_of_a_row_changed_since_it_was_loaded_is_stale,
     events_become_visible_in_sequence_order,
