@@ -876,6 +876,67 @@ fn kill_9_of_one_replica_under_load_loses_nothing_and_the_other_takes_over() {
 }
 
 #[test]
+fn json_logs_name_the_domain_and_the_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(SLUICE)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!(
+        "http://{}",
+        line.split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    let r = ok(
+        &url,
+        &[
+            "reserve", HOUSTON, NEW_YORK, "--bw", "10", "--start", "+1h", "--end", "+2h",
+        ],
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["domain.id"] == "internet2"),
+        "a line names the domain: {log}"
+    );
+    let held = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "reservation held")
+        .unwrap_or_else(|| panic!("no 'reservation held' line: {log}"));
+    assert_eq!(held["fields"]["reservation.id"], id.as_str());
+    assert_eq!(held["level"], "INFO");
+    assert!(held["timestamp"].as_str().is_some());
+}
+
+#[test]
 fn migrate_creates_the_database_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(SLUICE)

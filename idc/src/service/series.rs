@@ -449,6 +449,7 @@ impl Inner {
                 continue;
             }
             let was_held = r.states.reservation == ReservationState::ReserveHeld;
+            let hold_until = r.hold_expires_at;
             let had_resources = r.holds_resources(now) || was_held;
             let mut changes = sluice_scheduler::run_due(r, now);
             changes.extend(op(r, now)?);
@@ -457,27 +458,19 @@ impl Inner {
             }
             let released = had_resources && !r.holds_resources(now);
             let committed_now = was_held && r.committed_version.is_some();
-            touched.push((i, changes, released, committed_now));
+            touched.push((i, changes, released, committed_now, hold_until));
         }
-        // As in `apply`: with replicas, a hold's commit re-checks its room.
-        let shared = self.store.database().is_shared();
-        let confirms: Vec<Option<crate::store::Bookings>> = touched
+        // As in `apply`: a hold committed near its expiry re-checks its room.
+        let confirms = touched
             .iter()
-            .map(|(i, _, released, committed_now)| {
-                let r = &all[*i];
-                if !(shared && *committed_now && !*released) {
-                    return None;
-                }
-                let (bw, bw_reverse) = new_rates(r, None, None);
-                self.new_version_request(r, bw, bw_reverse, r.window)
-                    .ok()
-                    .map(|(plan, _)| self.bookings(&plan.usage(bw, bw_reverse, r.window, None)))
+            .map(|(i, _, released, committed_now, hold_until)| {
+                self.confirmation(hold_until, &all[*i], *committed_now && !*released, now)
             })
-            .collect();
+            .collect::<Result<Vec<_>, Error>>()?;
         let saves: Vec<Save<'_>> = touched
             .iter()
             .zip(&confirms)
-            .map(|((i, changes, released, _), confirm)| Save {
+            .map(|((i, changes, released, _, _), confirm)| Save {
                 reservation: &all[*i],
                 next_deadline: sluice_scheduler::next_deadline(&all[*i], now),
                 bookings: match (confirm, *released) {
@@ -489,7 +482,7 @@ impl Inner {
             })
             .collect();
         self.save_series(writer, &saves, now, |index| {
-            for (i, _, released, committed_now) in &touched {
+            for (i, _, released, committed_now, _) in &touched {
                 if *released {
                     index.remove(&all[*i].id);
                 } else if *committed_now {

@@ -7,7 +7,7 @@ use sluice_model::{Change, Machine};
 
 use super::rows::{from_ms, ms};
 use super::schema::node_states;
-use super::{EventRecord, Store, StoreError, Writer, insert_events, write_tx};
+use super::{EventRecord, Store, StoreError, Writer, insert_events, pg_lock, write_tx};
 
 /// One reservation's state on one node, recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,8 @@ impl Writer<'_> {
     ) -> Result<Vec<EventRecord>, StoreError> {
         let mut wrote = false;
         let events = write_tx(&mut self.conn, |conn| {
+            // Two replicas driving one node's agent write its rows one after the other.
+            pg_lock(conn, &format!("node_states:{node}"))?;
             let mut changes = Vec::new();
             for u in updates {
                 let old: Option<(String, String)> = node_states::table
