@@ -366,6 +366,26 @@ pub(crate) fn spawn_idc(
     Ok((child, format!("http://{addr}"), ready, index_ms))
 }
 
+/// The domain's edge ports (no link, no peer) as STPs: where bookings start and end.
+pub(crate) async fn edge_stps(c: &mut Client) -> anyhow::Result<Vec<String>> {
+    let topo = c
+        .topology
+        .get_topology(v1::GetTopologyRequest {})
+        .await?
+        .into_inner();
+    Ok(topo
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.ports
+                .iter()
+                .filter(|p| p.link.is_empty() && p.peer.is_empty())
+                .map(|p| format!("{}:{}:{}", topo.domain, n.id, p.name))
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
 async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let temp = tempfile::tempdir()?;
@@ -378,22 +398,7 @@ async fn bench(args: BenchArgs, json_out: bool) -> anyhow::Result<()> {
     let mut c = connect(&url, "bench")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topo = c
-        .topology
-        .get_topology(v1::GetTopologyRequest {})
-        .await?
-        .into_inner();
-    let stps: Vec<String> = topo
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            n.ports
-                .iter()
-                .filter(|p| p.link.is_empty() && p.peer.is_empty())
-                .map(|p| format!("{}:{}:{}", topo.domain, n.id, p.name))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let stps = edge_stps(&mut c).await?;
     let mut work = Workload {
         stps: stps.clone(),
         seed: 0x5eed_1234_abcd_0001,

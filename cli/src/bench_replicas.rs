@@ -12,7 +12,9 @@ use serde_json::json;
 use sluice_idc::testing::TestDatabase;
 use sluice_proto::v1;
 
-use crate::bench::{ChildIdc, Concurrent, Progress, ms, percentile, run_concurrent, spawn_idc};
+use crate::bench::{
+    ChildIdc, Concurrent, Progress, edge_stps, ms, percentile, run_concurrent, spawn_idc,
+};
 use crate::client::connect;
 
 pub struct ReplicaBench {
@@ -56,28 +58,6 @@ fn start(
         urls.push(url);
     }
     Ok((children, urls))
-}
-
-async fn edge_stps(url: &str) -> anyhow::Result<Vec<String>> {
-    let mut c = connect(url, "bench")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topo = c
-        .topology
-        .get_topology(v1::GetTopologyRequest {})
-        .await?
-        .into_inner();
-    Ok(topo
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            n.ports
-                .iter()
-                .filter(|p| p.link.is_empty() && p.peer.is_empty())
-                .map(|p| format!("{}:{}:{}", topo.domain, n.id, p.name))
-                .collect::<Vec<_>>()
-        })
-        .collect())
 }
 
 fn load(
@@ -182,7 +162,10 @@ pub async fn run(b: ReplicaBench, json_out: bool) -> anyhow::Result<()> {
     {
         let dir = tempfile::tempdir()?;
         let (children, urls) = start(1, dir.path(), None, &[])?;
-        stps = edge_stps(&urls[0]).await?;
+        let mut c = connect(&urls[0], "bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        stps = edge_stps(&mut c).await?;
         loads.push(load("SQLite, one IDC", &urls, &stps, &b, 1)?);
         drop(children);
     }

@@ -599,6 +599,70 @@ impl Drop for Server {
     }
 }
 
+/// What one load thread of the SIGKILL tests saw acknowledged.
+struct Acknowledged {
+    committed: Vec<String>,
+    held: Vec<String>,
+    /// A request failed (its server went away, or refused it).
+    stopped: Option<Value>,
+}
+
+/// Books Houston → New York on `url` in a loop until `stop` (at most `max`), every
+/// fourth only held; booking `i` of thread `w` over the window `window(w, i)` gives
+/// (`--start`, `--end`). Stops at the first failure.
+fn book_until(
+    url: String,
+    w: usize,
+    max: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    window: fn(usize, usize) -> (String, String),
+) -> std::thread::JoinHandle<Acknowledged> {
+    std::thread::spawn(move || {
+        let mut ack = Acknowledged {
+            committed: Vec::new(),
+            held: Vec::new(),
+            stopped: None,
+        };
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < max {
+            i += 1;
+            let (start, end) = window(w, i);
+            let mut args = vec![
+                "reserve", HOUSTON, NEW_YORK, "--bw", "1", "--start", &start, "--end", &end,
+            ];
+            if i % 4 == 0 {
+                args.push("--hold-only");
+            }
+            let (doc, success) = json(&url, &args);
+            if !success {
+                ack.stopped = Some(doc);
+                break;
+            }
+            let id = doc["id"].as_str().unwrap().to_string();
+            if doc["state"]["reservation"] == "ReserveHeld" {
+                ack.held.push(id)
+            } else {
+                ack.committed.push(id)
+            }
+        }
+        ack
+    })
+}
+
+/// Waits (until `deadline`) for every one of `held` to have timed out on `url`.
+fn all_time_out(url: &str, held: &[String], deadline: Instant) {
+    for id in held {
+        loop {
+            let r = ok(url, &["show", id]);
+            if r["state"]["reservation"] == "ReserveTimeout" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} still held: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -607,44 +671,21 @@ fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
     // Load: reserve+commit in a loop from several threads, recording every id the
     // server acknowledged as committed; some only held.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let (url, stop) = (url.clone(), stop.clone());
-        workers.push(std::thread::spawn(move || {
-            let mut committed = Vec::new();
-            let mut held = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200 {
-                i += 1;
-                let start = format!("+{}m", 10 + (w * 1000 + i) % 5000);
-                let mut args = vec![
-                    "reserve", HOUSTON, NEW_YORK, "--bw", "1", "--start", &start, "--end", "+10d",
-                ];
-                if i % 4 == 0 {
-                    args.push("--hold-only");
-                }
-                let (doc, success) = json(&url, &args);
-                if !success {
-                    break; // the server died under us
-                }
-                let id = doc["id"].as_str().unwrap().to_string();
-                if doc["state"]["reservation"] == "ReserveHeld" {
-                    held.push(id)
-                } else {
-                    committed.push(id)
-                }
-            }
-            (committed, held)
-        }));
-    }
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            book_until(url.clone(), w, 200, stop.clone(), |w, i| {
+                (format!("+{}m", 10 + (w * 1000 + i) % 5000), "+10d".into())
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(1500));
     server.kill();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut committed, mut held) = (Vec::new(), Vec::new());
     for w in workers {
-        let (c, h) = w.join().unwrap();
-        committed.extend(c);
-        held.extend(h);
+        let ack = w.join().unwrap();
+        committed.extend(ack.committed);
+        held.extend(ack.held);
     }
     assert!(
         committed.len() >= 10,
@@ -667,17 +708,7 @@ fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
         assert_eq!(r["state"]["lifecycle"], "Created");
     }
     // Every hold expired, at its own expiry time, though the server was down then.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for id in &held {
-        loop {
-            let r = ok(url, &["show", id]);
-            if r["state"]["reservation"] == "ReserveTimeout" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} still held: {r}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    all_time_out(url, &held, Instant::now() + Duration::from_secs(10));
     let out = Command::new(SLUICE)
         .args(["watch", &held[0], "--since", "0", "--json", "--server", url])
         .stdout(Stdio::piped())
@@ -740,65 +771,33 @@ fn kill_9_of_one_replica_under_load_loses_nothing_and_the_other_takes_over() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = Server::start_with(dir_a.path(), "2s", &["--database", &url]);
     let b = Server::start_with(dir_b.path(), "2s", &["--database", &url]);
-    // Load on both: reserve+commit (every fourth only held) from threads, half on each
-    // replica, recording what each acknowledged. Those on A stop when A dies.
+    // Load on both, half the threads on each replica; those on A stop when A dies.
+    // An hour each, apart: the circuits never share a link's VLANs.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for w in 0..6 {
-        let (target, stop) = (
-            if w % 2 == 0 {
-                a.url.clone()
-            } else {
-                b.url.clone()
-            },
-            stop.clone(),
-        );
-        workers.push(std::thread::spawn(move || {
-            let (mut committed, mut held, mut died) = (Vec::new(), Vec::new(), false);
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 300 {
-                i += 1;
-                // An hour each, apart: the circuits never share a link's VLANs.
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let target = if w % 2 == 0 { &a.url } else { &b.url };
+            book_until(target.clone(), w, 300, stop.clone(), |w, i| {
                 let from = 10 + (w * 400 + i) * 70;
-                let (start, end) = (format!("+{from}m"), format!("+{}m", from + 60));
-                let mut args = vec![
-                    "reserve", HOUSTON, NEW_YORK, "--bw", "1", "--start", &start, "--end", &end,
-                ];
-                if i % 4 == 0 {
-                    args.push("--hold-only");
-                }
-                let (doc, success) = json(&target, &args);
-                if !success {
-                    died = true;
-                    eprintln!("worker {w} stopped on {target}: {doc}");
-                    break;
-                }
-                let id = doc["id"].as_str().unwrap().to_string();
-                if doc["state"]["reservation"] == "ReserveHeld" {
-                    held.push(id)
-                } else {
-                    committed.push(id)
-                }
-            }
-            (committed, held, died)
-        }));
-    }
+                (format!("+{from}m"), format!("+{}m", from + 60))
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(1500));
     a.kill();
     let killed_at = Instant::now();
     // B carries on under load for a while after A is gone.
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut committed, mut held, mut died_on_b) = (Vec::new(), Vec::new(), false);
+    let (mut committed, mut held) = (Vec::new(), Vec::new());
     for (w, worker) in workers.into_iter().enumerate() {
-        let (c, h, died) = worker.join().unwrap();
+        let ack = worker.join().unwrap();
         if w % 2 == 1 {
-            died_on_b |= died;
+            assert_eq!(ack.stopped, None, "B failed a request while A died");
         }
-        committed.extend(c);
-        held.extend(h);
+        committed.extend(ack.committed);
+        held.extend(ack.held);
     }
-    assert!(!died_on_b, "B failed requests while A died");
     assert!(
         committed.len() >= 10,
         "too little load: {}",
@@ -816,16 +815,7 @@ fn kill_9_of_one_replica_under_load_loses_nothing_and_the_other_takes_over() {
     }
     // Nothing leaked: every hold (A's too) times out, fired by B, and none is left.
     let deadline = killed_at + Duration::from_secs(15);
-    for id in &held {
-        loop {
-            let r = ok(&b.url, &["show", id]);
-            if r["state"]["reservation"] == "ReserveTimeout" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} still held: {r}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    all_time_out(&b.url, &held, deadline);
     loop {
         let left = ok(
             &b.url,
