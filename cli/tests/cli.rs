@@ -663,6 +663,43 @@ fn all_time_out(url: &str, held: &[String], deadline: Instant) {
     }
 }
 
+/// On Houston's port from now to `to`, only commits count (1 Mb/s each): the peak is
+/// at most the committed reservations in the store, of which there are at least the
+/// `acknowledged` (a commit can land just before a kill with its answer lost).
+fn only_commits_count(url: &str, to: &str, acknowledged: usize) {
+    let a = ok(
+        url,
+        &[
+            "availability",
+            "--port",
+            "houston:xe-0/0/0",
+            "--from",
+            "now",
+            "--to",
+            to,
+        ],
+    );
+    let peak = a["directions"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["booked_mbps"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let in_store = ok(url, &["list", "--state", "committed", "--limit", "5000"])["reservations"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        in_store >= acknowledged,
+        "{in_store} committed < {acknowledged} acknowledged"
+    );
+    assert!(
+        peak <= in_store as u64,
+        "holds still counted: peak {peak} > {in_store} commits"
+    );
+}
+
 #[test]
 fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
     let dir = tempfile::tempdir().unwrap();
@@ -729,36 +766,7 @@ fn kill_9_under_load_loses_no_commit_and_leaks_no_hold() {
         "the timeout is dated at the expiry, not the restart"
     );
     // Nothing still counts for the expired holds: the port's bookings are the commits.
-    let a = ok(
-        url,
-        &[
-            "availability",
-            "--port",
-            "houston:xe-0/0/0",
-            "--from",
-            "now",
-            "--to",
-            "+11d",
-        ],
-    );
-    let peak = a["directions"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["booked_mbps"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    // A commit can land just before the kill with its answer lost, so count what the
-    // store says is committed (at least what was acknowledged).
-    let in_store = ok(url, &["list", "--state", "committed", "--limit", "5000"])["reservations"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert!(in_store >= committed.len());
-    assert!(
-        peak <= in_store as u64,
-        "holds still counted: peak {peak} > {in_store} commits"
-    );
+    only_commits_count(url, "+11d", committed.len());
     assert!(killed_at.elapsed() < Duration::from_secs(60));
 }
 
@@ -835,34 +843,7 @@ fn kill_9_of_one_replica_under_load_loses_nothing_and_the_other_takes_over() {
     }
     // A hold A took just before dying, unanswered, is timed out too (the list above);
     // and the commits are exactly what counts on the busiest port.
-    let a_doc = ok(
-        &b.url,
-        &[
-            "availability",
-            "--port",
-            "houston:xe-0/0/0",
-            "--from",
-            "now",
-            "--to",
-            "+120d",
-        ],
-    );
-    let peak = a_doc["directions"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["booked_mbps"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    let in_store = ok(&b.url, &["list", "--state", "committed", "--limit", "5000"])["reservations"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert!(in_store >= committed.len());
-    assert!(
-        peak <= in_store as u64,
-        "holds still counted: peak {peak} > {in_store} commits"
-    );
+    only_commits_count(&b.url, "+120d", committed.len());
 }
 
 #[test]
