@@ -232,8 +232,6 @@ fn usages_from_rows(
 struct Sequencer {
     /// Every event up to this one has been sent.
     sent: u64,
-    /// Other processes write to the store (PostgreSQL).
-    shared: bool,
     /// Reservations that events read from the store (written by another replica, or
     /// by a local writer not yet published) name: the index is refreshed for them.
     others: Vec<String>,
@@ -348,7 +346,6 @@ impl Idc {
         let (all_events, _) = broadcast::channel(4096);
         let sequencer = Sequencer {
             sent: events_seen,
-            shared: store.database().is_shared(),
             others: Vec::new(),
         };
         Ok(Idc {
@@ -1114,6 +1111,7 @@ impl Inner {
         }
         // Sequence numbers become visible in order (the store's guarantee), so reading
         // after `sent` finds any gap filled.
+        let shared = self.store.database().is_shared();
         loop {
             let batch = self
                 .store
@@ -1121,7 +1119,7 @@ impl Inner {
                 .map_err(store_error)?;
             let full = batch.len() == 1000;
             for e in batch {
-                if seq.shared && !local.iter().any(|l| l.seq == e.seq) {
+                if shared && !local.iter().any(|l| l.seq == e.seq) {
                     seq.others.push(e.reservation_id.clone());
                 }
                 seq.sent = e.seq;
