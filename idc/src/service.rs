@@ -418,6 +418,20 @@ impl Idc {
             .map_err(|e| Error::internal(format!("worker failed: {e}")))?
     }
 
+    /// Runs `f`, which writes to the store, from async code that cannot hand it to a
+    /// blocking thread (its arguments are borrowed). On PostgreSQL a writer may be a
+    /// while coming (all of them waiting for another replica's locks): the runtime is
+    /// told, so this worker's other tasks move on meanwhile.
+    pub(crate) fn may_block<T>(&self, f: impl FnOnce() -> T) -> T {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.inner.store.database().is_shared() && multi_thread {
+            tokio::task::block_in_place(f)
+        } else {
+            f()
+        }
+    }
+
     /// Runs a point operation. On SQLite where it is: one transaction on indexed rows
     /// and at most one shared fsync, a fraction of a millisecond; handing it to another
     /// thread and back costs more than that on small machines (measured with `sluice

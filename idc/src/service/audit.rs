@@ -25,17 +25,7 @@ impl Idc {
                 .writer()
                 .and_then(|mut w| w.append_audit(&record))
         };
-        // On PostgreSQL a writer may be a while coming (all busy waiting for another
-        // replica's locks): tell the runtime, so this worker's other tasks move on.
-        let shared = self.inner.store.database().is_shared();
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let written = if shared && multi_thread {
-            tokio::task::block_in_place(write)
-        } else {
-            write()
-        };
-        if let Err(e) = written {
+        if let Err(e) = self.may_block(write) {
             error!(who, action, target, error = %e, "audit record not written");
         }
     }

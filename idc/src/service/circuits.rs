@@ -130,7 +130,6 @@ impl Idc {
         segments: Vec<SegmentRecord>,
     ) -> Result<Reservation, Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let (mut r, changes) = Reservation::held(
             id,
@@ -146,10 +145,13 @@ impl Idc {
             r.hold_expires_at = Some(own.min(first));
         }
         let deadline = sluice_scheduler::next_deadline(&r, now);
-        let events = writer
-            .insert_circuit(&r, deadline, &segments, &changes, now)
-            .map_err(store_error)?;
-        drop(writer);
+        let events = self.may_block(|| {
+            inner
+                .store
+                .writer()
+                .and_then(|mut w| w.insert_circuit(&r, deadline, &segments, &changes, now))
+                .map_err(store_error)
+        })?;
         info!(reservation.id = %r.id, segments = segments.len(), "circuit held in every domain");
         inner.publish(events);
         inner.schedule(deadline);
@@ -167,7 +169,6 @@ impl Idc {
         occurrences: Vec<CircuitOccurrence>,
     ) -> Result<(Series, Vec<Reservation>), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer().map_err(store_error)?;
         let now = inner.clock.now();
         let series = Series {
             id: id.clone(),
@@ -212,10 +213,13 @@ impl Idc {
             });
             segs.push(o.segments);
         }
-        let events = writer
-            .insert_circuit_series(&series, &held, &segs, now)
-            .map_err(store_error)?;
-        drop(writer);
+        let events = self.may_block(|| {
+            inner
+                .store
+                .writer()
+                .and_then(|mut w| w.insert_circuit_series(&series, &held, &segs, now))
+                .map_err(store_error)
+        })?;
         info!(series.id = %id, occurrences = held.len(), "recurring circuit held in every domain");
         inner.publish(events);
         inner.schedule(held.iter().filter_map(|h| h.next_deadline).min());
@@ -240,7 +244,9 @@ impl Idc {
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Reservation, Error> {
-        super::retrying_stale(|| self.modify_circuit_once(id, bw, bw_reverse, start, end))
+        self.may_block(|| {
+            super::retrying_stale(|| self.modify_circuit_once(id, bw, bw_reverse, start, end))
+        })
     }
 
     fn modify_circuit_once(
@@ -307,12 +313,14 @@ impl Idc {
         changes: &[Change],
     ) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer().map_err(store_error)?;
-        let now = inner.clock.now();
-        let events = writer
-            .update_segment(circuit, index, states, summary, changes, now)
-            .map_err(store_error)?;
-        drop(writer);
+        let events = self.may_block(|| {
+            let now = inner.clock.now();
+            inner
+                .store
+                .writer()
+                .and_then(|mut w| w.update_segment(circuit, index, states, summary, changes, now))
+                .map_err(store_error)
+        })?;
         inner.publish(events);
         Ok(())
     }

@@ -14,11 +14,13 @@ impl Idc {
             return Ok(());
         }
         let inner = &self.inner;
-        let mut writer = inner.store.writer().map_err(store_error)?;
-        let events = writer
-            .record_node_states(node, updates, inner.clock.now())
-            .map_err(store_error)?;
-        drop(writer);
+        let events = self.may_block(|| {
+            inner
+                .store
+                .writer()
+                .and_then(|mut w| w.record_node_states(node, updates, inner.clock.now()))
+                .map_err(store_error)
+        })?;
         inner.publish(events);
         Ok(())
     }
@@ -26,11 +28,13 @@ impl Idc {
     /// Events for reservation `id` that change none of its states, for its watchers.
     pub fn record_events(&self, id: &str, changes: &[Change]) -> Result<(), Error> {
         let inner = &self.inner;
-        let mut writer = inner.store.writer().map_err(store_error)?;
-        let events = writer
-            .insert_events(id, changes, inner.clock.now())
-            .map_err(store_error)?;
-        drop(writer);
+        let events = self.may_block(|| {
+            inner
+                .store
+                .writer()
+                .and_then(|mut w| w.insert_events(id, changes, inner.clock.now()))
+                .map_err(store_error)
+        })?;
         inner.publish(events);
         Ok(())
     }
