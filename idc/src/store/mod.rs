@@ -537,28 +537,13 @@ impl Store {
     /// A series and its occurrences, in order.
     pub fn get_series(&self, id: &str) -> Result<Option<(Series, Vec<Reservation>)>, StoreError> {
         let mut conn = self.reader()?;
-        let Some(row) = series::table
-            .find(id)
-            .select(SeriesRow::as_select())
-            .get_result(&mut conn)
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let occurrences = reservations::table
-            .filter(reservations::series_id.eq(id))
-            .order(reservations::occurrence.asc())
-            .select(ReservationRow::as_select())
-            .load(&mut conn)?
-            .into_iter()
-            .map(ReservationRow::into_model)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((row.into_model()?, occurrences)))
+        Ok(load_series(&mut conn, id)?
+            .map(|(series, all)| (series, all.into_iter().map(|(r, _)| r).collect())))
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
         let mut conn = self.reader()?;
-        load(&mut conn, id)
+        Ok(load(&mut conn, id)?.map(|(r, _)| r))
     }
 
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Reservation>, StoreError> {
@@ -709,21 +694,14 @@ impl Store {
         resources: &[String],
         now: DateTime<Utc>,
     ) -> Result<(Vec<BandwidthRow>, Vec<LabelRow>), StoreError> {
-        let mut conn = self.reader()?;
-        let now = ms(now);
         let ids: Vec<String> = bookings::table
             .filter(bookings::resource.eq_any(resources))
-            .filter(bookings::end_ms.gt(now))
+            .filter(bookings::end_ms.gt(ms(now)))
             .select(bookings::reservation_id)
             .distinct()
-            .load(&mut conn)?;
-        let rows = bookings::table
-            .inner_join(reservations::table)
-            .filter(bookings::reservation_id.eq_any(&ids))
-            .filter(counts_at(now))
-            .select(JoinedBooking::as_select())
-            .load(&mut conn)?;
-        Ok(split_rows(rows))
+            .load(&mut self.reader()?)?;
+        // Every row of a reservation has its window, so they all end after `now` too.
+        self.live_bookings_of(&ids, now)
     }
 
     /// Every row of `ids` that still counts at `now` (or later): to bring the index up
@@ -905,14 +883,42 @@ type CountsAt = diesel::dsl::Or<
     diesel::dsl::Gt<reservations::hold_expires_ms, i64>,
 >;
 
-fn load(conn: &mut DbConn, id: &str) -> Result<Option<Reservation>, StoreError> {
+/// A reservation and its `row_version`.
+fn load(conn: &mut DbConn, id: &str) -> Result<Option<Versioned>, StoreError> {
     reservations::table
         .find(id)
-        .select(ReservationRow::as_select())
+        .select((ReservationRow::as_select(), reservations::row_version))
+        .get_result::<(ReservationRow, i64)>(conn)
+        .optional()?
+        .map(|(row, version)| Ok((row.into_model()?, version)))
+        .transpose()
+}
+
+/// A reservation with the `row_version` it was read at.
+type Versioned = (Reservation, i64);
+
+/// A series and its occurrences in order, each with its `row_version`.
+fn load_series(
+    conn: &mut DbConn,
+    id: &str,
+) -> Result<Option<(Series, Vec<Versioned>)>, StoreError> {
+    let Some(row) = series::table
+        .find(id)
+        .select(SeriesRow::as_select())
         .get_result(conn)
         .optional()?
-        .map(ReservationRow::into_model)
-        .transpose()
+    else {
+        return Ok(None);
+    };
+    let occurrences = reservations::table
+        .filter(reservations::series_id.eq(id))
+        .order(reservations::occurrence.asc())
+        .select((ReservationRow::as_select(), reservations::row_version))
+        .load::<(ReservationRow, i64)>(conn)?
+        .into_iter()
+        .map(|(r, version)| Ok((r.into_model()?, version)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some((row.into_model()?, occurrences)))
 }
 
 impl Writer<'_> {
@@ -927,16 +933,11 @@ impl Writer<'_> {
     /// The current row, read on the write connection. A later save of it by this
     /// writer fails with [`StoreError::Stale`] if another process saved it in between.
     pub fn load(&mut self, id: &str) -> Result<Option<Reservation>, StoreError> {
-        let Some((row, version)) = reservations::table
-            .find(id)
-            .select((ReservationRow::as_select(), reservations::row_version))
-            .get_result::<(ReservationRow, i64)>(&mut *self.conn)
-            .optional()?
-        else {
+        let Some((r, version)) = load(&mut self.conn, id)? else {
             return Ok(None);
         };
         self.loaded.insert(id.to_string(), version);
-        row.into_model().map(Some)
+        Ok(Some(r))
     }
 
     /// A series and its occurrences, read on the write connection; later saves of the
@@ -945,25 +946,15 @@ impl Writer<'_> {
         &mut self,
         id: &str,
     ) -> Result<Option<(Series, Vec<Reservation>)>, StoreError> {
-        let Some(row) = series::table
-            .find(id)
-            .select(SeriesRow::as_select())
-            .get_result(&mut *self.conn)
-            .optional()?
-        else {
+        let Some((series, all)) = load_series(&mut self.conn, id)? else {
             return Ok(None);
         };
-        let rows: Vec<(ReservationRow, i64)> = reservations::table
-            .filter(reservations::series_id.eq(id))
-            .order(reservations::occurrence.asc())
-            .select((ReservationRow::as_select(), reservations::row_version))
-            .load(&mut *self.conn)?;
-        let mut occurrences = Vec::with_capacity(rows.len());
-        for (row, version) in rows {
-            self.loaded.insert(row.id.clone(), version);
-            occurrences.push(row.into_model()?);
+        let mut occurrences = Vec::with_capacity(all.len());
+        for (r, version) in all {
+            self.loaded.insert(r.id.clone(), version);
+            occurrences.push(r);
         }
-        Ok(Some((row.into_model()?, occurrences)))
+        Ok(Some((series, occurrences)))
     }
 
     /// Admits a new hold: re-checks every resource and label inside the transaction,
